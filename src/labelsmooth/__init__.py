@@ -1,0 +1,35 @@
+"""labelsmooth: label smoothing for PyTorch that is exact, lean and composable."""
+
+from labelsmooth.algorithms import (
+    Algorithm,
+    Engine,
+    Event,
+    JSONLinesDestination,
+    LabelSmoothing,
+    Logger,
+    PrintDestination,
+    State,
+    Trace,
+)
+from labelsmooth.functional import cross_entropy, soft_cross_entropy
+from labelsmooth.losses import CrossEntropyLoss
+from labelsmooth.targets import ensure_targets_one_hot, smooth_labels
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Algorithm",
+    "CrossEntropyLoss",
+    "Engine",
+    "Event",
+    "JSONLinesDestination",
+    "LabelSmoothing",
+    "Logger",
+    "PrintDestination",
+    "State",
+    "Trace",
+    "cross_entropy",
+    "ensure_targets_one_hot",
+    "smooth_labels",
+    "soft_cross_entropy",
+]

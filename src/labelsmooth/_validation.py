@@ -1,0 +1,187 @@
+"""Every argument check of the library, with one error vocabulary.
+
+Each message names the argument, what is allowed and what was received:
+``alpha: expected a real number in [0, 1], got nan``. Python values are
+checked where they are given (a module's ``__init__``); tensor contents are
+checked per call. Nothing here uses ``assert``, which ``python -O`` removes.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+REDUCTIONS = ("none", "mean", "sum")
+CONVENTIONS = ("uniform", "others")
+
+#: Tolerance for "sums to 1" checks: generous enough for float32 rounding of
+#: rows with 10^5 entries, tight enough to catch a wrong distribution.
+PROBABILITY_ATOL = 1e-3
+
+TargetForm = Literal["index", "dense"]
+
+
+def fail(arg: str, expected: str, got: object, *, error: type[Exception] = ValueError) -> Exception:
+    """Build the library's one error message: ``arg: expected ..., got ...``."""
+    return error(f"{arg}: expected {expected}, got {got!r}")
+
+
+def check_probability(value: object, arg: str = "alpha") -> float:
+    """Return ``value`` as a float in [0, 1], or raise naming ``arg``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if isinstance(value, Tensor) and value.numel() == 1 and value.is_floating_point():
+            value = float(value.item())
+        else:
+            raise fail(arg, "a real number in [0, 1]", value, error=TypeError)
+    number = float(value)
+    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise fail(arg, "a real number in [0, 1]", number)
+    return number
+
+
+def check_choice(value: object, arg: str, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise naming ``arg``."""
+    options = tuple(choices)
+    if not isinstance(value, str) or value not in options:
+        raise fail(arg, "one of " + ", ".join(repr(c) for c in options), value)
+    return value
+
+
+def check_reduction(value: object) -> str:
+    return check_choice(value, "reduction", REDUCTIONS)
+
+
+def check_convention(value: object) -> str:
+    return check_choice(value, "convention", CONVENTIONS)
+
+
+def check_int(value: object, arg: str) -> int:
+    """Return ``value`` if it is an int (not a bool), else raise a ``TypeError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise fail(arg, "an int", value, error=TypeError)
+    return int(value)
+
+
+def check_optional_int(value: object, arg: str) -> int | None:
+    return None if value is None else check_int(value, arg)
+
+
+def check_tensor(value: object, arg: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise fail(arg, "a torch.Tensor", type(value).__name__, error=TypeError)
+    return value
+
+
+def check_logits(logits: object, dim: int) -> tuple[Tensor, int]:
+    """Check the logits and normalize ``dim``; return ``(logits, dim)``."""
+    logits = check_tensor(logits, "logits")
+    if not logits.is_floating_point():
+        raise fail("logits", "a floating-point tensor", logits.dtype, error=TypeError)
+    if logits.dim() == 0:
+        raise fail("logits", "a tensor with a class dimension", tuple(logits.shape))
+    dim = check_int(dim, "dim")
+    if not -logits.dim() <= dim < logits.dim():
+        raise fail("dim", f"an int in [{-logits.dim()}, {logits.dim()})", dim)
+    return logits, dim % logits.dim()
+
+
+def target_form(logits: Tensor, targets: object, dim: int) -> TargetForm:
+    """Say whether ``targets`` are class indices or dense probabilities for ``logits``.
+
+    Index targets have the logits' shape without the class dimension and an
+    integer dtype; dense targets have the logits' shape and a float dtype.
+    """
+    targets = check_tensor(targets, "targets")
+    index_shape = logits.shape[:dim] + logits.shape[dim + 1 :]
+    if targets.shape == logits.shape:
+        if not targets.is_floating_point():
+            raise fail(
+                "targets",
+                "a floating-point tensor for dense targets of the logits' shape",
+                targets.dtype,
+                error=TypeError,
+            )
+        return "dense"
+    if targets.shape == index_shape:
+        if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+            raise fail(
+                "targets",
+                f"an integer tensor for class-index targets of shape {tuple(index_shape)}",
+                targets.dtype,
+                error=TypeError,
+            )
+        return "index"
+    raise fail(
+        "targets",
+        f"class indices of shape {tuple(index_shape)} or probabilities of shape "
+        f"{tuple(logits.shape)} (logits' shape, class dim {dim})",
+        tuple(targets.shape),
+    )
+
+
+def check_index_values(targets: Tensor, num_classes: int, ignore_index: int | None) -> None:
+    """Every index is in ``[0, num_classes)`` or equal to ``ignore_index``."""
+    valid = (targets >= 0) & (targets < num_classes)
+    if ignore_index is not None:
+        valid |= targets == ignore_index
+    if not bool(valid.all()):
+        bad = targets[~valid][0].item()
+        allowed = f"class indices in [0, {num_classes})"
+        if ignore_index is not None:
+            allowed += f" or ignore_index={ignore_index}"
+        raise fail("targets", allowed, bad)
+
+
+def check_dense_values(targets: Tensor, arg: str = "targets") -> None:
+    """Dense targets are finite and non-negative."""
+    if not bool(torch.isfinite(targets).all()):
+        raise fail(arg, "finite probabilities", "a tensor with NaN or infinite entries")
+    if bool((targets < 0).any()):
+        raise fail(arg, "non-negative probabilities", float(targets.min().item()))
+
+
+def check_class_vector(
+    value: object, arg: str, num_classes: int, *, distribution: bool
+) -> Tensor | None:
+    """Check a length-C vector (``weight`` or ``prior``).
+
+    A ``distribution`` must also be non-negative and sum to 1 (up to rounding).
+    """
+    if value is None:
+        return None
+    vector = check_tensor(value, arg)
+    if not vector.is_floating_point():
+        raise fail(arg, "a floating-point tensor", vector.dtype, error=TypeError)
+    if vector.shape != (num_classes,):
+        raise fail(arg, f"a vector of shape ({num_classes},), one entry per class", tuple(vector.shape))
+    if not bool(torch.isfinite(vector).all()):
+        raise fail(arg, "finite entries", "a tensor with NaN or infinite entries")
+    if bool((vector < 0).any()):
+        raise fail(arg, "non-negative entries", float(vector.min().item()))
+    if distribution:
+        total = float(vector.double().sum().item())
+        if abs(total - 1.0) > PROBABILITY_ATOL:
+            raise fail(arg, "entries that sum to 1", f"sum {total:.6g}")
+    return vector
+
+
+def check_init_args(**kwargs: Any) -> None:
+    """Validate the Python-valued options a module or algorithm stores.
+
+    Recognized names: ``alpha``, ``reduction``, ``convention``, ``ignore_index``,
+    ``dim``. Tensor-valued options are checked per call, once C is known.
+    """
+    checks: dict[str, Callable[[Any, str], object]] = {
+        "alpha": check_probability,
+        "reduction": lambda value, _: check_reduction(value),
+        "convention": lambda value, _: check_convention(value),
+        "ignore_index": check_optional_int,
+        "dim": check_int,
+    }
+    for name, value in kwargs.items():
+        checks[name](value, name)

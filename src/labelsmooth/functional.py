@@ -1,0 +1,180 @@
+"""Losses as functions. The modules in :mod:`labelsmooth.losses` call these."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from labelsmooth import _validation as v
+from labelsmooth import kernels
+from labelsmooth.targets import (
+    along_dim,
+    check_prior_convention,
+    compute_dtype,
+    effective_alpha,
+    smoothing_distribution,
+)
+
+
+def _safe_mean(total: Tensor, count: Tensor) -> Tensor:
+    # Dividing by a clamped count keeps an all-ignored batch at loss 0 with zero
+    # gradients; ``torch.where(count > 0, total / count, 0)`` would still send
+    # NaN through the unselected branch in backward.
+    return total / torch.where(count > 0, count, torch.ones_like(count))
+
+
+def _reduce(rows: Tensor, row_mass: Tensor, reduction: str) -> Tensor:
+    if reduction == "none":
+        return rows
+    if reduction == "sum":
+        return rows.sum()
+    return _safe_mean(rows.sum(), row_mass.sum())
+
+
+def _index_cross_entropy(
+    logits: Tensor, targets: Tensor, *, alpha: float, weight: Tensor | None,
+    ignore_index: int, reduction: str, prior: Tensor | None, dim: int,
+) -> Tensor:
+    num_classes = logits.shape[dim]
+    rows = kernels.index_cross_entropy_rows(
+        logits.movedim(dim, -1).reshape(-1, num_classes),
+        targets.reshape(-1).to(device=logits.device, dtype=torch.long),
+        smoothing=alpha, prior=prior, weight=weight, ignore_index=ignore_index,
+    ).reshape(targets.shape)
+    if reduction != "mean":
+        return _reduce(rows, rows, reduction)
+    valid = targets != ignore_index
+    if weight is None:
+        row_mass = valid.to(rows.dtype)
+    else:
+        row_mass = weight.to(rows.dtype)[torch.where(valid, targets, 0)] * valid
+    return _reduce(rows, row_mass, reduction)
+
+
+def _dense_cross_entropy(
+    logits: Tensor, targets: Tensor, *, alpha: float, weight: Tensor | None,
+    reduction: str, prior: Tensor | None, dim: int,
+) -> Tensor:
+    num_classes = logits.shape[dim]
+    dtype = compute_dtype(logits.dtype)
+    log_probs = torch.log_softmax(logits.to(dtype), dim=dim)
+    q = targets.to(dtype)
+    row_sum = q.sum(dim, keepdim=True)
+    if alpha != 0.0:
+        u = smoothing_distribution(num_classes, prior, dtype=dtype, device=logits.device)
+        q = (1.0 - alpha) * q + alpha * along_dim(u, q.dim(), dim) * row_sum
+    if weight is not None:
+        q = q * along_dim(weight.to(dtype), q.dim(), dim)
+    rows = -(q * log_probs).sum(dim)
+    row_mass = q.sum(dim) if weight is not None else (row_sum.squeeze(dim) > 0).to(dtype)
+    return _reduce(rows, row_mass, reduction)
+
+
+def cross_entropy(
+    logits: Tensor,
+    targets: Tensor,
+    *,
+    alpha: float = 0.0,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    prior: Tensor | None = None,
+    convention: str = "uniform",
+    dim: int = 1,
+) -> Tensor:
+    r"""Cross-entropy against label-smoothed targets, without building them.
+
+    With ``z`` the logits of one position, ``p = softmax(z)``, ``u`` uniform
+    (``1/C``) or ``prior``, ``w`` the class ``weight`` (1 when absent) and the
+    smoothed target ``q = (1 - alpha) * t + alpha * u``:
+
+    .. math::
+        \ell = -\sum_c w_c\, q_c \log p_c
+
+    For index targets ``y`` this is ``(1 - alpha) w_y (-\log p_y) + alpha
+    \sum_c u_c w_c (-\log p_c)``, computed from the log-softmax alone: no
+    one-hot and no dense target is ever allocated. It equals PyTorch's
+    ``F.cross_entropy(logits, y, weight=w, ignore_index=..., label_smoothing=alpha)``
+    in loss and gradient, with one deliberate difference: a ``"mean"`` over a
+    batch whose every position is ignored is 0 (zero gradients), not NaN.
+
+    ``reduction="mean"`` divides by ``sum_i w_{y_i}`` over positions that are
+    not ignored (index targets), or by ``sum_i sum_c w_c q_ic`` over rows
+    (dense targets; the count of non-zero rows without ``weight``). Dense rows
+    that sum to 0 are ignored; ``ignore_index`` applies to index targets only.
+
+    Args:
+        logits: ``(N, C)``, ``(C,)`` with ``dim=0``, or ``(N, C, d1, ..., dK)``;
+            the class dimension is ``dim`` (``dim=-1`` for ``(B, T, V)``).
+        targets: class indices in ``[0, C)`` with the logits' shape without
+            ``dim``, or probabilities with the logits' shape.
+        alpha: smoothing mass in [0, 1].
+        weight: ``(C,)`` non-negative class weights.
+        ignore_index: index target value left out of the loss and the mean.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        prior: ``(C,)`` distribution to smooth towards instead of uniform.
+        convention: ``"uniform"`` (``alpha / C`` on every class) or ``"others"``
+            (``1 - alpha`` on the true class, ``alpha / (C - 1)`` elsewhere).
+        dim: the class dimension.
+
+    Returns:
+        A scalar, or with ``reduction="none"`` the per-position loss (the
+        logits' shape without ``dim``). Float32 for 16-bit logits, the logits'
+        dtype otherwise.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[2.0, 0.0, 0.0]])
+        >>> round(cross_entropy(logits, torch.tensor([0]), alpha=0.1).item(), 4)
+        0.3729
+
+    References:
+        Szegedy et al., "Rethinking the Inception Architecture for Computer
+        Vision", 2016. Müller, Kornblith and Hinton, "When Does Label Smoothing
+        Help?", 2019.
+    """
+    logits, dim = v.check_logits(logits, dim)
+    alpha = v.check_probability(alpha, "alpha")
+    reduction = v.check_reduction(reduction)
+    convention = v.check_convention(convention)
+    ignore_index = v.check_int(ignore_index, "ignore_index")
+    num_classes = logits.shape[dim]
+    weight = v.check_class_vector(weight, "weight", num_classes, distribution=False)
+    prior = v.check_class_vector(prior, "prior", num_classes, distribution=True)
+    check_prior_convention(prior, convention)
+    alpha = effective_alpha(alpha, num_classes, convention)
+    if v.target_form(logits, targets, dim) == "index":
+        v.check_index_values(targets, num_classes, ignore_index)
+        return _index_cross_entropy(
+            logits, targets, alpha=alpha, weight=weight, ignore_index=ignore_index,
+            reduction=reduction, prior=prior, dim=dim,
+        )
+    v.check_dense_values(targets)
+    return _dense_cross_entropy(
+        logits, targets, alpha=alpha, weight=weight, reduction=reduction, prior=prior, dim=dim,
+    )
+
+
+def soft_cross_entropy(
+    logits: Tensor,
+    targets: Tensor,
+    *,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    dim: int = 1,
+) -> Tensor:
+    """Cross-entropy with dense or index targets: :func:`cross_entropy` with ``alpha=0``.
+
+    Composer's name, kept so its users can move over. See :func:`cross_entropy`
+    for the shapes, the reductions and the handling of ignored positions.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.zeros(1, 2)
+        >>> soft_cross_entropy(logits, torch.tensor([[0.5, 0.5]]))
+        tensor(0.6931)
+    """
+    return cross_entropy(
+        logits, targets, weight=weight, ignore_index=ignore_index, reduction=reduction, dim=dim
+    )

@@ -1,0 +1,65 @@
+"""The ``nn.Module`` faces of :mod:`labelsmooth.functional`.
+
+Each module checks and stores its options in ``__init__`` and calls its
+function in ``forward``; the math lives in the function alone.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from labelsmooth import _validation as v
+from labelsmooth import functional
+
+
+class CrossEntropyLoss(nn.Module):
+    """Module form of :func:`labelsmooth.cross_entropy`; see it for the math and shapes.
+
+    Example:
+        >>> import torch
+        >>> loss = CrossEntropyLoss(alpha=0.1)
+        >>> loss
+        CrossEntropyLoss(alpha=0.1, ignore_index=-100, reduction='mean', convention='uniform', dim=1)
+        >>> round(loss(torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([0])).item(), 4)
+        0.3729
+    """
+
+    weight: Tensor | None
+    prior: Tensor | None
+
+    def __init__(
+        self,
+        alpha: float = 0.0,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        prior: Tensor | None = None,
+        convention: str = "uniform",
+        dim: int = 1,
+    ) -> None:
+        super().__init__()
+        v.check_init_args(
+            alpha=alpha, reduction=reduction, convention=convention,
+            ignore_index=ignore_index, dim=dim,
+        )
+        self.alpha = float(alpha)
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+        self.convention = convention
+        self.dim = dim
+        # Buffers, so ``.to(device)`` moves them with the module.
+        self.register_buffer("weight", weight)
+        self.register_buffer("prior", prior)
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return functional.cross_entropy(
+            logits, targets, alpha=self.alpha, weight=self.weight,
+            ignore_index=self.ignore_index, reduction=self.reduction, prior=self.prior,
+            convention=self.convention, dim=self.dim,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"alpha={self.alpha}, ignore_index={self.ignore_index}, "
+            f"reduction={self.reduction!r}, convention={self.convention!r}, dim={self.dim}"
+        )

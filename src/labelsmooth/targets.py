@@ -1,0 +1,176 @@
+"""Target forms and the smoothing distribution.
+
+A target is a distribution over ``C`` classes. It arrives as class indices
+(the logits' shape without the class dimension) or as dense probabilities (the
+logits' shape). Smoothing mixes it with a distribution ``u`` (uniform, or a
+``prior``)::
+
+    q = (1 - alpha) * target + alpha * u
+
+Two conventions are in use and are easy to confuse:
+
+* ``"uniform"`` (PyTorch, Composer, timm, Keras, optax): every class gets
+  ``alpha / C``, so the true class ends at ``1 - alpha + alpha / C``.
+* ``"others"`` (fairseq, Megatron-LM, NeMo): the true class gets exactly
+  ``1 - alpha`` and each other class ``alpha / (C - 1)``.
+
+They are the same family: ``"others"`` with ``alpha`` equals ``"uniform"`` with
+``alpha * C / (C - 1)``. :func:`effective_alpha` does that conversion, so every
+kernel only knows the ``"uniform"`` form.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from labelsmooth import _validation as v
+
+
+def effective_alpha(alpha: float, num_classes: int, convention: str) -> float:
+    """The ``"uniform"``-convention alpha that gives the same target as ``convention``.
+
+    For ``"others"`` this is ``alpha * C / (C - 1)`` (it exceeds 1 when
+    ``alpha > (C - 1) / C``, which is still a valid target). With one class
+    there are no other classes, so nothing is smoothed.
+    """
+    if convention == "uniform":
+        return alpha
+    return alpha * num_classes / (num_classes - 1) if num_classes > 1 else 0.0
+
+
+def check_prior_convention(prior: Tensor | None, convention: str) -> None:
+    if prior is not None and convention == "others":
+        raise v.fail(
+            "convention",
+            "'uniform' when a prior is given ('others' spreads alpha evenly over the other classes)",
+            convention,
+        )
+
+
+def smoothing_distribution(
+    num_classes: int, prior: Tensor | None, *, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """The length-C distribution ``u`` that smoothing mixes in."""
+    if prior is None:
+        return torch.full((num_classes,), 1.0 / num_classes, dtype=dtype, device=device)
+    return prior.to(dtype=dtype, device=device)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Float32 for 16-bit inputs, the input's own dtype otherwise."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def along_dim(vector: Tensor, ndim: int, dim: int) -> Tensor:
+    """Reshape a length-C vector so it broadcasts along ``dim`` of an ``ndim`` tensor."""
+    shape = [1] * ndim
+    shape[dim] = vector.numel()
+    return vector.reshape(shape)
+
+
+def _index_to_dense(
+    logits: Tensor, targets: Tensor, alpha: float, prior: Tensor | None,
+    ignore_index: int | None, dim: int,
+) -> Tensor:
+    num_classes = logits.shape[dim]
+    dtype = compute_dtype(logits.dtype)
+    u = smoothing_distribution(num_classes, prior, dtype=dtype, device=logits.device)
+    valid = torch.ones_like(targets, dtype=torch.bool)
+    if ignore_index is not None:
+        valid = targets != ignore_index
+    index = torch.where(valid, targets, 0).to(device=logits.device, dtype=torch.long).unsqueeze(dim)
+    # Built directly in the result dtype: no int64 one-hot on the way.
+    dense = (along_dim(u, logits.dim(), dim) * alpha).expand(logits.shape).clone()
+    dense.scatter_add_(dim, index, torch.full(index.shape, 1.0 - alpha, dtype=dtype, device=dense.device))
+    if ignore_index is not None:
+        dense.mul_(valid.to(device=dense.device).unsqueeze(dim))
+    return dense
+
+
+def smooth_labels(
+    logits: Tensor,
+    targets: Tensor,
+    alpha: float = 0.1,
+    *,
+    prior: Tensor | None = None,
+    ignore_index: int | None = None,
+    dim: int = 1,
+    convention: str = "uniform",
+) -> Tensor:
+    r"""Dense label-smoothed targets for ``logits``.
+
+    .. math::
+        q = (1 - \alpha) \cdot t + \alpha \cdot u \cdot \textstyle\sum_c t_c
+
+    where ``t`` is the one-hot of index ``targets`` (or the dense ``targets``
+    themselves) and ``u`` is uniform (``1 / C``) or ``prior``. The factor
+    :math:`\sum_c t_c` keeps all-zero rows (ignored positions) all zero.
+
+    Args:
+        logits: ``(N, C)`` or ``(N, C, d1, ..., dK)``; only its shape, dtype and
+            device are used. The class dimension is ``dim``.
+        targets: class indices of the logits' shape without ``dim``, or dense
+            probabilities of the logits' shape (e.g. from MixUp).
+        alpha: smoothing mass in [0, 1].
+        prior: length-C distribution to smooth towards instead of uniform.
+        ignore_index: index targets equal to it become all-zero rows.
+        dim: the class dimension.
+        convention: ``"uniform"`` (``alpha / C`` on every class) or ``"others"``
+            (``1 - alpha`` on the true class, ``alpha / (C - 1)`` elsewhere).
+
+    Returns:
+        Dense targets of the logits' shape, in the logits' dtype (float32 for
+        16-bit logits), on the logits' device.
+
+    Example:
+        >>> import torch
+        >>> smooth_labels(torch.zeros(1, 4), torch.tensor([2]), alpha=0.2)
+        tensor([[0.0500, 0.0500, 0.8500, 0.0500]])
+
+    References:
+        Szegedy et al., "Rethinking the Inception Architecture for Computer
+        Vision", 2016.
+    """
+    logits, dim = v.check_logits(logits, dim)
+    alpha = v.check_probability(alpha, "alpha")
+    convention = v.check_convention(convention)
+    ignore_index = v.check_optional_int(ignore_index, "ignore_index")
+    num_classes = logits.shape[dim]
+    prior = v.check_class_vector(prior, "prior", num_classes, distribution=True)
+    check_prior_convention(prior, convention)
+    alpha = effective_alpha(alpha, num_classes, convention)
+    if v.target_form(logits, targets, dim) == "index":
+        v.check_index_values(targets, num_classes, ignore_index)
+        return _index_to_dense(logits, targets, alpha, prior, ignore_index, dim)
+    v.check_dense_values(targets)
+    dtype = compute_dtype(logits.dtype)
+    dense = targets.to(device=logits.device, dtype=dtype)
+    u = along_dim(
+        smoothing_distribution(num_classes, prior, dtype=dtype, device=logits.device),
+        logits.dim(), dim,
+    )
+    return (1.0 - alpha) * dense + alpha * u * dense.sum(dim, keepdim=True)
+
+
+def ensure_targets_one_hot(
+    logits: Tensor, targets: Tensor, *, ignore_index: int | None = None, dim: int = 1
+) -> Tensor:
+    """Dense one-hot targets for ``logits``; dense ``targets`` are returned as they are.
+
+    Index targets equal to ``ignore_index`` become all-zero rows. The one-hot
+    has the logits' dtype (float32 for 16-bit logits). See :func:`smooth_labels`
+    for the shapes.
+
+    Example:
+        >>> import torch
+        >>> ensure_targets_one_hot(torch.zeros(2, 3), torch.tensor([0, -1]), ignore_index=-1)
+        tensor([[1., 0., 0.],
+                [0., 0., 0.]])
+    """
+    logits, dim = v.check_logits(logits, dim)
+    ignore_index = v.check_optional_int(ignore_index, "ignore_index")
+    if v.target_form(logits, targets, dim) == "dense":
+        return targets
+    v.check_index_values(targets, logits.shape[dim], ignore_index)
+    return _index_to_dense(logits, targets, 0.0, None, ignore_index, dim)
