@@ -66,8 +66,7 @@ def _dense_cross_entropy(
     if weight is not None:
         q = q * along_dim(weight.to(dtype), q.dim(), dim)
     rows = -(q * log_probs).sum(dim)
-    row_mass = q.sum(dim) if weight is not None else (row_sum.squeeze(dim) > 0).to(dtype)
-    return _reduce(rows, row_mass, reduction)
+    return _reduce(rows, q.sum(dim), reduction)
 
 
 def cross_entropy(
@@ -99,9 +98,10 @@ def cross_entropy(
     batch whose every position is ignored is 0 (zero gradients), not NaN.
 
     ``reduction="mean"`` divides by ``sum_i w_{y_i}`` over positions that are
-    not ignored (index targets), or by ``sum_i sum_c w_c q_ic`` over rows
-    (dense targets; the count of non-zero rows without ``weight``). Dense rows
-    that sum to 0 are ignored; ``ignore_index`` applies to index targets only.
+    not ignored (index targets, PyTorch's rule), or by ``sum_i sum_c w_c q_ic``
+    over rows (dense targets: the number of rows when they are normalized and
+    unweighted). Dense rows that sum to 0 are thereby ignored; ``ignore_index``
+    applies to index targets only.
 
     Args:
         logits: ``(N, C)``, ``(C,)`` with ``dim=0``, or ``(N, C, d1, ..., dK)``;

@@ -1,12 +1,15 @@
-"""The plain autograd kernel for index targets: a log-softmax, no dense target.
+"""The plain autograd kernel for index and mixture targets: a log-softmax, no dense target.
 
-Per row ``i`` with target ``y`` (uniform convention, ``u`` uniform or a prior,
-``w`` the class weights, 1 when absent)::
+Row ``i`` has ``K`` components: class indices ``y_ik`` with mixing weights
+``lam_ik`` (``K = 1``, ``lam = 1`` for plain index targets). With ``s`` the
+smoothing mass (uniform convention), ``u`` uniform or a prior and ``w`` the
+class weights (1 when absent)::
 
-    loss_i = (1 - s) * w_y * (-log p_y) + s * sum_c u_c * w_c * (-log p_c)
+    loss_i = sum_k lam_ik * [y_ik valid] * ((1 - s) * w_{y_ik} * (-log p_{y_ik})
+                                             + s * sum_c u_c * w_c * (-log p_c))
 
-which is PyTorch's ``cross_entropy(..., label_smoothing=s)`` before reduction.
-Ignored rows are 0.
+which for ``K = 1`` is PyTorch's ``cross_entropy(..., label_smoothing=s)``
+before reduction. A component whose index equals ``ignore_index`` adds 0.
 """
 
 from __future__ import annotations
@@ -20,21 +23,40 @@ from labelsmooth.targets import compute_dtype
 def index_cross_entropy_rows(
     logits: Tensor,
     targets: Tensor,
+    target_weights: Tensor | None = None,
     *,
     smoothing: float,
     prior: Tensor | None,
     weight: Tensor | None,
     ignore_index: int,
 ) -> Tensor:
-    """Per-row smoothed cross-entropy of ``(M, C)`` logits and ``(M,)`` indices."""
+    """Per-row smoothed cross-entropy.
+
+    Args:
+        logits: ``(M, C)``, any floating dtype (16-bit is computed in float32).
+        targets: ``(M,)`` or ``(M, K)`` int64 class indices or ``ignore_index``.
+        target_weights: ``(M, K)`` mixing weights ``lam``; ``None`` means 1.
+        smoothing: ``s`` (may exceed 1 after the "others" conversion).
+        prior: ``(C,)`` smoothing distribution, ``None`` for uniform.
+        weight: ``(C,)`` class weights or ``None``.
+        ignore_index: index value that contributes nothing.
+
+    Returns:
+        ``(M,)`` losses in the compute dtype.
+    """
     num_classes = logits.shape[-1]
     dtype = compute_dtype(logits.dtype)
     log_probs = torch.log_softmax(logits.to(dtype), dim=-1)
-    valid = targets != ignore_index
-    index = torch.where(valid, targets, 0)
-    loss = -log_probs.gather(1, index.unsqueeze(1)).squeeze(1)
+    index = targets.reshape(targets.shape[0], -1)
+    valid = index != ignore_index
+    index = torch.where(valid, index, 0)
+    mass = valid.to(dtype)
+    if target_weights is not None:
+        mass = mass * target_weights.reshape(index.shape).to(dtype)
+    nll = -log_probs.gather(1, index)
     if weight is not None:
-        loss = loss * weight.to(dtype)[index]
+        nll = nll * weight.to(dtype)[index]
+    loss = (1.0 - smoothing) * (mass * nll).sum(1)
     if smoothing != 0.0:
         class_mass = (
             torch.full((num_classes,), 1.0 / num_classes, dtype=dtype, device=logits.device)
@@ -44,5 +66,5 @@ def index_cross_entropy_rows(
         if weight is not None:
             class_mass = class_mass * weight.to(dtype)
         # A matrix-vector product: no (M, C) product tensor besides log_probs.
-        loss = (1.0 - smoothing) * loss - smoothing * (log_probs @ class_mass)
-    return torch.where(valid, loss, torch.zeros((), dtype=dtype, device=loss.device))
+        loss = loss - smoothing * mass.sum(1) * (log_probs @ class_mass)
+    return loss
