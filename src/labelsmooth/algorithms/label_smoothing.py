@@ -27,6 +27,11 @@ def logits_of(outputs: Any) -> Tensor:
     )
 
 
+#: Marks ``alpha`` as not given, so ``smoothing=`` can stand in for it and an
+#: explicit ``alpha=None`` is still refused.
+_UNSET: Any = object()
+
+
 class LabelSmoothing(Algorithm):
     """Replace the batch's targets by smoothed targets for the loss, then put them back.
 
@@ -37,7 +42,7 @@ class LabelSmoothing(Algorithm):
     the math, ``ignore_index`` and ``convention``.
 
     Args:
-        alpha: smoothing mass in [0, 1]; ``smoothing=`` is accepted as an alias
+        alpha: smoothing mass in [0, 1], default 0.1; ``smoothing=`` is accepted as an alias
             (Composer's later name).
         target_key: where the targets are in the batch: an index, a dict key, or
             a ``(getter, setter)`` pair.
@@ -60,7 +65,7 @@ class LabelSmoothing(Algorithm):
 
     def __init__(
         self,
-        alpha: float | None = None,
+        alpha: float = _UNSET,
         target_key: BatchKey = 1,
         *,
         materialize: bool = True,
@@ -70,9 +75,10 @@ class LabelSmoothing(Algorithm):
         convention: str = "uniform",
         dim: int = 1,
     ) -> None:
-        if alpha is not None and smoothing is not None:
+        if alpha is not _UNSET and smoothing is not None:
             raise v.fail("smoothing", "either alpha or its alias smoothing, not both", smoothing)
-        alpha = smoothing if smoothing is not None else (0.1 if alpha is None else alpha)
+        if alpha is _UNSET:
+            alpha = 0.1 if smoothing is None else smoothing
         v.check_init_args(alpha=alpha, convention=convention, ignore_index=ignore_index, dim=dim)
         if not isinstance(materialize, bool):
             raise v.fail("materialize", "True or False", materialize, error=TypeError)

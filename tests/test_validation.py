@@ -1,0 +1,163 @@
+"""Every bad input gets a ValueError or TypeError naming the argument and the value."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import labelsmooth as ls
+
+LOGITS = torch.zeros(2, 3)
+TARGETS = torch.tensor([0, 2])
+
+
+@pytest.mark.parametrize(
+    ("alpha", "error"),
+    [
+        (-0.1, ValueError),
+        (1.5, ValueError),
+        (math.nan, ValueError),
+        (math.inf, ValueError),
+        ("0.1", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+        (1 + 2j, TypeError),
+    ],
+    ids=["negative", "above-one", "nan", "inf", "str", "none", "bool", "complex"],
+)
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a: ls.cross_entropy(LOGITS, TARGETS, alpha=a),
+        lambda a: ls.smooth_labels(LOGITS, TARGETS, a),
+        lambda a: ls.CrossEntropyLoss(alpha=a),
+        lambda a: ls.LabelSmoothing(a),
+    ],
+    ids=["cross_entropy", "smooth_labels", "CrossEntropyLoss", "LabelSmoothing"],
+)
+def test_bad_alpha(call, alpha, error):
+    with pytest.raises(error, match=r"^alpha: expected .*got"):
+        call(alpha)
+
+
+@pytest.mark.parametrize(
+    ("targets", "error", "match"),
+    [
+        (torch.tensor([0, 3]), ValueError, r"targets: .*\[0, 3\).*got 3"),
+        (torch.tensor([0, -2]), ValueError, r"targets: .*got -2"),
+        (torch.tensor([0.0, 1.0]), TypeError, r"targets: expected an integer tensor.*float32"),
+        (torch.zeros(2, 4), ValueError, r"targets: expected class indices of shape \(2,\).*got \(2, 4\)"),
+        (torch.zeros(3), ValueError, r"targets: .*got \(3,\)"),
+        (torch.zeros(2, 3, dtype=torch.long), TypeError, r"targets: expected a floating-point tensor"),
+        (torch.tensor([[0.5, math.nan, 0.5], [1.0, 0, 0]]), ValueError, r"targets: expected finite"),
+        (torch.tensor([[1.5, -0.5, 0.0], [1.0, 0, 0]]), ValueError, r"targets: expected non-negative.*-0.5"),
+        ([0, 1], TypeError, r"targets: expected a torch.Tensor, got 'list'"),
+    ],
+    ids=[
+        "index-too-big",
+        "negative-index",
+        "float-index-shape",
+        "wrong-shape",
+        "wrong-length",
+        "int-dense",
+        "nan-dense",
+        "negative-dense",
+        "list",
+    ],
+)
+@pytest.mark.parametrize("fn", [ls.cross_entropy, ls.smooth_labels], ids=["cross_entropy", "smooth_labels"])
+def test_bad_targets(fn, targets, error, match):
+    with pytest.raises(error, match=match):
+        fn(LOGITS, targets)
+
+
+@pytest.mark.parametrize(
+    ("prior", "match"),
+    [
+        (torch.tensor([0.5, 0.5]), r"prior: expected a vector of shape \(3,\).*got \(2,\)"),
+        (torch.tensor([1.2, -0.1, -0.1]), r"prior: expected non-negative"),
+        (torch.tensor([0.2, 0.2, 0.2]), r"prior: expected entries that sum to 1, got 'sum 0.6"),
+        (torch.tensor([0.5, math.nan, 0.5]), r"prior: expected finite"),
+    ],
+    ids=["length", "negative", "sum", "nan"],
+)
+def test_bad_prior(prior, match):
+    with pytest.raises(ValueError, match=match):
+        ls.cross_entropy(LOGITS, TARGETS, alpha=0.1, prior=prior)
+    with pytest.raises(ValueError, match=match):
+        ls.smooth_labels(LOGITS, TARGETS, 0.1, prior=prior)
+
+
+def test_prior_rounding_is_allowed():
+    prior = torch.full((3,), 1 / 3, dtype=torch.float16)
+    ls.smooth_labels(LOGITS, TARGETS, 0.1, prior=prior.float())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"reduction": "avg"}, ValueError, r"reduction: expected one of 'none', 'mean', 'sum', got 'avg'"),
+        ({"convention": "fairseq"}, ValueError, r"convention: expected one of 'uniform', 'others'"),
+        ({"ignore_index": 1.5}, TypeError, r"ignore_index: expected an int, got 1.5"),
+        ({"dim": 2}, ValueError, r"dim: expected an int in \[-2, 2\), got 2"),
+        ({"weight": torch.ones(4)}, ValueError, r"weight: expected a vector of shape \(3,\)"),
+        ({"weight": torch.tensor([1.0, -1.0, 1.0])}, ValueError, r"weight: expected non-negative"),
+        ({"weight": [1.0, 1.0, 1.0]}, TypeError, r"weight: expected a torch.Tensor"),
+        ({"prior": torch.tensor([0.2, 0.3, 0.5]), "convention": "others"}, ValueError, r"convention: "),
+    ],
+    ids=[
+        "reduction",
+        "convention",
+        "ignore_index",
+        "dim",
+        "weight-length",
+        "weight-negative",
+        "weight-list",
+        "prior-with-others",
+    ],
+)
+def test_bad_options(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ls.cross_entropy(LOGITS, TARGETS, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"reduction": "avg"}, ValueError, r"^reduction: "),
+        ({"convention": "x"}, ValueError, r"^convention: "),
+        ({"dim": "1"}, TypeError, r"^dim: expected an int"),
+    ],
+    ids=["reduction", "convention", "dim"],
+)
+def test_module_checks_options_at_construction(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ls.CrossEntropyLoss(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("logits", "error", "match"),
+    [
+        (torch.zeros(2, 3, dtype=torch.long), TypeError, r"logits: expected a floating-point tensor"),
+        (torch.tensor(1.0), ValueError, r"logits: expected a tensor with a class dimension"),
+        ("logits", TypeError, r"logits: expected a torch.Tensor, got 'str'"),
+    ],
+    ids=["integer", "scalar", "str"],
+)
+def test_bad_logits(logits, error, match):
+    with pytest.raises(error, match=match):
+        ls.cross_entropy(logits, TARGETS)
+
+
+def test_checks_survive_python_dash_o():
+    code = (
+        "import torch, labelsmooth as ls\n"
+        "try:\n    ls.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 2]), alpha=2.0)\n"
+        "except ValueError as e:\n    print('raised', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("raised alpha:")
