@@ -13,6 +13,7 @@ from labelsmooth.algorithms import (
 )
 from labelsmooth.functional import cross_entropy, soft_cross_entropy
 from labelsmooth.losses import CrossEntropyLoss
+from labelsmooth.soft_targets import SoftTargets
 from labelsmooth.targets import ensure_targets_one_hot, smooth_labels
 
 __version__ = "0.1.0"
@@ -26,6 +27,7 @@ __all__ = [
     "LabelSmoothing",
     "Logger",
     "PrintDestination",
+    "SoftTargets",
     "State",
     "Trace",
     "cross_entropy",

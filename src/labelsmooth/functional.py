@@ -7,6 +7,7 @@ from torch import Tensor
 
 from labelsmooth import _validation as v
 from labelsmooth import kernels
+from labelsmooth.soft_targets import SoftTargets, compose_smoothing
 from labelsmooth.targets import (
     along_dim,
     check_prior_convention,
@@ -51,6 +52,45 @@ def _index_cross_entropy(
     return _reduce(rows, row_mass, reduction)
 
 
+def _soft_cross_entropy(
+    logits: Tensor, targets: SoftTargets, *, alpha: float, weight: Tensor | None,
+    ignore_index: int, reduction: str, prior: Tensor | None, dim: int,
+) -> Tensor:
+    """Cross-entropy on the dense target of ``targets``, computed from its index maps."""
+    num_classes = logits.shape[dim]
+    batch_shape = logits.shape[:dim] + logits.shape[dim + 1 :]
+    if targets.batch_shape != batch_shape:
+        expected = f"SoftTargets of batch shape {tuple(batch_shape)}"
+        raise v.fail("targets", expected, tuple(targets.batch_shape))
+    if ignore_index not in (-100, targets.ignore_index):
+        expected = f"the SoftTargets' own ignore_index={targets.ignore_index}"
+        raise v.fail("ignore_index", expected, ignore_index)
+    if targets.num_classes not in (None, num_classes):
+        expected = f"SoftTargets for the logits' {num_classes} classes"
+        raise v.fail("targets", expected, f"num_classes={targets.num_classes}")
+    v.check_index_values(targets.indices, num_classes, targets.ignore_index)
+    smoothing, prior = compose_smoothing(targets.alpha, targets.prior, alpha, prior)
+    prior = None if prior is None else prior.to(logits.device)
+    if targets.device != logits.device:
+        targets = targets.to(logits.device)
+    indices, target_weights = targets.rows()
+    rows = kernels.index_cross_entropy_rows(
+        logits.movedim(dim, -1).reshape(-1, num_classes), indices.long(), target_weights,
+        smoothing=smoothing, prior=prior, weight=weight, ignore_index=targets.ignore_index,
+    )
+    if reduction != "mean":
+        return _reduce(rows.reshape(batch_shape), rows, reduction)
+    # The dense rule: the mean divides by sum_i sum_c w_c q_ic.
+    valid = indices != targets.ignore_index
+    mass = target_weights.to(rows.dtype) * valid
+    if weight is None:
+        return _reduce(rows, mass.sum(1), reduction)
+    w = weight.to(rows.dtype)
+    u = smoothing_distribution(num_classes, prior, dtype=rows.dtype, device=logits.device)
+    true_mass = (mass * w[torch.where(valid, indices, 0)]).sum(1)
+    return _reduce(rows, (1.0 - smoothing) * true_mass + smoothing * mass.sum(1) * (u @ w), reduction)
+
+
 def _dense_cross_entropy(
     logits: Tensor, targets: Tensor, *, alpha: float, weight: Tensor | None,
     reduction: str, prior: Tensor | None, dim: int,
@@ -71,7 +111,7 @@ def _dense_cross_entropy(
 
 def cross_entropy(
     logits: Tensor,
-    targets: Tensor,
+    targets: Tensor | SoftTargets,
     *,
     alpha: float = 0.0,
     weight: Tensor | None = None,
@@ -103,11 +143,18 @@ def cross_entropy(
     unweighted). Dense rows that sum to 0 are thereby ignored; ``ignore_index``
     applies to index targets only.
 
+    :class:`~labelsmooth.SoftTargets` give the loss on their dense target
+    (the dense rule above; with ``weight=None`` a plain index map gives the
+    index-target result), computed from their index maps without a dense
+    tensor. ``alpha`` then smooths them further:
+    ``1 - (1 - targets.alpha)(1 - alpha)`` (same prior required). They carry
+    their own ``ignore_index``.
+
     Args:
         logits: ``(N, C)``, ``(C,)`` with ``dim=0``, or ``(N, C, d1, ..., dK)``;
             the class dimension is ``dim`` (``dim=-1`` for ``(B, T, V)``).
         targets: class indices in ``[0, C)`` with the logits' shape without
-            ``dim``, or probabilities with the logits' shape.
+            ``dim``, probabilities with the logits' shape, or ``SoftTargets``.
         alpha: smoothing mass in [0, 1].
         weight: ``(C,)`` non-negative class weights.
         ignore_index: index target value left out of the loss and the mean.
@@ -143,6 +190,11 @@ def cross_entropy(
     prior = v.check_class_vector(prior, "prior", num_classes, distribution=True)
     check_prior_convention(prior, convention)
     alpha = effective_alpha(alpha, num_classes, convention)
+    if isinstance(targets, SoftTargets):
+        return _soft_cross_entropy(
+            logits, targets, alpha=alpha, weight=weight, ignore_index=ignore_index,
+            reduction=reduction, prior=prior, dim=dim,
+        )
     if v.target_form(logits, targets, dim) == "index":
         v.check_index_values(targets, num_classes, ignore_index)
         return _index_cross_entropy(
@@ -157,7 +209,7 @@ def cross_entropy(
 
 def soft_cross_entropy(
     logits: Tensor,
-    targets: Tensor,
+    targets: Tensor | SoftTargets,
     *,
     weight: Tensor | None = None,
     ignore_index: int = -100,

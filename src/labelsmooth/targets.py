@@ -21,10 +21,15 @@ kernel only knows the ``"uniform"`` form.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, overload
+
 import torch
 from torch import Tensor
 
 from labelsmooth import _validation as v
+
+if TYPE_CHECKING:
+    from labelsmooth.soft_targets import SoftTargets
 
 
 def effective_alpha(alpha: float, num_classes: int, convention: str) -> float:
@@ -88,6 +93,7 @@ def _index_to_dense(
     return dense
 
 
+@overload
 def smooth_labels(
     logits: Tensor,
     targets: Tensor,
@@ -97,7 +103,32 @@ def smooth_labels(
     ignore_index: int | None = None,
     dim: int = 1,
     convention: str = "uniform",
-) -> Tensor:
+) -> Tensor: ...
+
+
+@overload
+def smooth_labels(
+    logits: Tensor,
+    targets: SoftTargets,
+    alpha: float = 0.1,
+    *,
+    prior: Tensor | None = None,
+    ignore_index: int | None = None,
+    dim: int = 1,
+    convention: str = "uniform",
+) -> SoftTargets: ...
+
+
+def smooth_labels(
+    logits: Tensor,
+    targets: Tensor | SoftTargets,
+    alpha: float = 0.1,
+    *,
+    prior: Tensor | None = None,
+    ignore_index: int | None = None,
+    dim: int = 1,
+    convention: str = "uniform",
+) -> Tensor | SoftTargets:
     r"""Dense label-smoothed targets for ``logits``.
 
     .. math::
@@ -111,7 +142,10 @@ def smooth_labels(
         logits: ``(N, C)`` or ``(N, C, d1, ..., dK)``; only its shape, dtype and
             device are used. The class dimension is ``dim``.
         targets: class indices of the logits' shape without ``dim``, or dense
-            probabilities of the logits' shape (e.g. from MixUp).
+            probabilities of the logits' shape (e.g. from MixUp), or
+            :class:`~labelsmooth.SoftTargets`, which come back as SoftTargets
+            smoothed further (``SoftTargets.smooth``; no dense tensor is built,
+            call ``.to_dense()`` for one).
         alpha: smoothing mass in [0, 1].
         prior: length-C distribution to smooth towards instead of uniform.
         ignore_index: index targets equal to it become all-zero rows.
@@ -140,6 +174,11 @@ def smooth_labels(
     prior = v.check_class_vector(prior, "prior", num_classes, distribution=True)
     check_prior_convention(prior, convention)
     alpha = effective_alpha(alpha, num_classes, convention)
+    from labelsmooth.soft_targets import SoftTargets  # it imports this module
+
+    if isinstance(targets, SoftTargets):
+        # Structured in, structured out: smoothing composes without a dense tensor.
+        return targets.smooth(min(alpha, 1.0), prior=prior)
     if v.target_form(logits, targets, dim) == "index":
         v.check_index_values(targets, num_classes, ignore_index)
         return _index_to_dense(logits, targets, alpha, prior, ignore_index, dim)
@@ -154,7 +193,7 @@ def smooth_labels(
 
 
 def ensure_targets_one_hot(
-    logits: Tensor, targets: Tensor, *, ignore_index: int | None = None, dim: int = 1
+    logits: Tensor, targets: Tensor | SoftTargets, *, ignore_index: int | None = None, dim: int = 1
 ) -> Tensor:
     """Dense one-hot targets for ``logits``; dense ``targets`` are returned as they are.
 
@@ -170,6 +209,10 @@ def ensure_targets_one_hot(
     """
     logits, dim = v.check_logits(logits, dim)
     ignore_index = v.check_optional_int(ignore_index, "ignore_index")
+    from labelsmooth.soft_targets import SoftTargets  # it imports this module
+
+    if isinstance(targets, SoftTargets):
+        return targets.to_dense(logits.shape[dim], compute_dtype(logits.dtype), dim=dim)
     if v.target_form(logits, targets, dim) == "dense":
         return targets
     v.check_index_values(targets, logits.shape[dim], ignore_index)
