@@ -1,0 +1,325 @@
+"""labelsmooth.distributed: vocabulary-parallel loss and DDP normalization, on gloo with 2 and 4 processes.
+
+Each world size spawns its processes once (a module-scoped fixture); the
+workers save their losses and gradients and the tests compare them, case by
+case, with PyTorch's ``F.cross_entropy`` on the full logits in one process.
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import labelsmooth as ls
+from labelsmooth.distributed import global_num_items, vocab_parallel_cross_entropy
+
+V_LOCAL = {2: 6, 4: 5}  # classes per rank; C = world size * V_LOCAL
+
+#: name -> (shape without the class dim, alpha, convention, reduction, dtype, ignore pattern, num_items)
+CASES = {
+    "NV-uniform-mean": ((7,), 0.1, "uniform", "mean", torch.float32, "some", None),
+    "BTV-others-mean": ((2, 5), 0.2, "others", "mean", torch.float32, "some", None),
+    "BTV-uniform-sum": ((3, 4), 0.3, "uniform", "sum", torch.float32, "some", None),
+    "NV-none-grad-output": ((6,), 0.1, "uniform", "none", torch.float32, "some", None),
+    "BTV-num-items": ((2, 3), 0.1, "uniform", "mean", torch.float32, "some", 3.5),
+    "NV-all-ignored": ((4,), 0.1, "uniform", "mean", torch.float32, "all", None),
+    "NV-no-smoothing": ((5,), 0.0, "uniform", "mean", torch.float32, "none", None),
+    "BTV-bfloat16": ((2, 3), 0.1, "others", "mean", torch.bfloat16, "some", None),
+}
+
+
+def _case_inputs(name: str, num_classes: int):
+    """Full logits, targets and the grad_output of a case, the same in every process."""
+    shape, *_, dtype, ignore, _num_items = CASES[name]
+    gen = torch.Generator().manual_seed(sorted(CASES).index(name) + 100 * num_classes)
+    logits = (torch.randn(*shape, num_classes, generator=gen) * 3).to(dtype)
+    targets = torch.randint(0, num_classes, shape, generator=gen)
+    if ignore == "all":
+        targets.fill_(-100)
+    elif ignore == "some":
+        targets.view(-1)[::3] = -100
+    grad_output = torch.rand(shape, generator=gen) + 0.5
+    return logits, targets, grad_output
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ---------------------------------------------------------------- worker side
+
+
+def _vocab_parallel_job(rank: int, world_size: int) -> dict:
+    v_local = V_LOCAL[world_size]
+    out = {}
+    for name, (_, alpha, convention, reduction, *_rest, num_items) in CASES.items():
+        logits, targets, grad_output = _case_inputs(name, v_local * world_size)
+        shard = logits[..., rank * v_local : (rank + 1) * v_local].clone().requires_grad_()
+        loss = vocab_parallel_cross_entropy(
+            shard, targets, alpha=alpha, convention=convention, reduction=reduction, num_items=num_items
+        )
+        loss.backward(grad_output if reduction == "none" else None)
+        out[name] = (loss.detach(), shard.grad)
+    return out
+
+
+def _ddp_inputs(rank: int):
+    """Rank 0 has one padded position of 10, rank 1 has seven: means per rank differ from the global one."""
+    gen = torch.Generator().manual_seed(7 + rank)
+    x = torch.randn(2, 5, 8, generator=gen)
+    y = torch.randint(0, 11, (2, 5), generator=gen)
+    y.view(-1)[: 1 if rank == 0 else 7] = -100
+    return x, y
+
+
+def _ddp_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Linear(8, 11)
+
+
+def _ddp_job(rank: int, world_size: int) -> dict:
+    model = torch.nn.parallel.DistributedDataParallel(_ddp_model())
+    x, y = _ddp_inputs(rank)
+    normalizer = global_num_items(y) / world_size
+    loss = ls.cross_entropy(model(x), y, alpha=0.1, dim=-1, reduction="sum") / normalizer
+    loss.backward()
+    logged = loss.detach().clone()
+    dist.all_reduce(logged)
+    return {
+        "ddp": {name: p.grad for name, p in model.module.named_parameters()},
+        "ddp_logged_loss": logged / world_size,
+        "ddp_num_items": global_num_items(y),
+    }
+
+
+def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
+        timeout=timedelta(seconds=60),
+    )
+    try:
+        result = _vocab_parallel_job(rank, world_size)
+        if world_size == 2:
+            result.update(_ddp_job(rank, world_size))
+        torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(world_size: int, out_dir: Path) -> list[dict]:
+    ctx = mp.get_context("spawn")
+    port = _free_port()
+    procs = [
+        ctx.Process(target=_worker, args=(rank, world_size, port, str(out_dir))) for rank in range(world_size)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=180)  # a hang guard, far above the few seconds a run takes
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    codes = [proc.exitcode for proc in procs]
+    if codes != [0] * world_size:
+        pytest.fail(f"gloo workers exited with {codes}")
+    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(world_size)]
+
+
+@pytest.fixture(scope="module")
+def spawned(tmp_path_factory):
+    """``spawned(world_size)``: the workers' results; each world size is spawned once per module."""
+    cache: dict[int, list[dict]] = {}
+
+    def results(world_size: int) -> list[dict]:
+        if world_size not in cache:
+            cache[world_size] = _spawn(world_size, tmp_path_factory.mktemp(f"world{world_size}"))
+        return cache[world_size]
+
+    return results
+
+
+# ---------------------------------------------------------------- references
+
+
+def _reference(name: str, num_classes: int):
+    """Loss and full-logits gradient from F.cross_entropy in float64."""
+    _, alpha, convention, reduction, _dtype, _ignore, num_items = CASES[name]
+    logits, targets, grad_output = _case_inputs(name, num_classes)
+    full = logits.double().requires_grad_()
+    smoothing = alpha * num_classes / (num_classes - 1) if convention == "others" else alpha
+    per_row = F.cross_entropy(full.movedim(-1, 1), targets, reduction="none", label_smoothing=smoothing)
+    if reduction == "none":
+        loss = per_row
+    elif reduction == "sum":
+        loss = per_row.sum()
+    else:
+        count = (targets != -100).sum() if num_items is None else num_items
+        loss = per_row.sum() / max(float(count), 1.0)
+    loss.backward(grad_output.double() if reduction == "none" else None)
+    return loss.detach(), full.grad
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("world_size", [2, 4], ids=["world2", "world4"])
+def test_vocab_parallel_equals_full_logits(spawned, world_size, name):
+    results = spawned(world_size)
+    v_local = V_LOCAL[world_size]
+    ref_loss, ref_grad = _reference(name, v_local * world_size)
+    low_precision = CASES[name][4] == torch.bfloat16
+    tol = {"atol": 2e-2, "rtol": 2e-2} if low_precision else {"atol": 1e-5, "rtol": 1e-5}
+    for rank, result in enumerate(results):
+        loss, grad = result[name]
+        torch.testing.assert_close(loss.double(), ref_loss, **tol)
+        assert grad.dtype == CASES[name][4]
+        shard_ref = ref_grad[..., rank * v_local : (rank + 1) * v_local]
+        torch.testing.assert_close(grad.double(), shard_ref, **tol)
+
+
+def test_ddp_gradient_equals_combined_batch(spawned):
+    world_size = 2
+    results = spawned(world_size)
+    batches = [_ddp_inputs(rank) for rank in range(world_size)]
+    x = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+    model = _ddp_model()
+    combined = F.cross_entropy(model(x).movedim(-1, 1), y, label_smoothing=0.1)
+    combined.backward()
+    for result in results:
+        assert int(result["ddp_num_items"]) == int((y != -100).sum())
+        torch.testing.assert_close(result["ddp_logged_loss"], combined.detach())
+        for name, param in model.named_parameters():
+            torch.testing.assert_close(result["ddp"][name], param.grad)
+
+
+def test_ddp_local_means_differ_from_combined_batch():
+    """What the normalizer fixes: averaging per-rank means weighs rank 1's three items like rank 0's nine."""
+    model = _ddp_model()
+    batches = [_ddp_inputs(rank) for rank in range(2)]
+    with torch.no_grad():
+        local_means = [F.cross_entropy(model(x).movedim(-1, 1), y, label_smoothing=0.1) for x, y in batches]
+    x = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+    with torch.no_grad():
+        combined = F.cross_entropy(model(x).movedim(-1, 1), y, label_smoothing=0.1)
+    assert abs(float(sum(local_means) / 2 - combined)) > 1e-3
+
+
+# ---------------------------------------------------------------- Megatron-LM's formula
+
+
+def _megatron_loss(shard, lse, target_logit, alpha):
+    """Megatron-LM's smoothed vocab-parallel loss on one rank: local vocab size, local mean of log-probs."""
+    v_local = shard.shape[-1]
+    smoothing = alpha * v_local / (v_local - 1)
+    mean_log_probs = (shard - lse.unsqueeze(-1)).mean(-1)
+    return (1.0 - smoothing) * (lse - target_logit) - smoothing * mean_log_probs
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 4])
+def test_megatron_formula_is_right_only_on_one_rank(world_size):
+    gen = torch.Generator().manual_seed(world_size)
+    num_classes = 20
+    logits = torch.randn(8, num_classes, generator=gen, dtype=torch.float64) * 2
+    targets = torch.randint(0, num_classes, (8,), generator=gen)
+    alpha = 0.1  # Megatron (like fairseq) puts alpha / (C - 1) on the other classes
+    correct = F.cross_entropy(logits, targets, reduction="none",
+                              label_smoothing=alpha * num_classes / (num_classes - 1))
+    lse = torch.logsumexp(logits, -1)
+    target_logit = logits.gather(-1, targets[:, None]).squeeze(-1)
+    v_local = num_classes // world_size
+    for rank in range(world_size):
+        shard = logits[:, rank * v_local : (rank + 1) * v_local]
+        megatron = _megatron_loss(shard, lse, target_logit, alpha)
+        if world_size == 1:
+            torch.testing.assert_close(megatron, correct)
+        else:
+            assert float((megatron - correct).abs().max()) > 1e-2
+        ours = vocab_parallel_cross_entropy(
+            logits, targets, alpha=alpha, convention="others", reduction="none"
+        )
+        torch.testing.assert_close(ours, correct)
+
+
+# ---------------------------------------------------------------- one process, no process group
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.sampled_from([(5,), (2, 3), (1, 1)]),
+    num_classes=st.integers(2, 9),
+    alpha=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+    convention=st.sampled_from(["uniform", "others"]),
+    reduction=st.sampled_from(["mean", "sum", "none"]),
+)
+def test_single_process_equals_pytorch(seed, shape, num_classes, alpha, convention, reduction):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(*shape, num_classes, generator=gen, dtype=torch.float64)
+    targets = torch.randint(0, num_classes, shape, generator=gen)
+    targets.view(-1)[1::2] = -100
+    ours_in = logits.clone().requires_grad_()
+    ref_in = logits.clone().requires_grad_()
+    ours = vocab_parallel_cross_entropy(
+        ours_in, targets, alpha=alpha, convention=convention, reduction=reduction
+    )
+    smoothing = alpha * num_classes / (num_classes - 1) if convention == "others" else alpha
+    assume(smoothing <= 1.0)  # PyTorch refuses label_smoothing > 1
+    ref = F.cross_entropy(ref_in.movedim(-1, 1), targets, reduction=reduction, label_smoothing=smoothing)
+    torch.testing.assert_close(ours, ref)
+    grad_out = torch.rand(ref.shape, generator=gen, dtype=torch.float64) + 0.5
+    ours.backward(grad_out)
+    ref.backward(grad_out)
+    torch.testing.assert_close(ours_in.grad, ref_in.grad)
+
+
+def test_gradcheck():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([0, 5, -100, 2])
+    assert torch.autograd.gradcheck(
+        lambda z: vocab_parallel_cross_entropy(z, targets, alpha=0.3, reduction="none"), (logits,)
+    )
+
+
+def test_does_not_mutate_inputs():
+    logits = torch.randn(3, 4)
+    targets = torch.tensor([1, -100, 3])
+    before = (logits.clone(), targets.clone())
+    vocab_parallel_cross_entropy(logits.requires_grad_(), targets, alpha=0.2).backward()
+    torch.testing.assert_close(logits.detach(), before[0])
+    torch.testing.assert_close(targets, before[1])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"alpha": 1.5}, ValueError, "alpha"),
+        ({"reduction": "avg"}, ValueError, "reduction"),
+        ({"convention": "fairseq"}, ValueError, "convention"),
+        ({"targets": torch.tensor([0, 7])}, ValueError, "targets"),
+        ({"targets": torch.zeros(2, 4)}, ValueError, "targets"),
+        ({"group": object()}, ValueError, "group"),
+    ],
+    ids=["alpha", "reduction", "convention", "out-of-range", "dense", "group-without-init"],
+)
+def test_errors_name_the_argument(kwargs, error, match):
+    args = {"targets": torch.tensor([0, 3]), **kwargs}
+    with pytest.raises(error, match=match):
+        vocab_parallel_cross_entropy(torch.zeros(2, 4), **args)
+
+
+def test_global_num_items_without_process_group():
+    assert int(global_num_items(torch.tensor([3, -100, 0]))) == 2
+    assert int(global_num_items(torch.tensor([3, 255, 0]), ignore_index=255)) == 2
