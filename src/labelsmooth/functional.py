@@ -34,13 +34,14 @@ def _reduce(rows: Tensor, row_mass: Tensor, reduction: str) -> Tensor:
 
 def _index_cross_entropy(
     logits: Tensor, targets: Tensor, *, alpha: float, weight: Tensor | None,
-    ignore_index: int, reduction: str, prior: Tensor | None, dim: int,
+    ignore_index: int, reduction: str, prior: Tensor | None, dim: int, inplace_backward: bool = False,
 ) -> Tensor:
     num_classes = logits.shape[dim]
     rows = kernels.index_cross_entropy_rows(
         logits.movedim(dim, -1).reshape(-1, num_classes),
         targets.reshape(-1).to(device=logits.device, dtype=torch.long),
         smoothing=alpha, prior=prior, weight=weight, ignore_index=ignore_index,
+        inplace_backward=inplace_backward,
     ).reshape(targets.shape)
     if reduction != "mean":
         return _reduce(rows, rows, reduction)
@@ -120,6 +121,7 @@ def cross_entropy(
     prior: Tensor | None = None,
     convention: str = "uniform",
     dim: int = 1,
+    inplace_backward: bool = False,
 ) -> Tensor:
     r"""Cross-entropy against label-smoothed targets, without building them.
 
@@ -163,6 +165,10 @@ def cross_entropy(
         convention: ``"uniform"`` (``alpha / C`` on every class) or ``"others"``
             (``1 - alpha`` on the true class, ``alpha / (C - 1)`` elsewhere).
         dim: the class dimension.
+        inplace_backward: index targets only: the backward writes the gradient
+            over the logits' storage instead of allocating an ``(N, C)`` buffer.
+            The logits then hold the gradient; only for logits nothing reads
+            after the loss (see :func:`labelsmooth.kernels.index_cross_entropy_rows`).
 
     Returns:
         A scalar, or with ``reduction="none"`` the per-position loss (the
@@ -199,7 +205,7 @@ def cross_entropy(
         v.check_index_values(targets, num_classes, ignore_index)
         return _index_cross_entropy(
             logits, targets, alpha=alpha, weight=weight, ignore_index=ignore_index,
-            reduction=reduction, prior=prior, dim=dim,
+            reduction=reduction, prior=prior, dim=dim, inplace_backward=bool(inplace_backward),
         )
     v.check_dense_values(targets)
     return _dense_cross_entropy(

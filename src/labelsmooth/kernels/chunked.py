@@ -1,0 +1,243 @@
+"""The row-chunked kernel: smoothed cross-entropy that keeps O(M) statistics, not a log-softmax.
+
+Same loss as :mod:`labelsmooth.kernels.reference` (see its module docstring).
+Write ``s`` for the smoothing mass, ``cm_c = u_c w_c`` for the class mass of
+the smoothing term, ``S = sum_c cm_c``, ``mass_ik = lam_ik [y_ik valid]`` and
+``m_i = sum_k mass_ik``. Then per row::
+
+    loss_i = A_i * lse_i - (1 - s) sum_k mass_ik w_{y_ik} z_{y_ik} - s m_i (z_i . cm)
+    A_i    = (1 - s) sum_k mass_ik w_{y_ik} + s m_i S
+    dloss_i / dz_ic = A_i softmax(z_i)_c - (1 - s) sum_k mass_ik w_{y_ik} [c = y_ik] - s m_i cm_c
+
+so a row needs only ``lse_i`` and a few scalars. The forward walks the rows in
+chunks of about one L2 cache (a chunk is read from memory once; every pass over
+it hits the cache) and keeps ``lse`` and the per-row coefficients; the backward
+re-reads the logits chunk by chunk and writes ``softmax``-based gradient rows.
+The only ``(M, C)`` buffer ever allocated is the gradient itself, and with
+``inplace_backward=True`` not even that: the gradient overwrites the logits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from labelsmooth.targets import compute_dtype
+
+#: Elements per chunk: about 1 MiB of float32, so that a chunk and one
+#: scratch copy of it stay in the two cores' L2 caches (1 MiB each here).
+DEFAULT_CHUNK_ELEMENTS = 1 << 18
+
+
+def rows_per_chunk(num_classes: int, chunk_size: int | None) -> int:
+    """Rows per chunk: ``chunk_size`` if given, else about ``DEFAULT_CHUNK_ELEMENTS`` elements."""
+    if chunk_size is not None:
+        return chunk_size
+    return max(1, DEFAULT_CHUNK_ELEMENTS // max(1, num_classes))
+
+
+def class_mass(
+    num_classes: int, prior: Tensor | None, weight: Tensor | None, *, dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor | None:
+    """``cm = u * w`` (``u`` uniform or ``prior``), or ``None`` when it is the constant ``1 / C``."""
+    if prior is None and weight is None:
+        return None
+    cm = (
+        torch.full((num_classes,), 1.0 / num_classes, dtype=dtype, device=device)
+        if prior is None
+        else prior.to(dtype=dtype, device=device)
+    )
+    return cm if weight is None else cm * weight.to(dtype=dtype, device=device)
+
+
+def row_coefficients(
+    targets: Tensor, target_weights: Tensor | None, *, smoothing: float, weight: Tensor | None,
+    ignore_index: int, mass_sum: Tensor | float, dtype: torch.dtype,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-row target statistics: ``(index (M, K), tw (M, K), A (M,), s * m (M,))``.
+
+    ``tw_ik = (1 - s) mass_ik w_{y_ik}`` is the one-hot coefficient of the
+    gradient; ``mass_sum`` is ``S``. Ignored components point at class 0 with 0 mass.
+    """
+    index = targets.reshape(targets.shape[0], -1)
+    valid = index != ignore_index
+    index = torch.where(valid, index, 0)
+    mass = valid.to(dtype)
+    if target_weights is not None:
+        mass = mass * target_weights.reshape(index.shape).to(dtype)
+    smooth_mass = smoothing * mass.sum(1)
+    tw = mass if weight is None else mass * weight.to(dtype)[index]
+    tw = (1.0 - smoothing) * tw
+    return index, tw, tw.sum(1) + smooth_mass * mass_sum, smooth_mass
+
+
+class ChunkedIndexCrossEntropy(torch.autograd.Function):
+    """Autograd function behind :func:`index_cross_entropy_rows`; returns the per-row loss."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, logits: Tensor, targets: Tensor, target_weights: Tensor | None,
+        smoothing: float, prior: Tensor | None, weight: Tensor | None, ignore_index: int,
+        inplace_backward: bool, chunk_size: int | None,
+    ) -> Tensor:
+        rows, num_classes = logits.shape
+        dtype = compute_dtype(logits.dtype)
+        cm = class_mass(num_classes, prior, weight, dtype=dtype, device=logits.device)
+        mass_sum = 1.0 if cm is None else cm.sum()
+        index, tw, coef_a, smooth_mass = row_coefficients(
+            targets, target_weights, smoothing=smoothing, weight=weight,
+            ignore_index=ignore_index, mass_sum=mass_sum, dtype=dtype,
+        )
+        step = rows_per_chunk(num_classes, chunk_size)
+        log_se = torch.empty(rows, dtype=dtype, device=logits.device)
+        row_max = torch.empty(rows, dtype=dtype, device=logits.device)
+        z_y = torch.empty(index.shape, dtype=dtype, device=logits.device)
+        smooth_dot = torch.zeros(rows, dtype=dtype, device=logits.device)
+        work = torch.empty((min(step, rows), num_classes), dtype=dtype, device=logits.device)
+        for start in range(0, rows, step):
+            stop = min(start + step, rows)
+            chunk = logits[start:stop]
+            if chunk.dtype != dtype:
+                chunk = chunk.to(dtype)
+            centered = work[: stop - start]
+            torch.amax(chunk, 1, keepdim=True, out=row_max[start:stop, None])
+            # Shifting by the row max keeps exp() finite and the differences
+            # below exact at logits of 1e4, where lse - z_y would cancel.
+            torch.sub(chunk, row_max[start:stop, None], out=centered)
+            torch.gather(centered, 1, index[start:stop], out=z_y[start:stop])
+            if smoothing != 0.0:
+                if cm is None:
+                    torch.sum(centered, 1, out=smooth_dot[start:stop])
+                else:
+                    torch.mv(centered, cm, out=smooth_dot[start:stop])
+            centered.exp_()
+            torch.sum(centered, 1, out=log_se[start:stop])
+        log_se.log_()
+        if cm is None:
+            smooth_dot /= num_classes
+        # Everything relative to the row max: loss = A log_se - sum tw (z_y - max) - s m (z - max) . cm
+        loss = coef_a * log_se - (tw * z_y).sum(1) - smooth_mass * smooth_dot
+        ctx.save_for_backward(logits, index, tw, coef_a, smooth_mass, row_max + log_se, cm)
+        ctx.num_classes = num_classes
+        ctx.inplace_backward = inplace_backward
+        ctx.step = step
+        ctx.component_loss = None
+        if target_weights is not None and ctx.needs_input_grad[2]:
+            # d loss_i / d lam_ik, for callers that learn mixing weights.
+            valid = (targets.reshape(index.shape) != ignore_index).to(dtype)
+            per_mass = tw / torch.where(valid > 0, target_weights.reshape(index.shape).to(dtype), 1.0)
+            sum_cm = torch.as_tensor(mass_sum, dtype=dtype)
+            ctx.target_weights_shape = target_weights.shape
+            ctx.component_loss = valid * (
+                per_mass * (log_se[:, None] - z_y)
+                + smoothing * (sum_cm * log_se - smooth_dot)[:, None]
+            )
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
+        logits, index, tw, coef_a, smooth_mass, lse, cm = ctx.saved_tensors
+        grads: list[Tensor | None] = [None] * 9
+        if ctx.component_loss is not None:
+            grads[2] = (grad_loss[:, None] * ctx.component_loss).reshape(ctx.target_weights_shape)
+        if not ctx.needs_input_grad[0]:
+            return tuple(grads)
+        rows, num_classes = logits.shape
+        dtype = lse.dtype
+        grad_loss = grad_loss.to(dtype)
+        scale_p = grad_loss * coef_a
+        scale_u = grad_loss * smooth_mass
+        scale_y = -(grad_loss[:, None] * tw)
+        if cm is None:
+            scale_u = scale_u / num_classes
+        if ctx.inplace_backward:
+            grad = logits
+        else:
+            grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+        step = ctx.step
+        work = None
+        if grad.dtype != dtype:
+            work = torch.empty((min(step, rows), num_classes), dtype=dtype, device=grad.device)
+        for start in range(0, rows, step):
+            stop = min(start + step, rows)
+            out = grad[start:stop] if work is None else work[: stop - start]
+            # softmax(z) = exp(z - lse); the logits chunk is read before the
+            # (possibly aliased) gradient chunk is written.
+            torch.sub(logits[start:stop], lse[start:stop, None], out=out)
+            out.exp_()
+            if cm is None:
+                # out = scale_p * p - scale_u in one pass.
+                torch.addcmul(-scale_u[start:stop, None], out, scale_p[start:stop, None], out=out)
+            else:
+                out.mul_(scale_p[start:stop, None])
+                out.addr_(scale_u[start:stop], cm, alpha=-1)
+            out.scatter_add_(1, index[start:stop], scale_y[start:stop])
+            if work is not None:
+                grad[start:stop].copy_(out)
+        grads[0] = grad
+        return tuple(grads)
+
+
+def index_cross_entropy_rows(
+    logits: Tensor,
+    targets: Tensor,
+    target_weights: Tensor | None = None,
+    *,
+    smoothing: float,
+    prior: Tensor | None,
+    weight: Tensor | None,
+    ignore_index: int,
+    inplace_backward: bool = False,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Per-row smoothed cross-entropy in row chunks; no ``(M, C)`` buffer but the gradient.
+
+    Args:
+        logits: ``(M, C)``, any floating dtype (16-bit is computed in float32;
+            the gradient comes back in the logits' dtype).
+        targets: ``(M,)`` or ``(M, K)`` int64 class indices or ``ignore_index``.
+        target_weights: ``(M, K)`` mixing weights ``lam``; ``None`` means 1.
+        smoothing: ``s`` (may exceed 1 after the "others" conversion).
+        prior: ``(C,)`` smoothing distribution, ``None`` for uniform.
+        weight: ``(C,)`` class weights or ``None``. Treated as constants: when
+            ``weight`` or ``prior`` requires grad, the reference kernel runs instead.
+        ignore_index: index value that contributes nothing.
+        inplace_backward: write the gradient over ``logits``' storage instead of
+            allocating one. Hazard: after backward the logits hold the gradient,
+            so anything that reads them later (a metric, another loss, a second
+            backward through ``retain_graph``) sees wrong values. Autograd's
+            version counter catches other nodes that saved these logits, but
+            not plain reads. Use it only when the logits are dead after the loss.
+        chunk_size: rows per chunk; default about 2^18 elements (L2-sized).
+
+    Returns:
+        ``(M,)`` losses in the compute dtype.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[2.0, 0.0, 0.0]])
+        >>> loss = index_cross_entropy_rows(
+        ...     logits, torch.tensor([0]), smoothing=0.1, prior=None, weight=None, ignore_index=-100)
+        >>> round(loss.item(), 4)
+        0.3729
+    """
+    if (weight is not None and weight.requires_grad) or (prior is not None and prior.requires_grad):
+        from labelsmooth.kernels import reference
+
+        return reference.index_cross_entropy_rows(
+            logits, targets, target_weights, smoothing=smoothing, prior=prior, weight=weight,
+            ignore_index=ignore_index,
+        )
+    if logits.shape[0] == 0:
+        # Nothing to chunk; keep the graph so backward gives an empty gradient.
+        return logits.sum(1).to(compute_dtype(logits.dtype))
+    loss: Tensor = ChunkedIndexCrossEntropy.apply(  # type: ignore[no-untyped-call]
+        logits, targets, target_weights, float(smoothing), prior, weight, int(ignore_index),
+        bool(inplace_backward), chunk_size,
+    )
+    return loss
