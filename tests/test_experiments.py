@@ -1,0 +1,282 @@
+"""The ``compare`` experiment end to end on tiny settings, its data sets, statistics and report files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+from PIL import Image
+
+from labelsmooth import Engine, Event
+from labelsmooth.experiments import DataError, compare, load_dataset
+from labelsmooth.experiments.data import flip_labels, load_shapes
+from labelsmooth.experiments.report import atomic_write
+from labelsmooth.experiments.stats import inside_noise, mean_ci, paired_difference
+from labelsmooth.experiments.train import TrainConfig, train
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+RUN_KEYS = {"alpha", "seed", "accuracy", "nll", "ece"}
+SUMMARY_KEYS = {"alpha", "accuracy_mean", "accuracy_ci95", "nll_mean", "nll_ci95", "ece_mean", "ece_ci95"}
+
+
+def make_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class: int = 8) -> Path:
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, size=(12, 14, 3), dtype=np.uint8)
+            pixels[..., k] += 150
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def make_table(path: Path, n: int = 90) -> Path:
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 3
+    frame = pd.DataFrame({
+        "x1": rng.normal(labels, 0.5), "x2": rng.normal(-labels, 0.5),
+        "color": np.where(labels == 0, "red", "blue"), "species": np.array(["a", "b", "c"])[labels],
+    })
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path)
+    return path
+
+
+def check_outputs(out: Path, task: str) -> dict:
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "penultimate.png", "reliability.png",
+                                                     "report.md"]
+    for name in ("reliability.png", "penultimate.png"):
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE)
+        with Image.open(out / name) as image:
+            image.verify()
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["task"] == task
+    assert {"dataset", "task", "runs", "summary"} <= set(document)
+    for run in document["runs"]:
+        assert set(run) >= RUN_KEYS
+        assert 0 <= run["accuracy"] <= 1 and run["nll"] >= 0 and 0 <= run["ece"] <= 1
+    for row in document["summary"]:
+        assert set(row) >= SUMMARY_KEYS
+    report = (out / "report.md").read_text()
+    assert "![reliability diagrams](reliability.png)" in report
+    assert "![penultimate-layer activations](penultimate.png)" in report
+    assert "noise" in report and "| alpha |" in report
+    return document
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits") / "out"
+    return compare("digits", seeds=2, epochs=1, out=out), out
+
+
+def test_digits_end_to_end(digits_run):
+    result, out = digits_run
+    document = check_outputs(out, "classification")
+    assert document["dataset"] == "digits"
+    assert [(r["alpha"], r["seed"]) for r in document["runs"]] == [(0.0, 0), (0.1, 0), (0.0, 1), (0.1, 1)]
+    assert [row["alpha"] for row in document["summary"]] == [0.0, 0.1]
+    assert result.summary[0]["accuracy_mean"] > 0.5  # one epoch already learns digits
+    assert {c["metric"] for c in result.comparisons} == {"accuracy", "nll", "ece"}
+
+
+def test_same_seed_same_numbers(digits_run):
+    result, _ = digits_run
+    again = compare("digits", seeds=2, epochs=1)
+    assert again.to_dict() == result.to_dict()
+
+
+def test_summary_matches_runs(digits_run):
+    result, _ = digits_run
+    accuracies = [r.metrics["accuracy"] for r in result.runs if r.alpha == 0.1]
+    mean = sum(accuracies) / 2
+    half = 12.706204736174698 * abs(accuracies[0] - accuracies[1]) / 2  # t_{0.975, 1} * sd / sqrt(2)
+    assert result.summary[1]["accuracy_mean"] == pytest.approx(mean)
+    assert result.summary[1]["accuracy_ci95"] == pytest.approx(half)
+
+
+def test_shapes_segmentation_end_to_end(tmp_path):
+    data = load_shapes(n_train=24, n_test=8)
+    result = compare(data=data, seeds=2, epochs=1, out=tmp_path / "out")
+    document = check_outputs(tmp_path / "out", "segmentation")
+    assert all("miou" in run for run in document["runs"])
+    assert {"miou_mean", "miou_ci95"} <= set(document["summary"][0])
+    assert result.num_classes == 4
+
+
+def test_shapes_have_ignore_borders_and_all_classes():
+    data = load_shapes(n_train=16, n_test=4)
+    targets = data.train.targets
+    assert set(torch.unique(targets).tolist()) == {0, 1, 2, 3, 255}
+    assert 0.02 < (targets == 255).double().mean().item() < 0.3
+
+
+def test_image_folder_end_to_end(tmp_path):
+    folder = make_image_folder(tmp_path / "images")
+    result = compare(folder, seeds=2, epochs=1, out=tmp_path / "out")
+    check_outputs(tmp_path / "out", "classification")
+    assert result.class_names == ("cat", "dog", "fox")
+    assert result.dataset == "images"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"], ids=["csv", "parquet"])
+def test_table_end_to_end(tmp_path, suffix):
+    table = make_table(tmp_path / f"blobs{suffix}")
+    result = compare(table, seeds=2, epochs=2, label_column="species", out=tmp_path / "out")
+    check_outputs(tmp_path / "out", "classification")
+    assert result.class_names == ("a", "b", "c")
+
+
+def test_two_class_table_has_no_projection_but_still_a_picture(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    path = tmp_path / "two.csv"
+    pd.DataFrame({"x": rng.normal(size=40), "label": np.arange(40) % 2}).to_csv(path, index=False)
+    result = compare(path, seeds=2, epochs=1, out=tmp_path / "out")
+    assert result.runs[0].projection is None
+    check_outputs(tmp_path / "out", "classification")
+
+
+def test_one_seed_without_ci(tmp_path):
+    data = load_dataset("digits")
+    result = compare(data=data, seeds=1, epochs=1, ci=False, alphas=[0.1])
+    assert result.summary[0]["accuracy_ci95"] is None
+    assert result.comparisons == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"alphas": [0.0, 1.5]}, "alphas: expected a real number in \\[0, 1\\], got 1.5"),
+        ({"alphas": [-0.1]}, "alphas: expected a real number"),
+        ({"alphas": []}, "alphas: expected a non-empty list"),
+        ({"alphas": [0.1, 0.1]}, "alphas: expected distinct"),
+        ({"seeds": 1}, "seeds: expected at least 2 seeds"),
+        ({"epochs": 0}, "epochs: expected an int >= 1"),
+        ({"label_noise": 2.0}, "label_noise"),
+        ({"convention": "none"}, "convention"),
+    ],
+    ids=["alpha-above-one", "alpha-negative", "no-alphas", "repeated-alpha", "one-seed-with-ci",
+         "zero-epochs", "noise-above-one", "bad-convention"],
+)
+def test_bad_options(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        compare("digits", out=tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_data_paths(tmp_path):
+    (tmp_path / "flat").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "flat" / "a.png")
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "only").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "one" / "only" / "a.png")
+    broken = make_image_folder(tmp_path / "broken", per_class=2)
+    (broken / "cat" / "notes.png").write_text("not an image")
+    table = make_table(tmp_path / "t.csv")
+    (tmp_path / "data.txt").write_text("x")
+    cases = {
+        tmp_path / "missing": "that exists",
+        tmp_path / "flat": "at least two class subfolders",
+        tmp_path / "one": "at least two class subfolders",
+        broken: "readable image files.*notes.png",
+        tmp_path / "data.txt": "a .csv/.parquet file",
+    }
+    for path, match in cases.items():
+        with pytest.raises(DataError, match=match):
+            load_dataset(path)
+    with pytest.raises(DataError, match=r"label_column: expected a column of t\.csv .*got 'target'"):
+        load_dataset(table, label_column="target")
+
+
+def test_flip_labels_moves_exactly_the_fraction():
+    targets = torch.arange(100) % 5
+    flipped = flip_labels(targets, 0.3, 5, generator=torch.Generator().manual_seed(0))
+    assert (flipped != targets).sum().item() == 30
+    assert flipped.min().item() >= 0 and flipped.max().item() < 5
+    assert torch.equal(targets, torch.arange(100) % 5)  # input untouched
+
+
+def test_flip_labels_leaves_ignored_pixels():
+    targets = torch.tensor([[0, 255, 1], [255, 2, 0]])
+    flipped = flip_labels(targets, 1.0, 3, generator=torch.Generator().manual_seed(0), ignore_index=255)
+    assert torch.equal(flipped == 255, targets == 255)
+    assert bool((flipped[targets != 255] != targets[targets != 255]).all())
+
+
+def test_training_runs_label_smoothing_at_the_loss_events(monkeypatch):
+    """The loop runs on the library's Engine: smoothed dense targets exist only inside the loss events."""
+    seen = []
+    original = Engine.run_event
+
+    def spy(self, event):
+        traces = original(self, event)
+        if event in (Event.BEFORE_FORWARD, Event.BEFORE_LOSS, Event.AFTER_LOSS, Event.BEFORE_BACKWARD):
+            target = self.state.batch[1]
+            seen.append((event, target.is_floating_point(), [t.run for t in traces]))
+        return traces
+
+    monkeypatch.setattr(Engine, "run_event", spy)
+    data = load_shapes(n_train=4, n_test=2)
+    train(data, 0.1, 0, TrainConfig(epochs=1, batch_size=4, lr=1e-3))
+    assert seen == [
+        (Event.BEFORE_FORWARD, False, [False]),
+        (Event.BEFORE_LOSS, True, [True]),
+        (Event.AFTER_LOSS, False, [True]),
+        (Event.BEFORE_BACKWARD, False, [False]),
+    ]
+
+
+def test_mean_ci_matches_scipy_interval():
+    stats = pytest.importorskip("scipy.stats")
+    values = [0.91, 0.93, 0.96, 0.9]
+    mean, half = mean_ci(values)
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert mean == pytest.approx(np.mean(values))
+    assert half == pytest.approx((high - low) / 2)
+    assert mean_ci([0.5]) == (0.5, None)
+
+
+def test_paired_difference_and_noise():
+    diff, half = paired_difference([1.0, 2.0, 3.0], [0.0, 1.0, 2.0])
+    assert diff == pytest.approx(1.0) and half == pytest.approx(0.0)
+    assert not inside_noise(diff, half)
+    assert inside_noise(0.1, 0.2) and inside_noise(0.1, None)
+
+
+def test_atomic_write_leaves_nothing_half_written(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, b"new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_core_import_does_not_need_the_cli_extra():
+    code = (
+        "import sys, labelsmooth, labelsmooth.metrics\n"
+        "heavy = {'click', 'matplotlib', 'sklearn', 'pandas', 'PIL', 'scipy', 'pyarrow'}\n"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"
