@@ -2,11 +2,13 @@
 
 from labelsmooth.algorithms import (
     Algorithm,
+    CutMix,
     Engine,
     Event,
     JSONLinesDestination,
     LabelSmoothing,
     Logger,
+    MixUp,
     PrintDestination,
     State,
     Trace,
@@ -21,11 +23,13 @@ __version__ = "0.1.0"
 __all__ = [
     "Algorithm",
     "CrossEntropyLoss",
+    "CutMix",
     "Engine",
     "Event",
     "JSONLinesDestination",
     "LabelSmoothing",
     "Logger",
+    "MixUp",
     "PrintDestination",
     "SoftTargets",
     "State",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 from labelsmooth.algorithms.events import Event
@@ -29,6 +30,13 @@ class Algorithm(ABC):
     @abstractmethod
     def apply(self, event: Event, state: State, logger: Logger) -> int | None:
         """Act on ``state``; the return value is recorded as the trace's exit code."""
+
+    def check_composition(self, algorithms: Sequence[Algorithm]) -> None:  # noqa: B027 (optional hook)
+        """Raise if this algorithm cannot work alongside ``algorithms`` (the Engine's whole list).
+
+        The :class:`Engine` calls it at start-up, so a list that cannot work
+        fails before training rather than silently during it.
+        """
 
     def state_dict(self) -> dict[str, Any]:
         return {"hparams": dict(self.hparams)}

@@ -27,7 +27,9 @@ class Engine:
     """Runs ``algorithms`` on ``state`` at each event, as Composer's engine does.
 
     Algorithms run in list order, and in reverse order on ``AFTER_*`` events, so
-    that the algorithm that changed something first undoes it last.
+    that the algorithm that changed something first undoes it last. At start-up
+    each algorithm's ``check_composition`` sees the whole list and raises if
+    the combination cannot work.
     """
 
     def __init__(
@@ -35,6 +37,8 @@ class Engine:
     ) -> None:
         self.state = state
         self.algorithms = list(algorithms)
+        for algorithm in self.algorithms:
+            algorithm.check_composition(self.algorithms)
         self.logger = logger if logger is not None else Logger()
         #: The latest trace of each algorithm at each event, keyed
         #: ``"<Algorithm>/<EVENT>"``: bounded however long training runs.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
@@ -11,7 +12,12 @@ from labelsmooth.algorithms.base import Algorithm
 from labelsmooth.algorithms.events import Event
 from labelsmooth.algorithms.logger import Logger
 from labelsmooth.algorithms.state import BatchKey, State
-from labelsmooth.targets import smooth_labels
+from labelsmooth.algorithms.target_pipeline import (
+    TargetOp,
+    TargetPipeline,
+    TargetTransform,
+)
+from labelsmooth.soft_targets import same_prior
 
 
 def logits_of(outputs: Any) -> Tensor:
@@ -32,23 +38,41 @@ def logits_of(outputs: Any) -> Tensor:
 _UNSET: Any = object()
 
 
-class LabelSmoothing(Algorithm):
+class LabelSmoothing(TargetTransform):
     """Replace the batch's targets by smoothed targets for the loss, then put them back.
 
     At ``BEFORE_LOSS`` the targets at ``target_key`` become
-    ``smooth_labels(logits, targets, alpha)`` (dense, with the logits' shape);
-    at ``AFTER_LOSS`` the original target object is restored. Nothing the user
-    passed in is written in place. See :func:`labelsmooth.smooth_labels` for
-    the math, ``ignore_index`` and ``convention``.
+    ``(1 - alpha) * t + alpha * u``; at ``AFTER_LOSS`` the original target
+    object is restored. Nothing the user passed in is written in place. See
+    :func:`labelsmooth.smooth_labels` for the math, ``ignore_index`` and
+    ``convention``.
+
+    It composes with :class:`~labelsmooth.MixUp` and :class:`~labelsmooth.CutMix`
+    in any list order: all three record linear operations on one
+    :class:`~labelsmooth.algorithms.target_pipeline.TargetPipeline` per batch,
+    and smoothing commutes with mixing, so the loss is computed on
+    ``(1 - a) * ((1 - lam) * onehot(y) + lam * onehot(y[perm])) + a * u`` and
+    the batch holds the original targets again after ``AFTER_LOSS``.
 
     Args:
         alpha: smoothing mass in [0, 1], default 0.1; ``smoothing=`` is accepted as an alias
             (Composer's later name).
         target_key: where the targets are in the batch: an index, a dict key, or
             a ``(getter, setter)`` pair.
-        materialize: ``True`` leaves a dense tensor that any loss accepts.
+        materialize: ``True`` leaves a dense tensor that any loss accepts;
+            ``False`` leaves :class:`~labelsmooth.SoftTargets` (index targets)
+            for the losses of this library, with no ``N x C`` tensor. Dense
+            targets stay dense. If any algorithm on the same targets
+            materializes, the result is dense.
         ignore_index: index targets equal to it get all-zero rows.
         prior, convention, dim: as in :func:`labelsmooth.smooth_labels`.
+        task: ``"multiclass"`` (default): one class per position, smoothed
+            towards ``u``. ``"multilabel"``: the targets are multi-hot floats
+            with the logits' shape, one independent binary label per entry,
+            smoothed to ``y * (1 - alpha) + alpha / 2`` (Keras' convention, the
+            target of :func:`labelsmooth.binary_cross_entropy_with_logits`). The
+            task is never guessed from the data: a multi-hot row and a MixUp
+            row can look alike.
 
     Example:
         >>> import torch
@@ -74,6 +98,7 @@ class LabelSmoothing(Algorithm):
         prior: Tensor | None = None,
         convention: str = "uniform",
         dim: int = 1,
+        task: str = "multiclass",
     ) -> None:
         if alpha is not _UNSET and smoothing is not None:
             raise v.fail("smoothing", "either alpha or its alias smoothing, not both", smoothing)
@@ -82,9 +107,7 @@ class LabelSmoothing(Algorithm):
         v.check_init_args(alpha=alpha, convention=convention, ignore_index=ignore_index, dim=dim)
         if not isinstance(materialize, bool):
             raise v.fail("materialize", "True or False", materialize, error=TypeError)
-        if not materialize:
-            # Structured targets arrive with the composition work (SoftTargets).
-            raise v.fail("materialize", "True until SoftTargets exists", materialize)
+        self.task = v.check_choice(task, "task", ("multiclass", "multilabel"))
         self.alpha = float(alpha)
         self.target_key = target_key
         self.materialize = materialize
@@ -92,26 +115,47 @@ class LabelSmoothing(Algorithm):
         self.prior = prior
         self.convention = convention
         self.dim = dim
-        self._original: list[Any] = []
+        self._pipeline: TargetPipeline | None = None
 
     @property
     def hparams(self) -> dict[str, Any]:
         return {
             "alpha": self.alpha, "target_key": self.target_key, "materialize": self.materialize,
             "ignore_index": self.ignore_index, "convention": self.convention, "dim": self.dim,
+            "task": self.task,
         }
+
+    def check_composition(self, algorithms: Sequence[Algorithm]) -> None:
+        super().check_composition(algorithms)
+        for other in algorithms:
+            if (
+                isinstance(other, LabelSmoothing) and other is not self
+                and other.target_key == self.target_key and self.alpha > 0 and other.alpha > 0
+                and (
+                    other.task != self.task or other.convention != self.convention
+                    or not same_prior(self.prior, other.prior)
+                )
+            ):
+                raise v.fail(
+                    "algorithms",
+                    "LabelSmoothing instances on one target with the same task, prior and convention "
+                    "(smoothing towards two distributions does not compose)",
+                    [self, other],
+                )
 
     def match(self, event: Event, state: State) -> bool:
         return event in (Event.BEFORE_LOSS, Event.AFTER_LOSS)
 
     def apply(self, event: Event, state: State, logger: Logger) -> None:
         if event is Event.BEFORE_LOSS:
-            targets = state.batch_get_item(self.target_key)
-            smoothed = smooth_labels(
-                logits_of(state.outputs), targets, self.alpha, prior=self.prior,
-                ignore_index=self.ignore_index, dim=self.dim, convention=self.convention,
-            )
-            self._original.append(targets)
-            state.batch_set_item(self.target_key, smoothed)
-        elif self._original:
-            state.batch_set_item(self.target_key, self._original.pop())
+            pipeline = self.join(state)
+            if not pipeline.has_op(self):
+                pipeline.ops.append(TargetOp(
+                    self, "smooth", alpha=self.alpha, prior=self.prior, convention=self.convention,
+                    multilabel=self.task == "multilabel",
+                ))
+            self._pipeline = pipeline
+            pipeline.render(state, self.target_key, logits_of(state.outputs))
+        elif self._pipeline is not None:
+            self._pipeline.restore(state, self.target_key)
+            self._pipeline = None

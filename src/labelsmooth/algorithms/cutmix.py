@@ -1,0 +1,168 @@
+"""The ``CutMix`` algorithm: paste a box of another example, mix the targets by its area."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from labelsmooth import _validation as v
+from labelsmooth.algorithms.events import Event
+from labelsmooth.algorithms.label_smoothing import logits_of
+from labelsmooth.algorithms.logger import Logger
+from labelsmooth.algorithms.mixup import check_concentration, check_flag, make_generator, numpy_rng
+from labelsmooth.algorithms.state import BatchKey, State
+from labelsmooth.algorithms.target_pipeline import TargetOp, TargetPipeline, TargetTransform
+from labelsmooth.soft_targets import SoftTargets
+
+
+def random_box(
+    height: int, width: int, lam: float, rng: np.random.Generator, *, uniform_sampling: bool
+) -> tuple[int, int, int, int]:
+    """A box ``(top, left, bottom, right)`` covering about ``1 - lam`` of the image.
+
+    The centre is uniform over the image (Yun et al.'s code), or with
+    ``uniform_sampling`` over the image grown by half the box, so that every
+    pixel is equally likely to be covered. Clipping can make it smaller.
+    """
+    cut = float(np.sqrt(1.0 - lam))
+    cut_h, cut_w = int(height * cut), int(width * cut)
+    if uniform_sampling:
+        cy = int(rng.integers(-(cut_h // 2), height + cut_h // 2 + 1))
+        cx = int(rng.integers(-(cut_w // 2), width + cut_w // 2 + 1))
+    else:
+        cy, cx = int(rng.integers(height)), int(rng.integers(width))
+    top, bottom = int(np.clip(cy - cut_h // 2, 0, height)), int(np.clip(cy + cut_h // 2, 0, height))
+    left, right = int(np.clip(cx - cut_w // 2, 0, width)), int(np.clip(cx + cut_w // 2, 0, width))
+    return top, left, bottom, right
+
+
+def _is_dense_prediction(targets: Any, inputs: Tensor) -> bool:
+    """Targets with the inputs' spatial size: index ``(N, H, W)`` or dense ``(N, C, H, W)``."""
+    spatial = tuple(inputs.shape[2:])
+    if isinstance(targets, SoftTargets):
+        return tuple(targets.batch_shape[1:]) == spatial and len(spatial) > 0
+    if not isinstance(targets, Tensor) or not spatial:
+        return False
+    shape = tuple(targets.shape)
+    return shape[1:] == spatial or (targets.is_floating_point() and shape[2:] == spatial)
+
+
+class CutMix(TargetTransform):
+    """Paste a box from another example into each input (Yun et al., 2019).
+
+    At ``BEFORE_FORWARD`` it draws ``lam ~ Beta(alpha, alpha)``, a batch
+    permutation ``perm`` and one box covering about ``1 - lam`` of the image,
+    and builds a new input with ``x[perm]`` inside the box. For classification
+    the targets become ``(1 - area) * t + area * t[perm]``, ``area`` being the
+    box's actual share of the image. For segmentation (targets with the
+    input's spatial size) the box is pasted into a new target map instead.
+    Smoothing by :class:`~labelsmooth.LabelSmoothing` composes in any list
+    order, and the original targets are back after ``AFTER_LOSS``. Inputs are
+    ``(N, C, H, W)`` (any number of spatial dims after the first two is not
+    supported: the box is over dims 2 and 3).
+
+    Args:
+        alpha: Beta concentration (>= 0; 0 gives an empty box).
+        uniform_sampling: every pixel equally likely to be covered.
+        input_key, target_key: where the inputs and targets are in the batch.
+        materialize: dense targets (``True``) or :class:`~labelsmooth.SoftTargets`.
+        ignore_index: index value of ignored pixels; ``None`` means -100.
+        seed, generator: where ``lam``, ``perm`` and the box come from.
+
+    Attributes:
+        mixing: the latest box area share (the weight of ``t[perm]``).
+        permutation, box: the latest ``perm`` and ``(top, left, bottom, right)``.
+
+    Example:
+        >>> import torch
+        >>> from labelsmooth import Engine, Event, State
+        >>> y = torch.zeros(2, 4, 4, dtype=torch.long)
+        >>> state = State(batch=(torch.zeros(2, 3, 4, 4), y))
+        >>> engine = Engine(state, [CutMix(1.0, seed=0, materialize=False)])
+        >>> engine.run_event(Event.BEFORE_FORWARD) and None
+        >>> state.outputs = torch.zeros(2, 5, 4, 4)
+        >>> with engine.loss_events():
+        ...     print(state.batch[1])
+        SoftTargets(batch_shape=(2, 4, 4), components=1, alpha=0.0, num_classes=5, ignore_index=-100)
+        >>> state.batch[1] is y
+        True
+
+    References:
+        Yun, Han, Oh, Chun, Choe and Yoo, "CutMix: Regularization Strategy to
+        Train Strong Classifiers with Localizable Features", 2019.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        uniform_sampling: bool = False,
+        input_key: BatchKey = 0,
+        target_key: BatchKey = 1,
+        *,
+        materialize: bool = True,
+        ignore_index: int | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.alpha = check_concentration(alpha)
+        self.uniform_sampling = check_flag(uniform_sampling, "uniform_sampling")
+        self.materialize = check_flag(materialize, "materialize")
+        self.ignore_index = v.check_optional_int(ignore_index, "ignore_index")
+        self.input_key = input_key
+        self.target_key = target_key
+        self.seed = seed
+        self.generator = make_generator(seed, generator)
+        self.mixing = 0.0
+        self.permutation: Tensor | None = None
+        self.box: tuple[int, int, int, int] | None = None
+        self._pipeline: TargetPipeline | None = None
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return {
+            "alpha": self.alpha, "uniform_sampling": self.uniform_sampling, "input_key": self.input_key,
+            "target_key": self.target_key, "materialize": self.materialize,
+            "ignore_index": self.ignore_index, "seed": self.seed,
+        }
+
+    def match(self, event: Event, state: State) -> bool:
+        if event is Event.BEFORE_FORWARD:
+            return True
+        return self._pipeline is not None and event in (Event.BEFORE_LOSS, Event.AFTER_LOSS)
+
+    def apply(self, event: Event, state: State, logger: Logger) -> None:
+        if event is Event.BEFORE_FORWARD:
+            self._mix(state)
+        elif event is Event.BEFORE_LOSS and self._pipeline is not None:
+            self._pipeline.render(state, self.target_key, logits_of(state.outputs))
+        elif event is Event.AFTER_LOSS and self._pipeline is not None:
+            self._pipeline.restore(state, self.target_key)
+            self._pipeline = None
+
+    def _mix(self, state: State) -> None:
+        inputs = v.check_tensor(state.batch_get_item(self.input_key), "inputs")
+        if inputs.dim() != 4:
+            raise v.fail("inputs", "images of shape (N, C, H, W)", tuple(inputs.shape))
+        n, _, height, width = inputs.shape
+        rng = numpy_rng(self.generator)
+        lam = float(rng.beta(self.alpha, self.alpha)) if self.alpha > 0 else 1.0
+        perm = torch.randperm(n, generator=self.generator)
+        top, left, bottom, right = random_box(height, width, lam, rng, uniform_sampling=self.uniform_sampling)
+        self.permutation, self.box = perm, (top, left, bottom, right)
+        self.mixing = (bottom - top) * (right - left) / (height * width)
+        perm = perm.to(inputs.device)
+        mask = torch.zeros((1, height, width), dtype=torch.bool, device=inputs.device)
+        mask[:, top:bottom, left:right] = True
+        # A new tensor: the caller's inputs are never written.
+        mixed = torch.where(mask.unsqueeze(1), inputs[perm], inputs)
+        targets = state.batch_get_item(self.target_key)
+        pipeline = self.join(state)
+        if _is_dense_prediction(targets, inputs):
+            pipeline.ops.append(TargetOp(self, "paste", perm=perm, mask=mask))
+        else:
+            pipeline.ops.append(TargetOp(self, "mix", perm=perm, lam=self.mixing))
+        self._pipeline = pipeline
+        state.batch_set_item(self.input_key, mixed)

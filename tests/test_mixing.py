@@ -1,0 +1,275 @@
+"""MixUp, CutMix and LabelSmoothing in every order against a dense float64 reference."""
+
+from __future__ import annotations
+
+import itertools
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import labelsmooth as ls
+from labelsmooth import CutMix, Engine, Event, LabelSmoothing, MixUp, SoftTargets, State
+
+N, C, H, W = 6, 5, 4, 4
+ALPHA = 0.2
+IGNORE = 255
+
+
+def _data(segmentation: bool, seed: int = 0, ignore: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, 3, H, W, generator=g, dtype=torch.float64)
+    shape = (N, H, W) if segmentation else (N,)
+    y = torch.randint(0, C, shape, generator=g)
+    if ignore:
+        y = torch.where(torch.rand(shape, generator=g) < 0.25, IGNORE, y)
+    logits = torch.randn(N, C, *shape[1:], generator=g, dtype=torch.float64)
+    return x, y, logits
+
+
+def _onehot(y):
+    valid = y != IGNORE
+    return F.one_hot(torch.where(valid, y, 0), C).double() * valid.unsqueeze(-1)  # class dim last
+
+
+def _box_mask(box):
+    top, left, bottom, right = box
+    mask = torch.zeros(H, W, dtype=torch.bool)
+    mask[top:bottom, left:right] = True
+    return mask
+
+
+def _reference(x, y, algorithms, segmentation, alpha):
+    """Inputs and dense class-last targets, mixed in list order and then smoothed."""
+    q = _onehot(y)
+    for algorithm in algorithms:
+        perm = algorithm.permutation
+        if isinstance(algorithm, MixUp):
+            lam = algorithm.mixing
+            x = (1 - lam) * x + lam * x[perm]
+            q = (1 - lam) * q + lam * q[perm]
+        elif isinstance(algorithm, CutMix):
+            mask = _box_mask(algorithm.box)
+            x = torch.where(mask, x[perm], x)
+            if segmentation:
+                q = torch.where(mask.unsqueeze(-1), q[perm], q)
+            else:
+                q = (1 - algorithm.mixing) * q + algorithm.mixing * q[perm]
+    return x, (1 - alpha) * q + alpha / C * q.sum(-1, keepdim=True)
+
+
+def _dense_loss(logits, q):
+    logp = torch.log_softmax(logits, 1).movedim(1, -1)
+    return -(q * logp).sum() / q.sum()
+
+
+def _build(names, materialize, interpolate, seed=0, ignore_index=None):
+    made = {
+        "LS": lambda: LabelSmoothing(ALPHA, materialize=materialize, ignore_index=ignore_index),
+        "MixUp": lambda: MixUp(
+            0.4, interpolate_loss=interpolate, materialize=materialize, seed=seed,
+            loss_fn=lambda out, t: ls.cross_entropy(out, t),
+        ),
+        "CutMix": lambda: CutMix(1.0, materialize=materialize, seed=seed + 1),
+    }
+    return [made[name]() for name in names]
+
+
+def _step(engine, state, logits, loss=ls.cross_entropy):
+    engine.run_event(Event.BEFORE_FORWARD)
+    seen = {"inputs": state.batch[0]}
+    state.outputs = logits
+    with engine.loss_events():
+        seen["targets"] = state.batch[1]
+        state.loss = loss(state.outputs, state.batch[1])
+    return seen
+
+
+ORDERS = [list(p) for r in (2, 3) for p in itertools.permutations(["LS", "MixUp", "CutMix"], r)]
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=lambda o: "-".join(o))
+@pytest.mark.parametrize("materialize", [True, False], ids=["dense", "soft"])
+@pytest.mark.parametrize("interpolate", [False, True], ids=["mixed", "interp"])
+@pytest.mark.parametrize("segmentation", [False, True], ids=["cls", "seg"])
+def test_every_order_gives_the_dense_reference_loss(order, materialize, interpolate, segmentation):
+    x, y, logits = _data(segmentation)
+    x0, y0 = x.clone(), y.clone()
+    algorithms = _build(order, materialize, interpolate)
+    state = State(batch=(x, y))
+    engine = Engine(state, algorithms)
+    seen = _step(engine, state, logits)
+
+    mixers = [a for a in algorithms if not isinstance(a, LabelSmoothing)]
+    alpha = ALPHA if "LS" in order else 0.0
+    x_ref, q_ref = _reference(x0, y0, mixers, segmentation, alpha)
+    torch.testing.assert_close(seen["inputs"], x_ref)
+    torch.testing.assert_close(state.loss, _dense_loss(logits, q_ref))
+    if not interpolate:
+        target = seen["targets"]
+        soft = isinstance(target, SoftTargets)
+        assert soft == (not materialize)
+        dense = target.to_dense(C, torch.float64) if soft else target
+        torch.testing.assert_close(dense.movedim(1, -1), q_ref)
+        # No smoothing is lost: every class keeps at least alpha * u_c.
+        assert float(dense.min()) >= alpha / C - 1e-12
+    # The original target object is back; nothing the user gave was written.
+    assert state.batch[1] is y
+    assert torch.equal(x, x0) and torch.equal(y, y0)
+
+
+@pytest.mark.parametrize("order", [["LS", "MixUp"], ["MixUp", "LS"]], ids=["LS-MixUp", "MixUp-LS"])
+def test_composer_failures_do_not_happen(order):
+    """[LS, MixUp]: the permuted half was unsmoothed; [MixUp, LS]: the mixed target stayed."""
+    x, y, logits = _data(False)
+    state = State(batch=(x, y))
+    algorithms = _build(order, True, False)
+    seen = _step(Engine(state, algorithms), state, logits)
+    mixup = next(a for a in algorithms if isinstance(a, MixUp))
+    lam, perm = mixup.mixing, mixup.permutation
+    expected = (1 - ALPHA) * ((1 - lam) * _onehot(y) + lam * _onehot(y[perm])) + ALPHA / C
+    torch.testing.assert_close(seen["targets"], expected)
+    assert state.batch[1] is y
+
+
+def test_interpolated_second_term_is_smoothed():
+    x, y, logits = _data(False)
+    state = State(batch=(x, y))
+    mixup = MixUp(0.4, interpolate_loss=True, seed=3, loss_fn=lambda out, t: F.cross_entropy(out, t))
+    _step(Engine(state, [mixup, LabelSmoothing(ALPHA)]), state, logits, loss=F.cross_entropy)
+    lam, perm = mixup.mixing, mixup.permutation
+    expected = (1 - lam) * F.cross_entropy(logits, y, label_smoothing=ALPHA) + lam * F.cross_entropy(
+        logits, y[perm], label_smoothing=ALPHA
+    )
+    torch.testing.assert_close(state.loss, expected)
+
+
+def test_materialized_targets_work_with_pytorch_cross_entropy():
+    x, y, logits = _data(False)
+    state = State(batch=(x, y))
+    algorithms = _build(["MixUp", "LS", "CutMix"], True, False)
+    seen = _step(Engine(state, algorithms), state, logits, loss=F.cross_entropy)
+    _, q = _reference(x, y, algorithms[0:1] + algorithms[2:], False, ALPHA)
+    torch.testing.assert_close(state.loss, _dense_loss(logits, q))
+    assert seen["targets"].dtype == torch.float64
+
+
+def test_mixed_materialize_settings_give_dense_targets():
+    x, y, logits = _data(False)
+    state = State(batch=(x, y))
+    algorithms = [LabelSmoothing(ALPHA, materialize=False), MixUp(0.4, seed=0, materialize=True)]
+    seen = _step(Engine(state, algorithms), state, logits)
+    assert isinstance(seen["targets"], torch.Tensor)
+
+
+def test_ignored_pixels_stay_ignored_through_cutmix_and_smoothing():
+    x, y, logits = _data(True, ignore=True)
+    state = State(batch=(x, y))
+    algorithms = [
+        CutMix(1.0, seed=4, materialize=False),
+        LabelSmoothing(ALPHA, materialize=False, ignore_index=IGNORE),
+    ]
+    seen = _step(Engine(state, algorithms), state, logits)
+    cutmix = algorithms[0]
+    mask = _box_mask(cutmix.box)
+    pasted = torch.where(mask, y[cutmix.permutation], y)
+    expected = F.cross_entropy(logits, pasted, ignore_index=IGNORE, label_smoothing=ALPHA)
+    torch.testing.assert_close(state.loss, expected)
+    assert seen["targets"].ignore_index == IGNORE
+    assert (seen["targets"].to_dense(dtype=torch.float64).sum(1) == 0).eq(pasted == IGNORE).all()
+
+
+def test_same_seed_same_mixing_and_state_model_loss_fallback():
+    def run():
+        x, y, logits = _data(False)
+        model = SimpleNamespace(loss=lambda out, batch: ls.cross_entropy(out, batch[1]))
+        state = State(batch=(x, y), model=model)
+        mixup = MixUp(0.4, interpolate_loss=True, seed=11)
+        _step(Engine(state, [mixup]), state, logits)
+        return mixup.mixing, mixup.permutation, state.loss
+
+    first, second = run(), run()
+    assert first[0] == second[0] and torch.equal(first[1], second[1]) and torch.equal(first[2], second[2])
+
+
+def test_targets_restored_when_the_loss_raises():
+    x, y, logits = _data(False)
+    state = State(batch=(x, y))
+    engine = Engine(state, _build(["LS", "MixUp"], False, False))
+    engine.run_event(Event.BEFORE_FORWARD)
+    state.outputs = logits
+    with pytest.raises(RuntimeError, match="boom"), engine.loss_events():
+        raise RuntimeError("boom")
+    assert state.batch[1] is y
+
+
+def test_a_new_batch_starts_a_new_pipeline():
+    """Two steps in a row: the second batch's targets are not mixed with the first's."""
+    algorithms = _build(["MixUp", "LS"], False, False)
+    state = State()
+    engine = Engine(state, algorithms)
+    for seed in (0, 1):
+        x, y, logits = _data(False, seed=seed)
+        state.batch = (x, y)
+        seen = _step(engine, state, logits)
+        _, q = _reference(x, y, algorithms[:1], False, ALPHA)
+        torch.testing.assert_close(seen["targets"].to_dense(C, torch.float64), q)
+        assert state.batch[1] is y
+
+
+def test_multilabel_smoothing_composes_with_mixup():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(N, 3, H, W, generator=g)
+    y = (torch.rand(N, C, generator=g) < 0.4).float()
+    logits = torch.randn(N, C, generator=g)
+    state = State(batch=(x, y))
+    mixup = MixUp(0.4, seed=2)
+    seen = _step(
+        Engine(state, [LabelSmoothing(ALPHA, task="multilabel"), mixup]), state, logits,
+        loss=F.binary_cross_entropy_with_logits,
+    )
+    lam, perm = mixup.mixing, mixup.permutation
+    expected = ((1 - lam) * y + lam * y[perm]) * (1 - ALPHA) + ALPHA / 2
+    torch.testing.assert_close(seen["targets"], expected)
+    assert state.batch[1] is y
+
+
+@pytest.mark.parametrize(
+    ("algorithms", "match"),
+    [
+        (lambda: [MixUp(interpolate_loss=True), MixUp(interpolate_loss=True)], "interpolate_loss"),
+        (lambda: [LabelSmoothing(0.1), LabelSmoothing(0.1, prior=torch.tensor([0.5, 0.5]))], "prior"),
+        (lambda: [LabelSmoothing(0.1, ignore_index=255), CutMix(ignore_index=-1)], "ignore_index"),
+        (lambda: [LabelSmoothing(0.1), LabelSmoothing(0.1, task="multilabel")], "task"),
+    ],
+    ids=["two-interpolations", "two-priors", "two-ignore-indices", "two-tasks"],
+)
+def test_engine_refuses_lists_that_cannot_compose_at_start_up(algorithms, match):
+    with pytest.raises(ValueError, match=match):
+        Engine(State(), algorithms())
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda: MixUp(alpha=-1.0), ValueError),
+        (lambda: MixUp(alpha="a"), TypeError),
+        (lambda: MixUp(interpolate_loss=1), TypeError),
+        (lambda: CutMix(materialize="no"), TypeError),
+        (lambda: CutMix(seed=1, generator=torch.Generator()), ValueError),
+        (lambda: LabelSmoothing(task="binary"), ValueError),
+    ],
+    ids=["negative-alpha", "str-alpha", "int-flag", "str-materialize", "seed-and-generator", "task"],
+)
+def test_bad_arguments_are_refused(make, error):
+    with pytest.raises(error):
+        make()
+
+
+def test_interpolate_loss_without_a_loss_function_says_so():
+    x, y, logits = _data(False)
+    state = State(batch=(x, y))
+    engine = Engine(state, [MixUp(interpolate_loss=True, seed=0)])
+    with pytest.raises(ValueError, match="loss_fn"):
+        _step(engine, state, logits)
