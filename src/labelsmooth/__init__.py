@@ -13,8 +13,8 @@ from labelsmooth.algorithms import (
     State,
     Trace,
 )
-from labelsmooth.functional import cross_entropy, soft_cross_entropy
-from labelsmooth.losses import CrossEntropyLoss
+from labelsmooth.functional import cross_entropy, linear_cross_entropy, soft_cross_entropy
+from labelsmooth.losses import CrossEntropyLoss, LinearCrossEntropyLoss
 from labelsmooth.soft_targets import SoftTargets
 from labelsmooth.targets import ensure_targets_one_hot, smooth_labels
 
@@ -28,6 +28,7 @@ __all__ = [
     "Event",
     "JSONLinesDestination",
     "LabelSmoothing",
+    "LinearCrossEntropyLoss",
     "Logger",
     "MixUp",
     "PrintDestination",
@@ -36,6 +37,7 @@ __all__ = [
     "Trace",
     "cross_entropy",
     "ensure_targets_one_hot",
+    "linear_cross_entropy",
     "smooth_labels",
     "soft_cross_entropy",
 ]
