@@ -185,3 +185,36 @@ def check_init_args(**kwargs: Any) -> None:
     }
     for name, value in kwargs.items():
         checks[name](value, name)
+
+
+def check_chunk_size(value: object) -> int | None:
+    """``None`` or a positive int: rows per chunk of a chunked kernel."""
+    if value is None:
+        return None
+    number = check_int(value, "chunk_size")
+    if number < 1:
+        raise fail("chunk_size", "a positive int or None", number)
+    return number
+
+
+def check_linear_inputs(hidden: object, weight: object, bias: object, targets: object) -> None:
+    """Shapes and dtypes of a fused output layer: ``hidden (..., H)``, ``weight (V, H)``,
+    ``bias (V,)``, index ``targets`` of shape ``hidden.shape[:-1]``."""
+    hidden = check_tensor(hidden, "hidden")
+    weight = check_tensor(weight, "weight")
+    targets = check_tensor(targets, "targets")
+    if not hidden.is_floating_point() or hidden.dim() < 1:
+        raise fail("hidden", "a floating-point tensor of shape (..., H)", (hidden.dtype, tuple(hidden.shape)))
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
+        raise fail("weight", f"a matrix of shape (V, {hidden.shape[-1]})", tuple(weight.shape))
+    if weight.dtype != hidden.dtype:
+        raise fail("weight", f"the hidden states' dtype {hidden.dtype}", weight.dtype, error=TypeError)
+    if bias is not None:
+        bias = check_tensor(bias, "bias")
+        if bias.shape != (weight.shape[0],) or bias.dtype != hidden.dtype:
+            expected = f"a vector of shape ({weight.shape[0]},) and dtype {hidden.dtype}"
+            raise fail("bias", expected, (bias.dtype, tuple(bias.shape)))
+    if targets.shape != hidden.shape[:-1]:
+        raise fail("targets", f"class indices of shape {tuple(hidden.shape[:-1])}", tuple(targets.shape))
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise fail("targets", "an integer tensor of class indices", targets.dtype, error=TypeError)

@@ -236,3 +236,69 @@ def soft_cross_entropy(
     return cross_entropy(
         logits, targets, weight=weight, ignore_index=ignore_index, reduction=reduction, dim=dim
     )
+
+
+def linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    *,
+    bias: Tensor | None = None,
+    alpha: float = 0.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> Tensor:
+    r"""An output projection fused with label-smoothed cross-entropy; the logits are never held.
+
+    Equals ``cross_entropy(F.linear(hidden, weight, bias), targets, alpha=alpha,
+    dim=-1, ...)`` in loss and in the gradients of ``hidden``, ``weight`` and
+    ``bias``, but computes the logits ``z = hidden @ weight.T + bias`` one chunk
+    of rows at a time, so no ``(N, V)`` tensor exists in the forward or the
+    backward. The smoothing term needs only
+
+    .. math::
+        \operatorname{mean}_c z_c = h \cdot \operatorname{mean}_c W_c + \operatorname{mean}(b),
+
+    one extra dot product per row. For ``reduction="mean"`` and ``"sum"`` the
+    gradients are computed during the forward and only scaled in the backward;
+    ``"none"`` recomputes the logits in the backward.
+
+    Args:
+        hidden: ``(..., H)`` hidden states, e.g. ``(B, T, H)``.
+        weight: ``(V, H)`` output projection, the hidden states' dtype.
+        targets: ``(...)`` class indices in ``[0, V)`` or ``ignore_index``.
+        bias: ``(V,)`` or ``None``.
+        alpha: smoothing mass in [0, 1] (uniform convention).
+        ignore_index: target value left out of the loss and the mean.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``; the mean divides by the
+            number of targets not ignored.
+        chunk_size: rows per chunk; default about 2^22 logits per chunk.
+
+    Returns:
+        A scalar, or with ``reduction="none"`` the ``targets``-shaped loss.
+        Float32 for 16-bit inputs.
+
+    Example:
+        >>> import torch
+        >>> hidden, weight = torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+        >>> round(linear_cross_entropy(hidden, weight, torch.tensor([0]), alpha=0.1).item(), 4)
+        0.3729
+
+    References:
+        Wijmans et al., "Cut Your Losses in Large-Vocabulary Language Models",
+        2024. Hsu et al., "Liger Kernel: Efficient Triton Kernels for LLM Training", 2024.
+    """
+    alpha = v.check_probability(alpha, "alpha")
+    reduction = v.check_reduction(reduction)
+    ignore_index = v.check_int(ignore_index, "ignore_index")
+    chunk_size = v.check_chunk_size(chunk_size)
+    v.check_linear_inputs(hidden, weight, bias, targets)
+    v.check_index_values(targets, weight.shape[0], ignore_index)
+    loss = kernels.fused_linear_cross_entropy(
+        hidden.reshape(-1, hidden.shape[-1]), weight,
+        targets.reshape(-1).to(device=hidden.device, dtype=torch.long),
+        bias=bias, smoothing=alpha, ignore_index=ignore_index, reduction=reduction,
+        chunk_size=chunk_size,
+    )
+    return loss.reshape(targets.shape) if reduction == "none" else loss

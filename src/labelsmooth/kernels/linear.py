@@ -1,0 +1,207 @@
+"""The output projection fused with smoothed cross-entropy: logits exist one row chunk at a time.
+
+For hidden states ``h`` ``(N, H)``, a projection ``W`` ``(V, H)`` and bias
+``b`` ``(V,)``, row ``i`` has logits ``z_i = W h_i + b``. With the smoothing
+mass ``s`` (uniform over the ``V`` classes)::
+
+    loss_i  = lse(z_i) - (1 - s) z_{i, y_i} - s mean(z_i),   mean(z_i) = h_i . mean_c(W_c) + mean(b)
+    dz_i    = c_i (softmax(z_i) - (1 - s) onehot(y_i) - s / V)
+    dh_i    = dz_i W,   dW = sum_i dz_i^T h_i,   db = sum_i dz_i
+
+where ``c_i`` is the reduction's weight of row ``i`` (``1``, or ``1 / count``
+for ``"mean"``; 0 for ignored rows). For ``"mean"`` and ``"sum"`` the
+gradients are computed inside the forward's chunk loop, while the chunk's
+logits are still in cache, and the backward only scales them by the incoming
+gradient (the trick of Liger-Kernel's fused linear cross-entropy). With
+``"none"`` the per-row incoming gradient is unknown in the forward, so the
+backward recomputes each chunk's logits (one more projection).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from labelsmooth.targets import compute_dtype
+
+#: Logit elements per chunk: 2^22 float32 (16 MiB), large enough for an
+#: efficient matrix product, small next to the (N, V) logits it replaces.
+DEFAULT_CHUNK_ELEMENTS = 1 << 22
+
+
+def _mean_projection(
+    weight: Tensor, bias: Tensor | None, dtype: torch.dtype
+) -> tuple[Tensor, Tensor | float]:
+    """``(mean_c W_c, mean(b))`` in the compute dtype, without a converted copy of ``W``."""
+    mean_bias: Tensor | float = 0.0 if bias is None else torch.mean(bias, dtype=dtype)
+    return torch.mean(weight, 0, dtype=dtype), mean_bias
+
+
+def _row_statistics(
+    hidden: Tensor, weight: Tensor, bias: Tensor | None, index: Tensor, mean_weight: Tensor,
+    mean_bias: Tensor | float, *, smoothing: float, dtype: torch.dtype,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One chunk: ``(exp(z - max) (n, V), sum of it (n,), unreduced loss (n,))``."""
+    logits = torch.nn.functional.linear(hidden, weight, bias)
+    if logits.dtype != dtype:
+        logits = logits.to(dtype)
+    row_max = logits.amax(1, keepdim=True)
+    # In place: the chunk's logits become exp(z - max), then the gradient.
+    centered = logits.sub_(row_max)
+    z_y = centered.gather(1, index[:, None]).squeeze(1)
+    row_sum = centered.exp_().sum(1)
+    loss = row_sum.log() - (1.0 - smoothing) * z_y
+    if smoothing != 0.0:
+        # mean_c z_c from one dot product per row instead of a pass over V.
+        mean_z = (hidden.to(dtype) @ mean_weight).add_(mean_bias).sub_(row_max.squeeze(1))
+        loss = loss - smoothing * mean_z
+    return centered, row_sum, loss
+
+
+def _logit_gradient_(
+    exp_centered: Tensor, row_sum: Tensor, index: Tensor, coef: Tensor, *, smoothing: float,
+) -> Tensor:
+    """Turn ``exp(z - max)`` into ``coef * (softmax - (1 - s) onehot - s / V)`` in place."""
+    num_classes = exp_centered.shape[1]
+    grad = exp_centered.mul_((coef / row_sum)[:, None])
+    if smoothing != 0.0:
+        grad.sub_((coef * (smoothing / num_classes))[:, None])
+    grad.scatter_add_(1, index[:, None], (-(1.0 - smoothing) * coef)[:, None])
+    return grad
+
+
+class LinearCrossEntropyFunction(torch.autograd.Function):
+    """Autograd function behind :func:`labelsmooth.linear_cross_entropy`: per-row loss or scalar."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor,
+        smoothing: float, ignore_index: int, reduction: str, chunk_size: int | None,
+    ) -> Tensor:
+        rows, num_classes = hidden.shape[0], weight.shape[0]
+        dtype = compute_dtype(hidden.dtype)
+        valid = targets != ignore_index
+        index = torch.where(valid, targets, 0)
+        coef = valid.to(dtype)
+        if reduction == "mean":
+            count = coef.sum()
+            coef = coef / torch.where(count > 0, count, torch.ones_like(count))
+        mean_weight, mean_bias = _mean_projection(weight, bias, dtype)
+        step = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // max(1, num_classes))
+        needs_grad = any(ctx.needs_input_grad[:3])
+        fused = needs_grad and reduction != "none"
+        grads = _GradientAccumulator(hidden, weight, bias, ctx.needs_input_grad) if fused else None
+        losses = torch.empty(rows, dtype=dtype, device=hidden.device)
+        for start in range(0, rows, step):
+            stop = min(start + step, rows)
+            part = slice(start, stop)
+            exp_centered, row_sum, losses[part] = _row_statistics(
+                hidden[part], weight, bias, index[part], mean_weight, mean_bias,
+                smoothing=smoothing, dtype=dtype,
+            )
+            if grads is not None:
+                grad_logits = _logit_gradient_(
+                    exp_centered, row_sum, index[part], coef[part], smoothing=smoothing
+                )
+                grads.add(part, grad_logits)
+        losses = losses * (coef if reduction == "mean" else valid)
+        ctx.reduction, ctx.smoothing, ctx.step = reduction, smoothing, step
+        ctx.grads = grads
+        if needs_grad and not fused:
+            ctx.save_for_backward(hidden, weight, bias, index, valid.to(dtype))
+        return losses if reduction == "none" else losses.sum()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
+        if ctx.grads is not None:
+            # Computed in the forward for an incoming gradient of 1; scale them.
+            return (*ctx.grads.result(grad_loss), None, None, None, None, None)
+        hidden, weight, bias, index, valid = ctx.saved_tensors
+        dtype = valid.dtype
+        coef = grad_loss.to(dtype) * valid
+        mean_weight, mean_bias = _mean_projection(weight, bias, dtype)
+        grads = _GradientAccumulator(hidden, weight, bias, ctx.needs_input_grad)
+        for start in range(0, hidden.shape[0], ctx.step):
+            part = slice(start, min(start + ctx.step, hidden.shape[0]))
+            exp_centered, row_sum, _ = _row_statistics(
+                hidden[part], weight, bias, index[part], mean_weight, mean_bias,
+                smoothing=0.0, dtype=dtype,
+            )
+            grads.add(part, _logit_gradient_(exp_centered, row_sum, index[part], coef[part],
+                                             smoothing=ctx.smoothing))
+        return (*grads.result(None), None, None, None, None, None)
+
+
+class _GradientAccumulator:
+    """``dh`` row chunks, and ``dW``, ``db`` summed over chunks in the compute dtype."""
+
+    def __init__(self, hidden: Tensor, weight: Tensor, bias: Tensor | None,
+                 needs: tuple[bool, ...]) -> None:
+        dtype = compute_dtype(hidden.dtype)
+        self.hidden, self.weight = hidden, weight
+        self.grad_hidden = torch.empty_like(hidden) if needs[0] else None
+        self.grad_weight = torch.zeros(weight.shape, dtype=dtype, device=weight.device) if needs[1] else None
+        self.grad_bias = (
+            torch.zeros(weight.shape[0], dtype=dtype, device=weight.device)
+            if bias is not None and needs[2] else None
+        )
+        self.bias_dtype = None if bias is None else bias.dtype
+
+    def add(self, part: slice, grad_logits: Tensor) -> None:
+        if self.grad_hidden is not None:
+            # dh in the hidden dtype, from a product in the weight's dtype.
+            torch.mm(grad_logits.to(self.weight.dtype), self.weight, out=self.grad_hidden[part])
+        if self.grad_weight is not None:
+            hidden = self.hidden[part]
+            self.grad_weight.addmm_(grad_logits.t(), hidden.to(self.grad_weight.dtype))
+        if self.grad_bias is not None:
+            self.grad_bias += grad_logits.sum(0)
+
+    def result(self, scale: Tensor | None) -> list[Tensor | None]:
+        """``(dh, dW, db)`` times ``scale``, in the inputs' dtypes.
+
+        The stored tensors are never modified, so a retained graph can run
+        backward again. With ``scale`` 1 (a plain ``loss.backward()``) they are
+        handed out without a copy, as autograd does with any gradient it owns.
+        """
+        # One host read of a scalar per step, to skip three (V, H)-sized products.
+        unit = scale is None or bool(scale == 1)
+        pairs = [
+            (self.grad_hidden, self.hidden.dtype),
+            (self.grad_weight, self.weight.dtype),
+            (self.grad_bias, self.bias_dtype or self.weight.dtype),
+        ]
+        return [
+            None if grad is None else (grad if unit or scale is None else grad * scale).to(dtype)
+            for grad, dtype in pairs
+        ]
+
+
+def fused_linear_cross_entropy(
+    hidden: Tensor, weight: Tensor, targets: Tensor, *, bias: Tensor | None, smoothing: float,
+    ignore_index: int, reduction: str, chunk_size: int | None,
+) -> Tensor:
+    """Kernel entry point on checked, flattened inputs.
+
+    Args:
+        hidden: ``(N, H)``.
+        weight: ``(V, H)``, the hidden dtype.
+        targets: ``(N,)`` int64 class indices or ``ignore_index``.
+        bias: ``(V,)`` or ``None``.
+        smoothing: uniform smoothing mass ``s``.
+        ignore_index: index value that contributes nothing.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``; the mean divides by the
+            number of rows not ignored (0 when there are none).
+        chunk_size: rows per chunk; default about 2^22 logits per chunk.
+
+    Returns:
+        ``(N,)`` losses, or a scalar, in the compute dtype.
+    """
+    loss: Tensor = LinearCrossEntropyFunction.apply(  # type: ignore[no-untyped-call]
+        hidden, weight, bias, targets, float(smoothing), int(ignore_index), reduction, chunk_size,
+    )
+    return loss
