@@ -13,8 +13,16 @@ from labelsmooth.algorithms import (
     State,
     Trace,
 )
+from labelsmooth.binary import binary_cross_entropy_with_logits
+from labelsmooth.dice import dice_loss
 from labelsmooth.functional import cross_entropy, linear_cross_entropy, soft_cross_entropy
-from labelsmooth.losses import CrossEntropyLoss, LinearCrossEntropyLoss
+from labelsmooth.losses import (
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    DiceCELoss,
+    DiceLoss,
+    LinearCrossEntropyLoss,
+)
 from labelsmooth.soft_targets import SoftTargets
 from labelsmooth.targets import ensure_targets_one_hot, smooth_labels
 
@@ -22,8 +30,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Algorithm",
+    "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "CutMix",
+    "DiceCELoss",
+    "DiceLoss",
     "Engine",
     "Event",
     "JSONLinesDestination",
@@ -35,7 +46,9 @@ __all__ = [
     "SoftTargets",
     "State",
     "Trace",
+    "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "dice_loss",
     "ensure_targets_one_hot",
     "linear_cross_entropy",
     "smooth_labels",

@@ -10,6 +10,9 @@ from torch import Tensor, nn
 
 from labelsmooth import _validation as v
 from labelsmooth import functional
+from labelsmooth.binary import binary_cross_entropy_with_logits
+from labelsmooth.dice import dice_loss
+from labelsmooth.soft_targets import SoftTargets
 
 
 class CrossEntropyLoss(nn.Module):
@@ -107,4 +110,163 @@ class LinearCrossEntropyLoss(nn.Module):
         return (
             f"alpha={self.alpha}, ignore_index={self.ignore_index}, "
             f"reduction={self.reduction!r}, chunk_size={self.chunk_size}"
+        )
+
+
+class BCEWithLogitsLoss(nn.Module):
+    """Module form of :func:`labelsmooth.binary_cross_entropy_with_logits`; see it for the math.
+
+    Example:
+        >>> import torch
+        >>> loss = BCEWithLogitsLoss(alpha=0.1)
+        >>> loss
+        BCEWithLogitsLoss(alpha=0.1, reduction='mean')
+        >>> round(loss(torch.tensor([[2.0, -1.0]]), torch.tensor([[1.0, 0.0]])).item(), 4)
+        0.2951
+    """
+
+    weight: Tensor | None
+    pos_weight: Tensor | None
+
+    def __init__(
+        self,
+        alpha: float = 0.0,
+        weight: Tensor | None = None,
+        reduction: str = "mean",
+        pos_weight: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        v.check_init_args(alpha=alpha, reduction=reduction)
+        self.alpha = float(alpha)
+        self.reduction = reduction
+        self.register_buffer("weight", weight)
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return binary_cross_entropy_with_logits(
+            logits, targets, alpha=self.alpha, weight=self.weight, pos_weight=self.pos_weight,
+            reduction=self.reduction,
+        )
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, reduction={self.reduction!r}"
+
+
+def _check_dice_args(smooth: float, softmax: bool, batch: bool) -> None:
+    if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not smooth >= 0:
+        raise v.fail("smooth", "a real number >= 0", smooth)
+    for name, flag in (("softmax", softmax), ("batch", batch)):
+        if not isinstance(flag, bool):
+            raise v.fail(name, "True or False", flag, error=TypeError)
+
+
+class DiceLoss(nn.Module):
+    """Module form of :func:`labelsmooth.dice_loss`; see it for the math and shapes.
+
+    Example:
+        >>> DiceLoss(alpha=0.1, ignore_index=255)
+        DiceLoss(alpha=0.1, ignore_index=255, softmax=True, smooth=1e-05, reduction='mean', batch=False)
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.0,
+        ignore_index: int | None = None,
+        softmax: bool = True,
+        smooth: float = 1e-5,
+        reduction: str = "mean",
+        batch: bool = False,
+    ) -> None:
+        super().__init__()
+        v.check_init_args(alpha=alpha, reduction=reduction, ignore_index=ignore_index)
+        _check_dice_args(smooth, softmax, batch)
+        self.alpha = float(alpha)
+        self.ignore_index = ignore_index
+        self.softmax = softmax
+        self.smooth = float(smooth)
+        self.reduction = reduction
+        self.batch = batch
+
+    def forward(self, logits: Tensor, targets: Tensor | SoftTargets) -> Tensor:
+        return dice_loss(
+            logits, targets, alpha=self.alpha, ignore_index=self.ignore_index, softmax=self.softmax,
+            smooth=self.smooth, reduction=self.reduction, batch=self.batch,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"alpha={self.alpha}, ignore_index={self.ignore_index}, softmax={self.softmax}, "
+            f"smooth={self.smooth}, reduction={self.reduction!r}, batch={self.batch}"
+        )
+
+
+class DiceCELoss(nn.Module):
+    r"""``lambda_ce * cross_entropy + lambda_dice * dice_loss``, smoothing both terms by ``alpha``.
+
+    The cross-entropy term is :func:`labelsmooth.cross_entropy` (index, dense
+    or SoftTargets, no dense target built); the Dice term is
+    :func:`labelsmooth.dice_loss` on the same smoothed target, with the same
+    ignored positions (``ignore_index`` for index targets).
+
+    Args:
+        alpha: smoothing mass in [0, 1], applied to both terms.
+        weight: ``(C,)`` class weights of the cross-entropy term.
+        ignore_index: index target value left out of both terms.
+        lambda_ce, lambda_dice: the terms' weights (>= 0).
+        smooth, batch: as in :func:`labelsmooth.dice_loss`.
+        reduction: ``"mean"`` | ``"sum"`` (the two terms have different
+            per-item shapes, so ``"none"`` is not offered).
+
+    Example:
+        >>> import torch
+        >>> loss = DiceCELoss(alpha=0.1)
+        >>> loss.alpha, loss.lambda_ce, loss.lambda_dice
+        (0.1, 1.0, 1.0)
+        >>> loss(torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long)).shape
+        torch.Size([])
+    """
+
+    weight: Tensor | None
+
+    def __init__(
+        self,
+        alpha: float = 0.0,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        lambda_ce: float = 1.0,
+        lambda_dice: float = 1.0,
+        smooth: float = 1e-5,
+        reduction: str = "mean",
+        batch: bool = False,
+    ) -> None:
+        super().__init__()
+        v.check_init_args(alpha=alpha, ignore_index=ignore_index)
+        self.reduction = v.check_choice(reduction, "reduction", ("mean", "sum"))
+        _check_dice_args(smooth, True, batch)
+        for name, value in (("lambda_ce", lambda_ce), ("lambda_dice", lambda_dice)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise v.fail(name, "a real number >= 0", value)
+        self.alpha = float(alpha)
+        self.ignore_index = ignore_index
+        self.lambda_ce = float(lambda_ce)
+        self.lambda_dice = float(lambda_dice)
+        self.smooth = float(smooth)
+        self.batch = batch
+        self.register_buffer("weight", weight)
+
+    def forward(self, logits: Tensor, targets: Tensor | SoftTargets) -> Tensor:
+        ce = functional.cross_entropy(
+            logits, targets, alpha=self.alpha, weight=self.weight, ignore_index=self.ignore_index,
+            reduction=self.reduction,
+        )
+        dice = dice_loss(
+            logits, targets, alpha=self.alpha, ignore_index=self.ignore_index, smooth=self.smooth,
+            reduction=self.reduction, batch=self.batch,
+        )
+        return self.lambda_ce * ce + self.lambda_dice * dice
+
+    def extra_repr(self) -> str:
+        return (
+            f"alpha={self.alpha}, ignore_index={self.ignore_index}, lambda_ce={self.lambda_ce}, "
+            f"lambda_dice={self.lambda_dice}, smooth={self.smooth}, reduction={self.reduction!r}"
         )

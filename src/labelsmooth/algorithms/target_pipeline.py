@@ -58,7 +58,7 @@ def _apply(value: Tensor | SoftTargets, op: TargetOp, logits: Tensor, dim: int) 
     if op.kind == "smooth":
         if op.multilabel:
             if isinstance(value, SoftTargets):
-                raise v.fail("targets", "multi-hot float targets for task='multilabel'", "SoftTargets")
+                raise v.fail("targets", "multi-hot float targets for task='multilabel'", "class indices")
             # Keras' binary smoothing: y * (1 - alpha) + alpha / 2.
             return value.to(compute_dtype(logits.dtype)) * (1.0 - op.alpha) + op.alpha / 2.0
         if isinstance(value, SoftTargets):

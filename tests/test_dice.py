@@ -1,0 +1,154 @@
+"""Soft Dice loss: L1 intersection, smoothing, ignored pixels, all target forms, DiceCELoss."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import labelsmooth as ls
+from labelsmooth import SoftTargets
+
+C = 4
+IGNORE = 255
+
+
+def _case(seed, n=2, spatial=(3, 5), ignore=True):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, C, (n, *spatial), generator=g)
+    if ignore:
+        y = torch.where(torch.rand(y.shape, generator=g) < 0.25, IGNORE, y)
+    logits = torch.randn(n, C, *spatial, generator=g, dtype=torch.float64)
+    return g, y, logits
+
+
+def _reference(logits, y, alpha, smooth=1e-5):
+    """Float64 loop over samples and classes: Dice on the kept pixels, product-free L1 form."""
+    probs = torch.softmax(logits.double(), 1)
+    losses = torch.zeros(y.shape[0], C, dtype=torch.float64)
+    for i in range(y.shape[0]):
+        keep = y[i] != IGNORE
+        for c in range(C):
+            x = probs[i, c][keep]
+            t = (1 - alpha) * (y[i][keep] == c).double() + alpha / C
+            inter = torch.minimum(x, t).sum()  # (|x| + |t| - |x - t|) / 2 for non-negative x, t
+            losses[i, c] = 1 - (2 * inter + smooth) / (x.sum() + t.sum() + smooth)
+    return losses
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), alpha=st.floats(0, 1), reduction=st.sampled_from(["none", "mean", "sum"]))
+def test_matches_reference_with_ignored_pixels_masked_after_smoothing(seed, alpha, reduction):
+    _, y, logits = _case(seed)
+    got = ls.dice_loss(logits, y, alpha=alpha, ignore_index=IGNORE, reduction=reduction)
+    rows = _reference(logits, y, alpha)
+    expected = {"none": rows, "mean": rows.mean(), "sum": rows.sum()}[reduction]
+    torch.testing.assert_close(got, expected)
+
+
+def test_equals_product_form_for_one_hot_targets():
+    _, y, logits = _case(1, ignore=False)
+    probs = torch.softmax(logits, 1)
+    onehot = F.one_hot(y, C).movedim(-1, 1).double()
+    inter = (probs * onehot).sum((2, 3))
+    expected = 1 - (2 * inter + 1e-5) / (probs.sum((2, 3)) + onehot.sum((2, 3)) + 1e-5)
+    torch.testing.assert_close(ls.dice_loss(logits, y, reduction="none"), expected)
+
+
+def test_logits_at_ignored_pixels_do_not_matter():
+    """Composer's Dice loses the mask once targets are smoothed; here it does not."""
+    _, y, logits = _case(2)
+    changed = torch.where((y == IGNORE).unsqueeze(1), torch.randn_like(logits) * 10, logits)
+    a = ls.dice_loss(logits, y, alpha=0.2, ignore_index=IGNORE)
+    b = ls.dice_loss(changed, y, alpha=0.2, ignore_index=IGNORE)
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.4], ids=["a=0.1", "a=0.4"])
+def test_minimum_at_prediction_equal_to_soft_target(alpha):
+    _, y, _ = _case(3, ignore=False)
+    target = ls.smooth_labels(torch.zeros(2, C, 3, 5, dtype=torch.float64), y, alpha)
+    at_target = ls.dice_loss(target, y, alpha=alpha, softmax=False, smooth=0.0)
+    assert float(at_target) == pytest.approx(0.0, abs=1e-12)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        other = torch.softmax(
+            target.log() + 0.3 * torch.randn(target.shape, generator=g, dtype=torch.float64), 1
+        )
+        assert ls.dice_loss(other, y, alpha=alpha, softmax=False, smooth=0.0) > at_target
+    # The product form would prefer the hard prediction; this one does not.
+    hard = F.one_hot(y, C).movedim(-1, 1).double()
+    assert ls.dice_loss(hard, y, alpha=alpha, softmax=False, smooth=0.0) > at_target
+
+
+def test_index_dense_and_soft_targets_agree():
+    _, y, logits = _case(4)
+    dense = SoftTargets.from_index(y, num_classes=C, ignore_index=IGNORE).to_dense(dtype=torch.float64)
+    soft = SoftTargets.from_index(y, ignore_index=IGNORE)
+    expected = ls.dice_loss(logits, y, alpha=0.2, ignore_index=IGNORE)
+    torch.testing.assert_close(ls.dice_loss(logits, dense, alpha=0.2), expected)
+    torch.testing.assert_close(ls.dice_loss(logits, soft, alpha=0.2), expected)
+    torch.testing.assert_close(ls.dice_loss(logits, soft.smooth(0.2)), expected)
+
+
+def test_batch_dice_pools_the_batch():
+    _, y, logits = _case(5, ignore=False)
+    pooled = ls.dice_loss(logits.movedim(1, 0).reshape(1, C, -1), y.reshape(1, -1), reduction="none")
+    torch.testing.assert_close(ls.dice_loss(logits, y, batch=True, reduction="none"), pooled[0])
+
+
+def test_gradients_are_finite_and_inputs_untouched():
+    _, y, logits = _case(6)
+    y0, z0 = y.clone(), logits.clone()
+    z = logits.clone().requires_grad_()
+    ls.dice_loss(z, y, alpha=0.1, ignore_index=IGNORE).backward()
+    assert torch.isfinite(z.grad).all()
+    assert torch.equal(y, y0) and torch.equal(logits, z0)
+
+
+def test_modules_equal_functions_and_pickle():
+    _, y, logits = _case(7)
+    dice = ls.DiceLoss(alpha=0.1, ignore_index=IGNORE)
+    torch.testing.assert_close(dice(logits, y), ls.dice_loss(logits, y, alpha=0.1, ignore_index=IGNORE))
+    both = ls.DiceCELoss(alpha=0.1, ignore_index=IGNORE, lambda_dice=0.5)
+    expected = F.cross_entropy(logits, y, ignore_index=IGNORE, label_smoothing=0.1) + 0.5 * ls.dice_loss(
+        logits, y, alpha=0.1, ignore_index=IGNORE
+    )
+    torch.testing.assert_close(both(logits, y), expected)
+    torch.testing.assert_close(pickle.loads(pickle.dumps(both))(logits, y), expected)
+    assert "lambda_dice=0.5" in repr(both) and "ignore_index=255" in repr(dice)
+
+
+def test_dice_ce_with_soft_targets_from_cutmix_matches_dense():
+    _, y, logits = _case(8, ignore=False)
+    mask = torch.zeros(1, 3, 5, dtype=torch.bool)
+    mask[:, 1:, 2:] = True
+    soft = SoftTargets.from_index(y).paste(torch.tensor([1, 0]), mask)
+    dense = soft.to_dense(C, torch.float64)
+    loss = ls.DiceCELoss(alpha=0.2)
+    torch.testing.assert_close(loss(logits, soft), loss(logits, dense))
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (
+            lambda: ls.dice_loss(torch.zeros(2, 3, 4), torch.zeros(2, 4, dtype=torch.long), smooth=-1.0),
+            ValueError,
+        ),
+        (lambda: ls.dice_loss(torch.zeros(2, 3, 4), torch.zeros(2, 5, dtype=torch.long)), ValueError),
+        (lambda: ls.dice_loss(torch.zeros(2, 3, 4), torch.full((2, 4), 7)), ValueError),
+        (lambda: ls.dice_loss(torch.zeros(3), torch.zeros(3, dtype=torch.long)), ValueError),
+        (lambda: ls.DiceCELoss(reduction="none"), ValueError),
+        (lambda: ls.DiceLoss(softmax=1), TypeError),
+        (lambda: ls.DiceCELoss(lambda_ce=-1.0), ValueError),
+    ],
+    ids=["smooth", "shape", "index-range", "no-class-dim", "dicece-none", "softmax-flag", "lambda"],
+)
+def test_bad_arguments_are_refused(call, error):
+    with pytest.raises(error):
+        call()
