@@ -98,6 +98,9 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[object], str]]:
         "one-seed-with-ci": (["compare", "--seeds", "1"], "seeds: expected at least 2 seeds"),
         "out-is-a-file": (["compare", "--out", tmp_path / "file"], "out: expected a directory"),
         "bad-device": (["compare", "--device", "tpu9"], "device: expected"),
+        "negative-mixup": (["compare", "--mixup", "-0.5"], "mixup: expected a finite real number >= 0"),
+        "cutmix-on-table": (["compare", "--dataset", table, "--label-column", "species", "--cutmix", "1"],
+                            "cutmix: expected image data"),
         "unknown-option": (["compare", "--bogus"], "No such option"),
         "explain-alpha": (["explain", "--alpha", "2"], "alpha: expected a real number in [0, 1]"),
         "explain-classes": (["explain", "--classes", "1"], "classes: expected an int >= 2"),
@@ -106,7 +109,7 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[object], str]]:
 
 CASES = ["missing-path", "no-class-subfolders", "unreadable-image", "no-label-column", "alpha-above-one",
          "alpha-negative", "alpha-not-a-number", "one-seed-with-ci", "out-is-a-file", "bad-device",
-         "unknown-option", "explain-alpha", "explain-classes"]
+         "negative-mixup", "cutmix-on-table", "unknown-option", "explain-alpha", "explain-classes"]
 
 
 @pytest.mark.parametrize("case", CASES)

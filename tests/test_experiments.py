@@ -151,6 +151,22 @@ def test_two_class_table_has_no_projection_but_still_a_picture(tmp_path):
     check_outputs(tmp_path / "out", "classification")
 
 
+def test_mixup_and_cutmix_compose_with_smoothing(tmp_path):
+    data = load_dataset("digits")
+    result = compare(data=data, seeds=2, epochs=1, mixup=0.2, cutmix=1.0, out=tmp_path / "out")
+    document = check_outputs(tmp_path / "out", "classification")
+    assert document["config"]["mixup"] == 0.2 and document["config"]["cutmix"] == 1.0
+    assert "MixUp 0.2 and CutMix 1" in (tmp_path / "out" / "report.md").read_text()
+    plain = compare(data=data, seeds=2, epochs=1)
+    assert [r.metrics for r in result.runs] != [r.metrics for r in plain.runs]
+
+
+def test_cutmix_needs_images(tmp_path):
+    table = make_table(tmp_path / "t.csv")
+    with pytest.raises(ValueError, match="cutmix: expected image data"):
+        compare(table, label_column="species", cutmix=1.0)
+
+
 def test_one_seed_without_ci(tmp_path):
     data = load_dataset("digits")
     result = compare(data=data, seeds=1, epochs=1, ci=False, alphas=[0.1])
@@ -169,9 +185,10 @@ def test_one_seed_without_ci(tmp_path):
         ({"epochs": 0}, "epochs: expected an int >= 1"),
         ({"label_noise": 2.0}, "label_noise"),
         ({"convention": "none"}, "convention"),
+        ({"mixup": -1.0}, "mixup: expected a finite real number >= 0"),
     ],
     ids=["alpha-above-one", "alpha-negative", "no-alphas", "repeated-alpha", "one-seed-with-ci",
-         "zero-epochs", "noise-above-one", "bad-convention"],
+         "zero-epochs", "noise-above-one", "bad-convention", "negative-mixup"],
 )
 def test_bad_options(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):

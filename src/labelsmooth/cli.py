@@ -78,6 +78,10 @@ def cli() -> None:
               help="Fraction of training labels moved to another class.")
 @click.option("--convention", default="uniform", show_default=True, type=click.Choice(v.CONVENTIONS),
               help="'uniform': alpha/C to every class; 'others': 1-alpha stays on the true class.")
+@click.option("--mixup", default=None, type=float, metavar="CONCENTRATION",
+              help="Add MixUp with this Beta concentration (e.g. 0.2) to every run.")
+@click.option("--cutmix", default=None, type=float, metavar="CONCENTRATION",
+              help="Add CutMix with this Beta concentration (e.g. 1.0) to every run; image data only.")
 @click.option("--label-column", default="label", show_default=True, help="The class column of a table.")
 @click.option("--ci/--no-ci", default=True, show_default=True,
               help="95% confidence intervals over seeds (needs at least 2 seeds).")
@@ -85,7 +89,8 @@ def cli() -> None:
 @click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(path_type=Path),
               help="Folder for metrics.json, reliability.png, penultimate.png and report.md.")
 def compare(dataset: str, alphas: str, seeds: int, epochs: int | None, label_noise: float, convention: str,
-            label_column: str, ci: bool, device: str, out: Path) -> None:
+            mixup: float | None, cutmix: float | None, label_column: str, ci: bool, device: str,
+            out: Path) -> None:
     """Train the same model once per alpha and seed; compare accuracy, NLL, calibration (ECE)."""
     from labelsmooth.experiments import compare as run_compare
     from labelsmooth.experiments.compare import _check_options
@@ -93,10 +98,13 @@ def compare(dataset: str, alphas: str, seeds: int, epochs: int | None, label_noi
     from labelsmooth.experiments.report import format_table, noise_statement
 
     try:
-        checked = _check_options(_parse_alphas(alphas), seeds, ci, epochs, label_noise, convention)
+        checked = _check_options(_parse_alphas(alphas), seeds, ci, epochs, label_noise, convention, mixup,
+                                 cutmix)
         _check_device(device)
         _check_out(out)
         data = load_dataset(dataset, label_column=label_column)
+        if cutmix is not None and data.kind != "image":
+            raise UsageError(str(v.fail("cutmix", "image data (CutMix pastes a box of pixels)", data.kind)))
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
     click.echo(f"{data.name}: {data.task}, {data.num_classes} classes, {data.train.inputs.shape[0]} train / "
@@ -104,7 +112,8 @@ def compare(dataset: str, alphas: str, seeds: int, epochs: int | None, label_noi
     bar = _progress_bar()
     try:
         result = run_compare(alphas=checked, seeds=seeds, epochs=epochs, label_noise=label_noise,
-                             convention=convention, device=device, ci=ci, data=data, progress=bar.update)
+                             convention=convention, mixup=mixup, cutmix=cutmix, device=device, ci=ci,
+                             data=data, progress=bar.update)
     finally:
         bar.close()
     from labelsmooth.experiments.report import write_report

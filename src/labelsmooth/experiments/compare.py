@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from labelsmooth import _validation as v
+from labelsmooth.algorithms.mixup import check_concentration
 from labelsmooth.experiments.data import DataSet, load_dataset
 from labelsmooth.experiments.stats import inside_noise, mean_ci, paired_difference
 from labelsmooth.experiments.train import RunResult, TrainConfig, deterministic, evaluate, train
@@ -49,6 +50,7 @@ class CompareResult:
             "config": {
                 "epochs": self.config.epochs, "batch_size": self.config.batch_size, "lr": self.config.lr,
                 "convention": self.config.convention, "label_noise": self.config.label_noise,
+                "mixup": self.config.mixup, "cutmix": self.config.cutmix,
                 "ece_bins": 15, "ece_binning": "guo", "ci_level": 0.95,
             },
             "runs": [run.record() for run in self.runs],
@@ -67,7 +69,8 @@ def _check_alphas(alphas: Sequence[float]) -> list[float]:
 
 
 def _check_options(alphas: Sequence[float], seeds: int, ci: bool, epochs: int | None,
-                   label_noise: float, convention: str) -> list[float]:
+                   label_noise: float, convention: str, mixup: float | None = None,
+                   cutmix: float | None = None) -> list[float]:
     checked = _check_alphas(alphas)
     seeds = v.check_int(seeds, "seeds")
     if seeds < (2 if ci else 1):
@@ -77,6 +80,9 @@ def _check_options(alphas: Sequence[float], seeds: int, ci: bool, epochs: int | 
         raise v.fail("epochs", "an int >= 1", epochs)
     v.check_probability(label_noise, "label_noise")
     v.check_convention(convention)
+    for name, value in (("mixup", mixup), ("cutmix", cutmix)):
+        if value is not None:
+            check_concentration(value, name)
     return checked
 
 
@@ -118,6 +124,8 @@ def compare(
     epochs: int | None = None,
     label_noise: float = 0.0,
     convention: str = "uniform",
+    mixup: float | None = None,
+    cutmix: float | None = None,
     device: str = "cpu",
     label_column: str = "label",
     ci: bool = True,
@@ -141,6 +149,9 @@ def compare(
         epochs: training epochs; ``None`` picks the data set's default.
         label_noise: fraction of training labels moved to another class.
         convention: ``"uniform"`` or ``"others"``; see :func:`labelsmooth.smooth_labels`.
+        mixup, cutmix: Beta concentration of :class:`~labelsmooth.MixUp` /
+            :class:`~labelsmooth.CutMix` added to every run (``None``: off);
+            CutMix needs image data.
         device: a torch device string.
         ci: compute 95% confidence intervals.
         out: if given, write ``metrics.json``, ``reliability.png``,
@@ -152,12 +163,15 @@ def compare(
     Returns:
         A :class:`CompareResult`; ``result.to_dict()`` is ``metrics.json``.
     """
-    checked = _check_options(alphas, seeds, ci, epochs, label_noise, convention)
+    checked = _check_options(alphas, seeds, ci, epochs, label_noise, convention, mixup, cutmix)
     if data is None:
         data = load_dataset(dataset, label_column=label_column)
+    if cutmix is not None and data.kind != "image":
+        raise v.fail("cutmix", "image data (CutMix pastes a box of pixels)", f"a {data.kind} data set")
     kind = data.name if data.name in DEFAULTS else data.kind
     default_epochs, batch_size, lr = DEFAULTS[kind]
-    config = TrainConfig(epochs or default_epochs, batch_size, lr, convention, float(label_noise), device)
+    config = TrainConfig(epochs or default_epochs, batch_size, lr, convention, float(label_noise), device,
+                         mixup, cutmix)
     steps_per_run = config.epochs * -(-data.train.inputs.shape[0] // batch_size)
     total, done = steps_per_run * len(checked) * seeds, 0
 

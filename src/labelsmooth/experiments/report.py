@@ -130,6 +130,12 @@ def penultimate_png(result: CompareResult) -> bytes:
     return _png(figure)
 
 
+def _augmentation(config: Any) -> str:
+    parts = [f"{name} {value:g}" for name, value in (("MixUp", config.mixup), ("CutMix", config.cutmix))
+             if value is not None]
+    return (", with " + " and ".join(parts)) if parts else ""
+
+
 def report_markdown(result: CompareResult) -> str:
     config = result.config
     seeds = len(result.seeds)
@@ -139,8 +145,9 @@ def report_markdown(result: CompareResult) -> str:
         f"{result.task.capitalize()}, {result.num_classes} classes; "
         f"alphas {', '.join(f'{a:g}' for a in result.alphas)}"
         f" ({config.convention} convention), {seeds} seeds each, {config.epochs} epochs, "
-        f"label noise {config.label_noise:g}. Test-split values: mean ± half-width of the 95% Student-t "
-        f"interval over seeds. ECE: 15 equal-width bins, top label (Guo et al.'s binning).",
+        f"label noise {config.label_noise:g}{_augmentation(config)}. Test-split values: mean ± "
+        "half-width of the 95% Student-t interval over seeds. ECE: 15 equal-width bins, top label "
+        "(Guo et al.'s binning).",
         "",
         format_table(result),
         "",

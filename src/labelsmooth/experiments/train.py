@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from labelsmooth.algorithms import Engine, Event, LabelSmoothing, State
+from labelsmooth.algorithms import Algorithm, CutMix, Engine, Event, LabelSmoothing, MixUp, State
 from labelsmooth.experiments.data import DataSet, flip_labels
 from labelsmooth.experiments.models import Classifier, build_model
 from labelsmooth.functional import soft_cross_entropy
@@ -33,6 +33,9 @@ class TrainConfig:
     convention: str = "uniform"
     label_noise: float = 0.0
     device: str = "cpu"
+    #: Beta concentrations of MixUp and CutMix (``None``: off); they compose with the smoothing.
+    mixup: float | None = None
+    cutmix: float | None = None
 
 
 @dataclass
@@ -82,9 +85,16 @@ def train(data: DataSet, alpha: float, seed: int, config: TrainConfig,
     generator = torch.Generator().manual_seed(seed)
     targets = flip_labels(data.train.targets, config.label_noise, data.num_classes,
                           generator=generator, ignore_index=data.ignore_index)
-    smoothing = LabelSmoothing(alpha, ignore_index=data.ignore_index, convention=config.convention)
+    algorithms: list[Algorithm] = [
+        LabelSmoothing(alpha, ignore_index=data.ignore_index, convention=config.convention)
+    ]
+    # Their own generators, so that switching them on leaves the data order of a seed alone.
+    if config.mixup is not None:
+        algorithms.append(MixUp(config.mixup, ignore_index=data.ignore_index, seed=10_000 + seed))
+    if config.cutmix is not None:
+        algorithms.append(CutMix(config.cutmix, ignore_index=data.ignore_index, seed=20_000 + seed))
     state = State(model=model, optimizers=[optimizer])
-    engine = Engine(state, [smoothing])
+    engine = Engine(state, algorithms)
     engine.run_event(Event.INIT)
     engine.run_event(Event.FIT_START)
     n = data.train.inputs.shape[0]
