@@ -73,11 +73,13 @@ def test_to_dense_equals_dense_construction(seed, alpha, spatial, order):
     torch.testing.assert_close(t.to_dense(dtype=torch.float64), expected.movedim(-1, 1))
 
 
+@pytest.mark.parametrize("smooth_first", [True, False], ids=["smooth-paste", "paste-smooth"])
 @pytest.mark.parametrize("spatial", [(), (4, 3)], ids=["classification", "segmentation"])
-def test_paste_equals_dense_where(spatial):
+def test_paste_equals_dense_where(spatial, smooth_first):
     g, y, _, perm, _ = _case(1, spatial=spatial)
     mask = torch.rand(y.shape, generator=g) < 0.5
-    t = SoftTargets.from_index(y, num_classes=5).smooth(0.1).paste(perm, mask)
+    base = SoftTargets.from_index(y, num_classes=5)
+    t = base.smooth(0.1).paste(perm, mask) if smooth_first else base.paste(perm, mask).smooth(0.1)
     q0 = _onehot64(y, 5)
     expected = _smooth64(torch.where(mask.unsqueeze(-1), q0[perm], q0), 0.1)
     torch.testing.assert_close(t.to_dense(dtype=torch.float64, dim=-1), expected)
@@ -280,3 +282,16 @@ def test_invalid_operations_are_refused():
         ls.cross_entropy(torch.zeros(3, 3), t, ignore_index=255)
     with pytest.raises(ValueError, match="prior"):
         ls.cross_entropy(torch.zeros(3, 3), t.smooth(0.1), alpha=0.1, prior=torch.tensor([0.2, 0.3, 0.5]))
+
+
+def test_others_convention_beyond_a_mixture_is_refused_for_soft_targets():
+    t = SoftTargets.from_index(torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="alpha"):
+        ls.smooth_labels(torch.zeros(2, 2), t, 0.9, convention="others")
+    smoothed = ls.smooth_labels(torch.zeros(2, 3), t, 0.3, convention="others")
+    torch.testing.assert_close(
+        smoothed.to_dense(3, torch.float64),
+        ls.smooth_labels(
+            torch.zeros(2, 3, dtype=torch.float64), torch.tensor([0, 1]), 0.3, convention="others"
+        ),
+    )

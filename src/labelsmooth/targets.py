@@ -178,7 +178,10 @@ def smooth_labels(
 
     if isinstance(targets, SoftTargets):
         # Structured in, structured out: smoothing composes without a dense tensor.
-        return targets.smooth(min(alpha, 1.0), prior=prior)
+        if alpha > 1.0:
+            expected = "an effective alpha <= 1 for SoftTargets (convention='others' exceeds it)"
+            raise v.fail("alpha", expected, alpha)
+        return targets.smooth(alpha, prior=prior)
     if v.target_form(logits, targets, dim) == "index":
         v.check_index_values(targets, num_classes, ignore_index)
         return _index_to_dense(logits, targets, alpha, prior, ignore_index, dim)

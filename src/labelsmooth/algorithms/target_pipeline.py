@@ -63,7 +63,10 @@ def _apply(value: Tensor | SoftTargets, op: TargetOp, logits: Tensor, dim: int) 
             return value.to(compute_dtype(logits.dtype)) * (1.0 - op.alpha) + op.alpha / 2.0
         if isinstance(value, SoftTargets):
             alpha = effective_alpha(op.alpha, num_classes, op.convention)
-            return value.smooth(min(alpha, 1.0), prior=op.prior)
+            if alpha > 1.0:
+                expected = f"at most {(num_classes - 1) / num_classes:.6g} with convention='others'"
+                raise v.fail("alpha", expected + " (beyond it the target is not a mixture)", op.alpha)
+            return value.smooth(alpha, prior=op.prior)
         return smooth_labels(logits, value, op.alpha, prior=op.prior, dim=dim, convention=op.convention)
     if op.perm is None:
         raise v.fail("op.perm", "a batch permutation", None)
