@@ -82,8 +82,9 @@ class Model(L.LightningModule):
         return loss
 
     def _forward_batch(self, batch):
-        self.seen.append({"inputs": batch[0]})
-        return self(batch[0])
+        logits = self(batch[0])
+        self.seen.append({"inputs": batch[0], "logits": logits.detach()})
+        return logits
 
     def _loss(self, outputs, batch):
         return ls.soft_cross_entropy(outputs, batch[1])
@@ -159,6 +160,21 @@ def test_algorithm_step_runs_forward_events_on_the_changed_batch():
     expected = F.cross_entropy(bias.expand(4, 4), step["y"], label_smoothing=0.2)
     torch.testing.assert_close(step["loss"], expected)  # zero inputs: the logits are the bias
     assert not callback.engine.state.batch[1].is_floating_point()  # targets restored after AFTER_LOSS
+
+
+def test_mixup_and_label_smoothing_through_algorithm_step():
+    model = Model(whole_step=True)
+    mixup = ls.MixUp(alpha=0.4, seed=0)
+    _fit(model, [mixup, ls.LabelSmoothing(0.1)], steps=1)
+    x, y = next(iter(_loader()))
+    lam, perm = mixup.mixing, mixup.permutation
+    forward, step = model.seen
+    torch.testing.assert_close(forward["inputs"], (1 - lam) * x + lam * x[perm])
+    logits = forward["logits"]
+    expected = (1 - lam) * F.cross_entropy(logits, y, label_smoothing=0.1) + lam * F.cross_entropy(
+        logits, y[perm], label_smoothing=0.1
+    )
+    torch.testing.assert_close(step["loss"], expected)
 
 
 def test_without_callback_nothing_runs():

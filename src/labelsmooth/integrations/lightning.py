@@ -14,6 +14,16 @@ the ``with`` around the loss inside ``training_step``::
 
     trainer = lightning.Trainer(callbacks=[AlgorithmsCallback([LabelSmoothing(0.1)])])
 
+MixUp and CutMix change the inputs before the forward pass, so with them the
+step goes through :func:`algorithm_step`, which runs forward and loss inside
+the algorithms' reach::
+
+    def training_step(self, batch, batch_idx):
+        return algorithm_step(self, batch, forward=lambda b: self(b[0]),
+                              loss=lambda logits, b: labelsmooth.cross_entropy(logits, b[1]))
+
+    trainer = lightning.Trainer(callbacks=[AlgorithmsCallback([MixUp(0.2), LabelSmoothing(0.1)])])
+
 Where each event runs (a training step in Lightning calls ``training_step``,
 then ``backward``):
 
