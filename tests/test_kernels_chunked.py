@@ -223,3 +223,13 @@ def test_pytorch_label_smoothing_needs_more_than_the_gradient():
         F.cross_entropy(logits, targets, label_smoothing=0.1).backward()
     peak = peak_allocation(prof)
     assert peak >= 2 * logits.numel() * 4
+
+
+def test_inplace_backward_on_a_leaf_makes_its_grad_an_alias():
+    logits, targets = make_case(6, 5, torch.float64)
+    reference_in = logits.clone().requires_grad_()
+    F.cross_entropy(reference_in, targets, label_smoothing=0.1).backward()
+    leaf = logits.clone().requires_grad_()
+    labelsmooth.cross_entropy(leaf, targets, alpha=0.1, inplace_backward=True).backward()
+    torch.testing.assert_close(leaf.grad, reference_in.grad)
+    assert leaf.grad.data_ptr() == leaf.data_ptr() and not leaf.grad.requires_grad

@@ -156,7 +156,9 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
         if cm is None:
             scale_u = scale_u / num_classes
         if ctx.inplace_backward:
-            grad = logits
+            # A plain alias of the storage: autograd must not see the logits
+            # (a leaf, possibly) handed back as their own gradient.
+            grad = logits.detach()
         else:
             grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
         step = ctx.step
