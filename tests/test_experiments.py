@@ -91,6 +91,8 @@ def test_digits_end_to_end(digits_run):
     assert [row["alpha"] for row in document["summary"]] == [0.0, 0.1]
     assert result.summary[0]["accuracy_mean"] > 0.5  # one epoch already learns digits
     assert {c["metric"] for c in result.comparisons} == {"accuracy", "nll", "ece"}
+    assert [p["alpha"] for p in document["penultimate"]] == [0.0, 0.1]
+    assert all(p["spread_to_separation"] > 0 for p in document["penultimate"])
 
 
 def test_same_seed_same_numbers(digits_run):

@@ -55,6 +55,11 @@ class CompareResult:
             },
             "runs": [run.record() for run in self.runs],
             "summary": self.summary,
+            "penultimate": [
+                {"alpha": r.alpha, "seed": r.seed, "classes": r.projection_classes,
+                 "spread_to_separation": r.cluster_tightness()}
+                for r in self.runs if r.seed == 0
+            ],
             "comparisons": self.comparisons,
         }
 

@@ -136,6 +136,15 @@ def _augmentation(config: Any) -> str:
     return (", with " + " and ".join(parts)) if parts else ""
 
 
+def _tightness_lines(result: CompareResult) -> list[str]:
+    values = [(r.alpha, r.cluster_tightness()) for r in result.runs if r.seed == 0]
+    shown = [f"alpha={a:g}: {t:.3f}" for a, t in values if t is not None]
+    if not shown:
+        return []
+    return [f"Mean distance to the class centroid over mean distance between centroids in this plane "
+            f"(smaller is tighter): {'; '.join(shown)}.", ""]
+
+
 def report_markdown(result: CompareResult) -> str:
     config = result.config
     seeds = len(result.seeds)
@@ -174,6 +183,7 @@ def report_markdown(result: CompareResult) -> str:
         "classes' last-layer weight vectors. Label smoothing tends to pull each class into a tighter cluster "
         "at equal distance from the other templates.",
         "",
+        *_tightness_lines(result),
     ]
     return "\n".join(lines)
 

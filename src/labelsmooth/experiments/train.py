@@ -55,6 +55,24 @@ class RunResult:
     def record(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "seed": self.seed, **self.metrics}
 
+    def cluster_tightness(self) -> float | None:
+        """Mean distance of the projected points to their class centroid over the mean distance
+        between centroids: smaller means tighter, better separated clusters (``None``: no projection).
+        """
+        if self.projection is None or self.projection_labels is None or self.projection_classes is None:
+            return None
+        centroids, spreads = [], []
+        for k in self.projection_classes:
+            points = self.projection[self.projection_labels == k]
+            if len(points) == 0:
+                return None
+            centroid = points.mean(0)
+            centroids.append(centroid)
+            spreads.append(float(np.linalg.norm(points - centroid, axis=1).mean()))
+        pairs = [(0, 1), (0, 2), (1, 2)]
+        separation = float(np.mean([np.linalg.norm(centroids[i] - centroids[j]) for i, j in pairs]))
+        return float(np.mean(spreads)) / separation if separation > 0 else None
+
 
 @contextmanager
 def deterministic(threads: int = 1) -> Iterator[None]:
