@@ -68,7 +68,10 @@ def _build(names, materialize, interpolate, seed=0, ignore_index=None):
     made = {
         "LS": lambda: LabelSmoothing(ALPHA, materialize=materialize, ignore_index=ignore_index),
         "MixUp": lambda: MixUp(
-            0.4, interpolate_loss=interpolate, materialize=materialize, seed=seed,
+            0.4,
+            interpolate_loss=interpolate,
+            materialize=materialize,
+            seed=seed,
             loss_fn=lambda out, t: ls.cross_entropy(out, t),
         ),
         "CutMix": lambda: CutMix(1.0, materialize=materialize, seed=seed + 1),
@@ -226,7 +229,9 @@ def test_multilabel_smoothing_composes_with_mixup():
     state = State(batch=(x, y))
     mixup = MixUp(0.4, seed=2)
     seen = _step(
-        Engine(state, [LabelSmoothing(ALPHA, task="multilabel"), mixup]), state, logits,
+        Engine(state, [LabelSmoothing(ALPHA, task="multilabel"), mixup]),
+        state,
+        logits,
         loss=F.binary_cross_entropy_with_logits,
     )
     lam, perm = mixup.mixing, mixup.permutation
@@ -273,3 +278,25 @@ def test_interpolate_loss_without_a_loss_function_says_so():
     engine = Engine(state, [MixUp(interpolate_loss=True, seed=0)])
     with pytest.raises(ValueError, match="loss_fn"):
         _step(engine, state, logits)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: MixUp(0.4, seed=7), lambda: CutMix(1.0, seed=7)], ids=["MixUp", "CutMix"]
+)
+def test_state_dict_resumes_the_same_draws(make):
+    x, y, logits = _data(False)
+
+    def step(algorithm):
+        state = State(batch=(x, y))
+        _step(Engine(state, [algorithm]), state, logits)
+        return algorithm.mixing, algorithm.permutation
+
+    first = make()
+    step(first)
+    saved = first.state_dict()
+    expected = step(first)
+    resumed = make()
+    resumed.load_state_dict(saved)
+    got = step(resumed)
+    assert got[0] == expected[0] and torch.equal(got[1], expected[1])
+    assert saved["hparams"]["seed"] == 7

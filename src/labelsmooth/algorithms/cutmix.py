@@ -9,12 +9,9 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validation as v
-from labelsmooth.algorithms.events import Event
-from labelsmooth.algorithms.label_smoothing import logits_of
-from labelsmooth.algorithms.logger import Logger
-from labelsmooth.algorithms.mixup import check_concentration, check_flag, make_generator, numpy_rng
+from labelsmooth.algorithms.mixing import Mixing, check_flag
 from labelsmooth.algorithms.state import BatchKey, State
-from labelsmooth.algorithms.target_pipeline import TargetOp, TargetPipeline, TargetTransform
+from labelsmooth.algorithms.target_pipeline import TargetOp
 from labelsmooth.soft_targets import SoftTargets
 
 
@@ -50,7 +47,7 @@ def _is_dense_prediction(targets: Any, inputs: Tensor) -> bool:
     return shape[1:] == spatial or (targets.is_floating_point() and shape[2:] == spatial)
 
 
-class CutMix(TargetTransform):
+class CutMix(Mixing):
     """Paste a box from another example into each input (Yun et al., 2019).
 
     At ``BEFORE_FORWARD`` it draws ``lam ~ Beta(alpha, alpha)``, a batch
@@ -107,62 +104,32 @@ class CutMix(TargetTransform):
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        self.alpha = check_concentration(alpha)
+        super().__init__(
+            alpha, input_key, target_key, materialize=materialize, ignore_index=ignore_index,
+            seed=seed, generator=generator,
+        )
         self.uniform_sampling = check_flag(uniform_sampling, "uniform_sampling")
-        self.materialize = check_flag(materialize, "materialize")
-        self.ignore_index = v.check_optional_int(ignore_index, "ignore_index")
-        self.input_key = input_key
-        self.target_key = target_key
-        self.seed = seed
-        self.generator = make_generator(seed, generator)
-        self.mixing = 0.0
-        self.permutation: Tensor | None = None
         self.box: tuple[int, int, int, int] | None = None
-        self._pipeline: TargetPipeline | None = None
 
     @property
     def hparams(self) -> dict[str, Any]:
-        return {
-            "alpha": self.alpha, "uniform_sampling": self.uniform_sampling, "input_key": self.input_key,
-            "target_key": self.target_key, "materialize": self.materialize,
-            "ignore_index": self.ignore_index, "seed": self.seed,
-        }
+        return {**super().hparams, "uniform_sampling": self.uniform_sampling}
 
-    def match(self, event: Event, state: State) -> bool:
-        if event is Event.BEFORE_FORWARD:
-            return True
-        return self._pipeline is not None and event in (Event.BEFORE_LOSS, Event.AFTER_LOSS)
-
-    def apply(self, event: Event, state: State, logger: Logger) -> None:
-        if event is Event.BEFORE_FORWARD:
-            self._mix(state)
-        elif event is Event.BEFORE_LOSS and self._pipeline is not None:
-            self._pipeline.render(state, self.target_key, logits_of(state.outputs))
-        elif event is Event.AFTER_LOSS and self._pipeline is not None:
-            self._pipeline.restore(state, self.target_key)
-            self._pipeline = None
-
-    def _mix(self, state: State) -> None:
-        inputs = v.check_tensor(state.batch_get_item(self.input_key), "inputs")
+    def mix(self, state: State, inputs: Tensor) -> Tensor:
         if inputs.dim() != 4:
             raise v.fail("inputs", "images of shape (N, C, H, W)", tuple(inputs.shape))
         n, _, height, width = inputs.shape
-        rng = numpy_rng(self.generator)
+        rng = self.numpy_rng()
         lam = float(rng.beta(self.alpha, self.alpha)) if self.alpha > 0 else 1.0
-        perm = torch.randperm(n, generator=self.generator)
+        perm = self.draw_permutation(n).to(inputs.device)
         top, left, bottom, right = random_box(height, width, lam, rng, uniform_sampling=self.uniform_sampling)
-        self.permutation, self.box = perm, (top, left, bottom, right)
+        self.box = (top, left, bottom, right)
         self.mixing = (bottom - top) * (right - left) / (height * width)
-        perm = perm.to(inputs.device)
         mask = torch.zeros((1, height, width), dtype=torch.bool, device=inputs.device)
         mask[:, top:bottom, left:right] = True
-        # A new tensor: the caller's inputs are never written.
-        mixed = torch.where(mask.unsqueeze(1), inputs[perm], inputs)
-        targets = state.batch_get_item(self.target_key)
-        pipeline = self.join(state)
-        if _is_dense_prediction(targets, inputs):
-            pipeline.ops.append(TargetOp(self, "paste", perm=perm, mask=mask))
+        if _is_dense_prediction(state.batch_get_item(self.target_key), inputs):
+            self.add_op(state, TargetOp(self, "paste", perm=perm, mask=mask))
         else:
-            pipeline.ops.append(TargetOp(self, "mix", perm=perm, lam=self.mixing))
-        self._pipeline = pipeline
-        state.batch_set_item(self.input_key, mixed)
+            self.add_op(state, TargetOp(self, "mix", perm=perm, lam=self.mixing))
+        # A new tensor: the caller's inputs are never written.
+        return torch.where(mask.unsqueeze(1), inputs[perm], inputs)

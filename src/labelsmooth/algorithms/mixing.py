@@ -1,0 +1,131 @@
+"""What MixUp and CutMix share: seeded draws, the event schedule, restoring the targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from labelsmooth import _validation as v
+from labelsmooth.algorithms.events import Event
+from labelsmooth.algorithms.label_smoothing import logits_of
+from labelsmooth.algorithms.logger import Logger
+from labelsmooth.algorithms.state import BatchKey, State
+from labelsmooth.algorithms.target_pipeline import TargetOp, TargetPipeline, TargetTransform
+
+
+def make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
+    """The generator an algorithm draws from: ``generator``, a new one seeded with ``seed``, or None.
+
+    ``None`` draws from PyTorch's global generator (``torch.manual_seed``).
+    """
+    if seed is not None and generator is not None:
+        raise v.fail("seed", "either seed or generator, not both", seed)
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise v.fail("generator", "a torch.Generator", type(generator).__name__, error=TypeError)
+        return generator
+    if seed is None:
+        return None
+    return torch.Generator().manual_seed(v.check_int(seed, "seed"))
+
+
+def check_concentration(alpha: object, arg: str = "alpha") -> float:
+    """A Beta concentration: a finite real number >= 0 (0 means no mixing)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise v.fail(arg, "a real number >= 0", alpha, error=TypeError)
+    value = float(alpha)
+    if not np.isfinite(value) or value < 0:
+        raise v.fail(arg, "a finite real number >= 0", value)
+    return value
+
+
+def check_flag(value: object, arg: str) -> bool:
+    if not isinstance(value, bool):
+        raise v.fail(arg, "True or False", value, error=TypeError)
+    return value
+
+
+class Mixing(TargetTransform):
+    """Base of :class:`~labelsmooth.MixUp` and :class:`~labelsmooth.CutMix`.
+
+    At ``BEFORE_FORWARD`` :meth:`mix` changes the inputs and adds its
+    operation to the targets' pipeline; at ``BEFORE_LOSS`` the targets are
+    rendered; at ``AFTER_LOSS`` :meth:`after_loss` runs and the original
+    targets are restored. The generator's state is part of :meth:`state_dict`,
+    so a resumed run draws what the uninterrupted one would have.
+    """
+
+    def __init__(
+        self, alpha: float, input_key: BatchKey, target_key: BatchKey, *, materialize: bool,
+        ignore_index: int | None, seed: int | None, generator: torch.Generator | None,
+    ) -> None:
+        self.alpha = check_concentration(alpha)
+        self.materialize = check_flag(materialize, "materialize")
+        self.ignore_index = v.check_optional_int(ignore_index, "ignore_index")
+        self.input_key = input_key
+        self.target_key = target_key
+        self.seed = seed
+        self.generator = make_generator(seed, generator)
+        #: The latest mixing weight of ``t[perm]`` and the latest permutation.
+        self.mixing = 0.0
+        self.permutation: Tensor | None = None
+        self._op: TargetOp | None = None
+        self._pipeline: TargetPipeline | None = None
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return {
+            "alpha": self.alpha, "input_key": self.input_key, "target_key": self.target_key,
+            "materialize": self.materialize, "ignore_index": self.ignore_index, "seed": self.seed,
+        }
+
+    def numpy_rng(self) -> np.random.Generator:
+        """A NumPy generator seeded from ours (Beta draws, which torch cannot seed)."""
+        seed = int(torch.randint(0, 2**62, (), generator=self.generator).item())
+        return np.random.default_rng(seed)
+
+    def draw_permutation(self, batch_size: int) -> Tensor:
+        self.permutation = torch.randperm(batch_size, generator=self.generator)
+        return self.permutation
+
+    def add_op(self, state: State, op: TargetOp) -> None:
+        self._op = op
+        self._pipeline = self.join(state)
+        self._pipeline.ops.append(op)
+
+    def match(self, event: Event, state: State) -> bool:
+        if event is Event.BEFORE_FORWARD:
+            return True
+        return self._op is not None and event in (Event.BEFORE_LOSS, Event.AFTER_LOSS)
+
+    def apply(self, event: Event, state: State, logger: Logger) -> None:
+        if event is Event.BEFORE_FORWARD:
+            inputs = v.check_tensor(state.batch_get_item(self.input_key), "inputs")
+            state.batch_set_item(self.input_key, self.mix(state, inputs))
+        elif self._pipeline is not None and self._op is not None:
+            if event is Event.BEFORE_LOSS:
+                self._pipeline.render(state, self.target_key, logits_of(state.outputs))
+            else:
+                self.after_loss(state, self._pipeline, self._op)
+                self._pipeline.restore(state, self.target_key)
+                self._pipeline, self._op = None, None
+
+    def mix(self, state: State, inputs: Tensor) -> Tensor:
+        """Draw, add the target operation (:meth:`add_op`) and return the new inputs."""
+        raise NotImplementedError
+
+    def after_loss(self, state: State, pipeline: TargetPipeline, op: TargetOp) -> None:
+        """Runs at ``AFTER_LOSS`` before the targets are restored."""
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.generator is not None:
+            state["generator"] = self.generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(state["generator"])
