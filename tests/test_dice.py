@@ -152,3 +152,20 @@ def test_dice_ce_with_soft_targets_from_cutmix_matches_dense():
 def test_bad_arguments_are_refused(call, error):
     with pytest.raises(error):
         call()
+
+
+def test_partly_ignored_mixup_pixels_count_with_their_mass():
+    y = torch.tensor([[[0, IGNORE], [1, 2]]])
+    soft = SoftTargets.from_index(y, ignore_index=IGNORE)
+    mixed = SoftTargets(
+        torch.stack([y, torch.tensor([[[1, 1], [IGNORE, 2]]])]),
+        torch.tensor([0.75, 0.25]),
+        ignore_index=IGNORE,
+    )
+    dense = mixed.to_dense(C, torch.float64)
+    mass = dense.sum(1, keepdim=True)
+    normalized = torch.where(mass > 0, dense / mass.clamp_min(1e-12), torch.full_like(dense, 1 / C))
+    assert float(
+        ls.dice_loss(normalized, mixed, softmax=False, smooth=1e-12, reduction="sum")
+    ) == pytest.approx(0, abs=1e-12)
+    assert ls.dice_loss(normalized, soft, softmax=False, smooth=1e-12) > 1e-3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -295,3 +297,14 @@ def test_others_convention_beyond_a_mixture_is_refused_for_soft_targets():
             torch.zeros(2, 3, dtype=torch.float64), torch.tensor([0, 1]), 0.3, convention="others"
         ),
     )
+
+
+def test_half_logits_compute_in_float32_and_soft_targets_pickle():
+    _, y, logits, perm, lam = _case(9)
+    t = SoftTargets.from_index(y).mix(perm, lam.float()).smooth(0.1)
+    half = ls.cross_entropy(logits.half(), t)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, ls.cross_entropy(logits.half().float(), t))
+    again = pickle.loads(pickle.dumps(t))
+    torch.testing.assert_close(again.to_dense(5), t.to_dense(5))
+    assert repr(again) == repr(t)

@@ -13,7 +13,7 @@ from labelsmooth.targets import compute_dtype, smooth_labels
 def _dense_targets(
     logits: Tensor, targets: Tensor | SoftTargets, alpha: float, ignore_index: int | None
 ) -> tuple[Tensor, Tensor]:
-    """Smoothed dense targets (class dim 1) and the mask of positions that count."""
+    """Smoothed dense targets (class dim 1) and each position's mass (0 where ignored)."""
     num_classes = logits.shape[1]
     dtype = compute_dtype(logits.dtype)
     if isinstance(targets, SoftTargets):
@@ -27,7 +27,7 @@ def _dense_targets(
             v.check_index_values(targets, num_classes, ignore_index)
         # Ignored positions come back as all-zero rows, also after smoothing.
         dense = smooth_labels(logits, targets, alpha, ignore_index=ignore_index)
-    return dense, dense.sum(1, keepdim=True) > 0
+    return dense, dense.sum(1, keepdim=True)
 
 
 def dice_loss(
@@ -59,7 +59,9 @@ def dice_loss(
     Positions whose target is ignored (``ignore_index``, or rows with no mass:
     all-ignored :class:`~labelsmooth.SoftTargets` or all-zero dense rows) are
     left out of every sum, for the prediction as well as for the target, also
-    after smoothing.
+    after smoothing. In general the prediction at a position is weighted by its
+    target's mass (1 for ordinary rows; less where a mixed-in component is
+    ignored), so the minimum stays at prediction == normalized target.
 
     Args:
         logits: ``(N, C, d1, ..., dK)``; with ``softmax=False`` probabilities.
@@ -101,8 +103,10 @@ def dice_loss(
         raise v.fail("smooth", "a real number >= 0", smooth)
     dtype = compute_dtype(logits.dtype)
     probs = torch.softmax(logits.to(dtype), dim=1) if softmax else logits.to(dtype)
-    target, valid = _dense_targets(logits, targets, alpha, ignore_index)
-    probs = probs * valid
+    target, mass = _dense_targets(logits, targets, alpha, ignore_index)
+    # Ignored positions (mass 0) drop out of the prediction too; a position whose
+    # MixUp partner is ignored counts with its remaining mass, as in cross_entropy.
+    probs = probs * mass
     dims = tuple(range(2, logits.dim()))
     if batch:
         dims = (0, *dims)
