@@ -169,3 +169,14 @@ def test_partly_ignored_mixup_pixels_count_with_their_mass():
         ls.dice_loss(normalized, mixed, softmax=False, smooth=1e-12, reduction="sum")
     ) == pytest.approx(0, abs=1e-12)
     assert ls.dice_loss(normalized, soft, softmax=False, smooth=1e-12) > 1e-3
+
+
+def test_moving_the_class_dim_equals_moveaxis():
+    _, y, logits = _case(9)
+    expected = ls.dice_loss(logits, y, alpha=0.1, ignore_index=IGNORE, reduction="none")
+    last = ls.dice_loss(logits.movedim(1, -1), y, alpha=0.1, ignore_index=IGNORE, reduction="none", dim=-1)
+    torch.testing.assert_close(last, expected)
+    dense = ls.smooth_labels(logits, y, 0.1, ignore_index=IGNORE)
+    torch.testing.assert_close(
+        ls.dice_loss(logits.movedim(1, -1), dense.movedim(1, -1), dim=-1, reduction="none"), expected
+    )

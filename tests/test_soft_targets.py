@@ -308,3 +308,12 @@ def test_half_logits_compute_in_float32_and_soft_targets_pickle():
     again = pickle.loads(pickle.dumps(t))
     torch.testing.assert_close(again.to_dense(5), t.to_dense(5))
     assert repr(again) == repr(t)
+
+
+def test_per_position_lam_mix_equals_dense():
+    g, y, _, perm, _ = _case(10, spatial=(3,))
+    lam = torch.rand(y.shape, generator=g, dtype=torch.float64)
+    t = SoftTargets.from_index(y, num_classes=5).mix(perm, lam).smooth(0.2)
+    q0 = _onehot64(y, 5)
+    expected = _smooth64((1 - lam.unsqueeze(-1)) * q0 + lam.unsqueeze(-1) * q0[perm], 0.2)
+    torch.testing.assert_close(t.to_dense(dtype=torch.float64, dim=-1), expected)

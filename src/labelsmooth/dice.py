@@ -40,6 +40,7 @@ def dice_loss(
     smooth: float = 1e-5,
     reduction: str = "mean",
     batch: bool = False,
+    dim: int = 1,
 ) -> Tensor:
     r"""Soft Dice loss, one minus the Dice coefficient per sample and class.
 
@@ -73,6 +74,8 @@ def dice_loss(
         smooth: ``s``, added to numerator and denominator (keeps empty classes at 0 loss).
         reduction: ``"none"`` (``(N, C)``, or ``(C,)`` with ``batch``) | ``"mean"`` | ``"sum"``.
         batch: sum over the batch too (one Dice per class), as MONAI's ``batch=True``.
+        dim: the class dimension (``-1`` for channels-last); the rest of this
+            docstring writes it as dim 1.
 
     Returns:
         The loss, float32 for 16-bit logits.
@@ -88,11 +91,15 @@ def dice_loss(
         Milletari, Navab and Ahmadi, "V-Net", 2016. Wang, Blaschko et al.,
         "Jaccard Metric Losses: Optimizing the Jaccard Index with Soft Labels", 2023.
     """
-    logits = v.check_tensor(logits, "logits")
-    if not logits.is_floating_point():
-        raise v.fail("logits", "a floating-point tensor", logits.dtype, error=TypeError)
+    logits, dim = v.check_logits(logits, dim)
     if logits.dim() < 2:
         raise v.fail("logits", "a tensor of shape (N, C, ...)", tuple(logits.shape))
+    if dim != 1:
+        if dim == 0:
+            raise v.fail("dim", "a class dimension after the batch dimension 0", dim)
+        if isinstance(targets, Tensor) and targets.shape == logits.shape:
+            targets = targets.movedim(dim, 1)
+        logits = logits.movedim(dim, 1)
     alpha = v.check_probability(alpha, "alpha")
     ignore_index = v.check_optional_int(ignore_index, "ignore_index")
     reduction = v.check_reduction(reduction)

@@ -164,8 +164,9 @@ class DiceLoss(nn.Module):
     """Module form of :func:`labelsmooth.dice_loss`; see it for the math and shapes.
 
     Example:
-        >>> DiceLoss(alpha=0.1, ignore_index=255)
-        DiceLoss(alpha=0.1, ignore_index=255, softmax=True, smooth=1e-05, reduction='mean', batch=False)
+        >>> DiceLoss(alpha=0.1, ignore_index=255)  # doctest: +NORMALIZE_WHITESPACE
+        DiceLoss(alpha=0.1, ignore_index=255, softmax=True, smooth=1e-05, reduction='mean',
+                 batch=False, dim=1)
     """
 
     def __init__(
@@ -176,10 +177,12 @@ class DiceLoss(nn.Module):
         smooth: float = 1e-5,
         reduction: str = "mean",
         batch: bool = False,
+        dim: int = 1,
     ) -> None:
         super().__init__()
-        v.check_init_args(alpha=alpha, reduction=reduction, ignore_index=ignore_index)
+        v.check_init_args(alpha=alpha, reduction=reduction, ignore_index=ignore_index, dim=dim)
         _check_dice_args(smooth, softmax, batch)
+        self.dim = dim
         self.alpha = float(alpha)
         self.ignore_index = ignore_index
         self.softmax = softmax
@@ -190,13 +193,13 @@ class DiceLoss(nn.Module):
     def forward(self, logits: Tensor, targets: Tensor | SoftTargets) -> Tensor:
         return dice_loss(
             logits, targets, alpha=self.alpha, ignore_index=self.ignore_index, softmax=self.softmax,
-            smooth=self.smooth, reduction=self.reduction, batch=self.batch,
+            smooth=self.smooth, reduction=self.reduction, batch=self.batch, dim=self.dim,
         )
 
     def extra_repr(self) -> str:
         return (
             f"alpha={self.alpha}, ignore_index={self.ignore_index}, softmax={self.softmax}, "
-            f"smooth={self.smooth}, reduction={self.reduction!r}, batch={self.batch}"
+            f"smooth={self.smooth}, reduction={self.reduction!r}, batch={self.batch}, dim={self.dim}"
         )
 
 
