@@ -117,7 +117,8 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _spawn(world_size: int, out_dir: Path) -> list[dict]:
+def _spawn(world_size: int, out_dir: Path) -> list[dict] | str:
+    """The workers' results, or a message saying how they failed."""
     ctx = mp.get_context("spawn")
     port = _free_port()
     procs = [
@@ -133,19 +134,22 @@ def _spawn(world_size: int, out_dir: Path) -> list[dict]:
             proc.join()
     codes = [proc.exitcode for proc in procs]
     if codes != [0] * world_size:
-        pytest.fail(f"gloo workers exited with {codes}")
+        return f"gloo workers exited with {codes} (their output is in the captured stderr)"
     return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(world_size)]
 
 
 @pytest.fixture(scope="module")
 def spawned(tmp_path_factory):
     """``spawned(world_size)``: the workers' results; each world size is spawned once per module."""
-    cache: dict[int, list[dict]] = {}
+    cache: dict[int, list[dict] | str] = {}
 
     def results(world_size: int) -> list[dict]:
-        if world_size not in cache:
+        if world_size not in cache:  # failures are cached too: one spawn per world size, whatever happens
             cache[world_size] = _spawn(world_size, tmp_path_factory.mktemp(f"world{world_size}"))
-        return cache[world_size]
+        outcome = cache[world_size]
+        if isinstance(outcome, str):
+            pytest.fail(outcome)
+        return outcome
 
     return results
 
