@@ -299,3 +299,16 @@ def test_core_import_does_not_need_the_cli_extra():
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_default_digits_run_learns_and_smoothing_tightens_clusters():
+    """The README's default run: a good digits model, and Müller et al.'s tighter penultimate clusters."""
+    result = compare("digits")
+    assert all(row["accuracy_mean"] > 0.95 for row in result.summary)
+    tightness = {r.alpha: r.cluster_tightness() for r in result.runs if r.seed == 0}
+    assert tightness[0.1] < tightness[0.0]
+    # Smoothing lowers the confidence: on this clean, easy task the model ends under-confident.
+    smoothed = next(r for r in result.runs if r.alpha == 0.1 and r.seed == 0)
+    bins = smoothed.bins
+    assert ((bins.accuracy - bins.confidence) * bins.count).sum().item() > 0
