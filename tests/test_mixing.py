@@ -300,3 +300,20 @@ def test_state_dict_resumes_the_same_draws(make):
     got = step(resumed)
     assert got[0] == expected[0] and torch.equal(got[1], expected[1])
     assert saved["hparams"]["seed"] == 7
+
+
+@pytest.mark.parametrize("materialize", [True, False], ids=["dense", "soft"])
+def test_language_model_logits_with_class_dim_last(materialize):
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(N, 7, generator=g, dtype=torch.float64)
+    y = torch.randint(0, C, (N, 7), generator=g)
+    logits = torch.randn(N, 7, C, generator=g, dtype=torch.float64)
+    mixup = MixUp(0.4, seed=0, materialize=materialize)
+    state = State(batch=(x, y))
+    algorithms = [LabelSmoothing(ALPHA, dim=-1, materialize=materialize), mixup]
+    _step(Engine(state, algorithms), state, logits, loss=lambda out, t: ls.cross_entropy(out, t, dim=-1))
+    lam, perm = mixup.mixing, mixup.permutation
+    q = (1 - ALPHA) * ((1 - lam) * _onehot(y) + lam * _onehot(y[perm])) + ALPHA / C
+    logp = torch.log_softmax(logits, -1)
+    torch.testing.assert_close(state.loss, -(q * logp).sum() / q.sum())
+    assert state.batch[1] is y

@@ -102,7 +102,7 @@ class TargetPipeline:
         target = self.original
         if isinstance(target, SoftTargets):
             return target
-        if v.target_form(logits, target, self.dim) == "index":
+        if v.target_form(logits, target, self.dim % logits.dim()) == "index":
             return SoftTargets.from_index(
                 target, num_classes=logits.shape[self.dim], ignore_index=self.ignore_index
             )
