@@ -116,6 +116,7 @@ def test_shapes_segmentation_end_to_end(tmp_path):
     document = check_outputs(tmp_path / "out", "segmentation")
     assert all("miou" in run for run in document["runs"])
     assert {"miou_mean", "miou_ci95"} <= set(document["summary"][0])
+    assert document["config"]["loss"] == "dice+cross_entropy"
     assert result.num_classes == 4
 
 

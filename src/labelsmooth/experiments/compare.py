@@ -51,6 +51,7 @@ class CompareResult:
                 "epochs": self.config.epochs, "batch_size": self.config.batch_size, "lr": self.config.lr,
                 "convention": self.config.convention, "label_noise": self.config.label_noise,
                 "mixup": self.config.mixup, "cutmix": self.config.cutmix,
+                "loss": "dice+cross_entropy" if self.task == "segmentation" else "cross_entropy",
                 "ece_bins": 15, "ece_binning": "guo", "ci_level": 0.95,
             },
             "runs": [run.record() for run in self.runs],

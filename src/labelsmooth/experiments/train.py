@@ -16,6 +16,7 @@ from labelsmooth.algorithms import Algorithm, CutMix, Engine, Event, LabelSmooth
 from labelsmooth.experiments.data import DataSet, flip_labels
 from labelsmooth.experiments.models import Classifier, build_model
 from labelsmooth.functional import soft_cross_entropy
+from labelsmooth.losses import DiceCELoss
 from labelsmooth.metrics import ReliabilityBins, expected_calibration_error, reliability_bins
 from labelsmooth.metrics import template_plane_projection as project
 
@@ -88,9 +89,17 @@ def deterministic(threads: int = 1) -> Iterator[None]:
         torch.set_num_threads(previous_threads)
 
 
-def _loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Cross-entropy on the dense targets ``LabelSmoothing`` leaves (ignored pixels are all-zero rows)."""
-    return soft_cross_entropy(logits, targets)
+def loss_function(data: DataSet) -> Callable[[Tensor, Tensor], Tensor]:
+    """The loss on the dense targets ``LabelSmoothing`` leaves (ignored pixels are all-zero rows).
+
+    Cross-entropy for classification; Dice + cross-entropy for segmentation
+    (``alpha=0`` here: the algorithm has smoothed the targets already; one Dice
+    per class over the batch, as MONAI's ``batch=True``).
+    """
+    if data.task == "segmentation":
+        dice_ce: Callable[[Tensor, Tensor], Tensor] = DiceCELoss(batch=True)
+        return dice_ce
+    return soft_cross_entropy
 
 
 def train(data: DataSet, alpha: float, seed: int, config: TrainConfig,
@@ -113,6 +122,7 @@ def train(data: DataSet, alpha: float, seed: int, config: TrainConfig,
         algorithms.append(CutMix(config.cutmix, ignore_index=data.ignore_index, seed=20_000 + seed))
     state = State(model=model, optimizers=[optimizer])
     engine = Engine(state, algorithms)
+    loss_fn = loss_function(data)
     engine.run_event(Event.INIT)
     engine.run_event(Event.FIT_START)
     n = data.train.inputs.shape[0]
@@ -131,7 +141,7 @@ def train(data: DataSet, alpha: float, seed: int, config: TrainConfig,
             state.outputs = model(state.batch[0])
             engine.run_event(Event.AFTER_FORWARD)
             with engine.loss_events():
-                state.loss = _loss(state.outputs, state.batch[1])
+                state.loss = loss_fn(state.outputs, state.batch[1])
             engine.run_event(Event.BEFORE_BACKWARD)
             optimizer.zero_grad(set_to_none=True)
             state.loss.backward()
@@ -171,6 +181,13 @@ def _mean_iou(prediction: Tensor, targets: Tensor, num_classes: int) -> float:
     return float(np.mean(ious))
 
 
+def _spread(rows: Tensor) -> Tensor:
+    """At most :data:`PROJECTION_POINTS` of ``rows``, evenly spaced (pixels from every image)."""
+    if rows.numel() <= PROJECTION_POINTS:
+        return rows
+    return rows[torch.linspace(0, rows.numel() - 1, PROJECTION_POINTS).long()]
+
+
 def evaluate(model: Classifier, data: DataSet, alpha: float, seed: int, device: str = "cpu") -> RunResult:
     """Accuracy, NLL, ECE (15 bins, Guo's binning) and, for segmentation, mean IoU on the test split."""
     logits, features = _predict(model, data.test.inputs, torch.device(device))
@@ -191,7 +208,7 @@ def evaluate(model: Classifier, data: DataSet, alpha: float, seed: int, device: 
     first = 1 if data.task == "segmentation" else 0  # skip the background class
     if data.num_classes - first >= 3:
         classes = (first, first + 1, first + 2)
-        rows = torch.cat([torch.nonzero(targets == k).flatten()[:PROJECTION_POINTS] for k in classes])
+        rows = torch.cat([_spread(torch.nonzero(targets == k).flatten()) for k in classes])
         coords = project(features[rows], model.class_weights().cpu().double(), classes)
         result.projection, result.projection_labels = coords.numpy(), targets[rows].numpy()
         result.projection_classes = classes
