@@ -4,4 +4,5 @@ import sys
 
 from labelsmooth.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # pytest --doctest-modules imports this module too
+    sys.exit(main())
