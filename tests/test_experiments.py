@@ -313,3 +313,14 @@ def test_default_digits_run_learns_and_smoothing_tightens_clusters():
     smoothed = next(r for r in result.runs if r.alpha == 0.1 and r.seed == 0)
     bins = smoothed.bins
     assert ((bins.accuracy - bins.confidence) * bins.count).sum().item() > 0
+
+
+def test_deterministic_context_restores_torch_settings():
+    from labelsmooth.experiments.train import deterministic
+
+    threads = torch.get_num_threads()
+    with deterministic(threads=1):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.get_num_threads() == 1
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.get_num_threads() == threads

@@ -188,7 +188,7 @@ def compare(
             progress(done, total, description)
 
     runs = []
-    with deterministic():
+    with deterministic(device=device):
         for seed in range(seeds):
             for alpha in checked:
                 description = f"alpha={alpha:g} seed={seed}"
