@@ -129,6 +129,15 @@ def test_reliability_bins_counts_and_means():
             assert bins.accuracy[m].item() == pytest.approx(expected_accuracy)
 
 
+@pytest.mark.parametrize("binning", ["guo", "torchmetrics", "netcal"])
+def test_confidence_rounded_above_one_counts_as_one(binning):
+    probs = torch.tensor([[1.0 + 1e-7, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 1])
+    expected = expected_calibration_error(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), labels, binning=binning)
+    assert expected_calibration_error(probs, labels, binning=binning) == pytest.approx(expected)
+    assert expected == pytest.approx(0.5)
+
+
 def test_ece_empty_input_is_zero():
     assert expected_calibration_error(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)) == 0.0
 

@@ -65,10 +65,11 @@ def _top_label(probs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
         raise v.fail("targets", "an integer tensor of class indices", targets.dtype, error=TypeError)
     v.check_index_values(targets, probs.shape[1], None)
-    if not bool(torch.isfinite(probs).all()) or bool(((probs < 0) | (probs > 1)).any()):
+    # A little slack above 1: exp(log_softmax) can round to 1 + 1e-7.
+    if not bool(torch.isfinite(probs).all()) or bool(((probs < 0) | (probs > 1 + 1e-6)).any()):
         raise v.fail("probs", "probabilities in [0, 1]", "values outside [0, 1] or not finite")
     confidence, prediction = probs.max(dim=1)
-    return confidence, (prediction == targets.to(prediction.device))
+    return confidence.clamp(max=1.0), (prediction == targets.to(prediction.device))
 
 
 def _bin_index(confidence: Tensor, n_bins: int, binning: str) -> tuple[Tensor, Tensor, int]:
