@@ -21,8 +21,8 @@ def run(capsys, *args):
     return status, captured.out, captured.err
 
 
-@pytest.mark.parametrize("args", [["--help"], ["compare", "--help"], ["explain", "--help"]],
-                         ids=["main", "compare", "explain"])
+@pytest.mark.parametrize("args", [["--help"], ["compare", "--help"], ["explain", "--help"], []],
+                         ids=["main", "compare", "explain", "no-arguments"])
 def test_help(capsys, args):
     status, out, _ = run(capsys, *args)
     assert status == 0

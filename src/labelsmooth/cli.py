@@ -210,7 +210,7 @@ def _join_variadic(args: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and ``python -m labelsmooth``; returns the exit status."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
     try:
         cli.main(args=_join_variadic(args), prog_name="labelsmooth", standalone_mode=False)
     except click.exceptions.Exit as done:
