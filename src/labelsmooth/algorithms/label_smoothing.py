@@ -11,6 +11,7 @@ from labelsmooth import _validation as v
 from labelsmooth.algorithms.base import Algorithm
 from labelsmooth.algorithms.events import Event
 from labelsmooth.algorithms.logger import Logger
+from labelsmooth.algorithms.schedules import Schedule, alpha_at, check_alpha
 from labelsmooth.algorithms.state import BatchKey, State
 from labelsmooth.algorithms.target_pipeline import (
     TargetOp,
@@ -55,8 +56,10 @@ class LabelSmoothing(TargetTransform):
     the batch holds the original targets again after ``AFTER_LOSS``.
 
     Args:
-        alpha: smoothing mass in [0, 1], default 0.1; ``smoothing=`` is accepted as an alias
-            (Composer's later name).
+        alpha: smoothing mass in [0, 1], default 0.1, or a
+            :class:`~labelsmooth.algorithms.schedules.Schedule` of the step or
+            epoch (read at every ``BEFORE_LOSS``); ``smoothing=`` is accepted
+            as an alias (Composer's later name).
         target_key: where the targets are in the batch: an index, a dict key, or
             a ``(getter, setter)`` pair.
         materialize: ``True`` leaves a dense tensor that any loss accepts;
@@ -89,11 +92,11 @@ class LabelSmoothing(TargetTransform):
 
     def __init__(
         self,
-        alpha: float = _UNSET,
+        alpha: float | Schedule = _UNSET,
         target_key: BatchKey = 1,
         *,
         materialize: bool = True,
-        smoothing: float | None = None,
+        smoothing: float | Schedule | None = None,
         ignore_index: int | None = None,
         prior: Tensor | None = None,
         convention: str = "uniform",
@@ -104,11 +107,11 @@ class LabelSmoothing(TargetTransform):
             raise v.fail("smoothing", "either alpha or its alias smoothing, not both", smoothing)
         if alpha is _UNSET:
             alpha = 0.1 if smoothing is None else smoothing
-        v.check_init_args(alpha=alpha, convention=convention, ignore_index=ignore_index, dim=dim)
+        self.alpha = check_alpha(alpha)
+        v.check_init_args(convention=convention, ignore_index=ignore_index, dim=dim)
         if not isinstance(materialize, bool):
             raise v.fail("materialize", "True or False", materialize, error=TypeError)
         self.task = v.check_choice(task, "task", ("multiclass", "multilabel"))
-        self.alpha = float(alpha)
         self.target_key = target_key
         self.materialize = materialize
         self.ignore_index = ignore_index
@@ -130,7 +133,7 @@ class LabelSmoothing(TargetTransform):
         for other in algorithms:
             if (
                 isinstance(other, LabelSmoothing) and other is not self
-                and other.target_key == self.target_key and self.alpha > 0 and other.alpha > 0
+                and other.target_key == self.target_key and self.may_smooth and other.may_smooth
                 and (
                     other.task != self.task or other.convention != self.convention
                     or not same_prior(self.prior, other.prior)
@@ -143,6 +146,11 @@ class LabelSmoothing(TargetTransform):
                     [self, other],
                 )
 
+    @property
+    def may_smooth(self) -> bool:
+        """Whether ``alpha`` can be above 0 (a schedule may be)."""
+        return isinstance(self.alpha, Schedule) or self.alpha > 0
+
     def match(self, event: Event, state: State) -> bool:
         return event in (Event.BEFORE_LOSS, Event.AFTER_LOSS)
 
@@ -151,8 +159,8 @@ class LabelSmoothing(TargetTransform):
             pipeline = self.join(state)
             if not pipeline.has_op(self):
                 pipeline.ops.append(TargetOp(
-                    self, "smooth", alpha=self.alpha, prior=self.prior, convention=self.convention,
-                    multilabel=self.task == "multilabel",
+                    self, "smooth", alpha=alpha_at(self.alpha, state), prior=self.prior,
+                    convention=self.convention, multilabel=self.task == "multilabel",
                 ))
             self._pipeline = pipeline
             pipeline.render(state, self.target_key, logits_of(state.outputs))
