@@ -1,5 +1,6 @@
 """labelsmooth: label smoothing for PyTorch that is exact, lean and composable."""
 
+from labelsmooth import schedules
 from labelsmooth.algorithms import (
     Algorithm,
     CutMix,
@@ -9,6 +10,7 @@ from labelsmooth.algorithms import (
     LabelSmoothing,
     Logger,
     MixUp,
+    OnlineLabelSmoothing,
     PrintDestination,
     State,
     Trace,
@@ -42,6 +44,7 @@ __all__ = [
     "LinearCrossEntropyLoss",
     "Logger",
     "MixUp",
+    "OnlineLabelSmoothing",
     "PrintDestination",
     "SoftTargets",
     "State",
@@ -51,6 +54,7 @@ __all__ = [
     "dice_loss",
     "ensure_targets_one_hot",
     "linear_cross_entropy",
+    "schedules",
     "smooth_labels",
     "soft_cross_entropy",
 ]

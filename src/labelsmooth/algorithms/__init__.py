@@ -7,6 +7,7 @@ from labelsmooth.algorithms.events import Event
 from labelsmooth.algorithms.label_smoothing import LabelSmoothing
 from labelsmooth.algorithms.logger import JSONLinesDestination, Logger, PrintDestination
 from labelsmooth.algorithms.mixup import MixUp
+from labelsmooth.algorithms.online_label_smoothing import OnlineLabelSmoothing
 from labelsmooth.algorithms.state import State
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "LabelSmoothing",
     "Logger",
     "MixUp",
+    "OnlineLabelSmoothing",
     "PrintDestination",
     "State",
     "Trace",

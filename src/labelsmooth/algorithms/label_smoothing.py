@@ -11,7 +11,7 @@ from labelsmooth import _validation as v
 from labelsmooth.algorithms.base import Algorithm
 from labelsmooth.algorithms.events import Event
 from labelsmooth.algorithms.logger import Logger
-from labelsmooth.algorithms.schedules import Schedule, alpha_at, check_alpha
+from labelsmooth.algorithms.schedules import Schedule, alpha_at, check_alpha, plain_hparams
 from labelsmooth.algorithms.state import BatchKey, State
 from labelsmooth.algorithms.target_pipeline import (
     TargetOp,
@@ -127,6 +127,9 @@ class LabelSmoothing(TargetTransform):
             "ignore_index": self.ignore_index, "convention": self.convention, "dim": self.dim,
             "task": self.task,
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"hparams": plain_hparams(self.hparams)}
 
     def check_composition(self, algorithms: Sequence[Algorithm]) -> None:
         super().check_composition(algorithms)

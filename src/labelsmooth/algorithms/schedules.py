@@ -35,7 +35,7 @@ from typing import Any
 from labelsmooth import _validation as v
 from labelsmooth.algorithms.state import State
 
-__all__ = ["Constant", "Cosine", "Linear", "Schedule", "Step", "WarmupDecay", "alpha_at"]
+__all__ = ["Constant", "Cosine", "Linear", "Schedule", "Step", "WarmupDecay", "alpha_at", "plain_hparams"]
 
 UNITS = ("step", "epoch")
 
@@ -268,3 +268,13 @@ def check_alpha(alpha: object) -> float | Schedule:
 def alpha_at(alpha: float | Schedule, state: State) -> float:
     """The smoothing mass now: ``alpha`` itself, or the schedule's value at ``state``."""
     return alpha(state) if isinstance(alpha, Schedule) else alpha
+
+
+def plain_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+    """``hparams`` with each schedule replaced by its ``repr``, for a ``state_dict``.
+
+    A checkpoint then holds no objects of this library, so ``torch.load``'s
+    default ``weights_only=True`` reads it. A schedule has no state of its own:
+    it is a function of the counters that the training loop restores.
+    """
+    return {k: repr(x) if isinstance(x, Schedule) else x for k, x in hparams.items()}

@@ -15,7 +15,7 @@ targets starts a new one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +37,10 @@ class TargetOp:
 
     ``kind`` is ``"smooth"`` (``alpha``, ``prior``, ``convention``, ``multilabel``),
     ``"mix"`` (``(1 - lam) * t + lam * t[perm]``) or ``"paste"`` (``t[perm]``
-    where ``mask``). An ``interpolated`` mix is left out of the batch's target;
-    its owner interpolates two losses instead.
+    where ``mask``) or ``"custom"`` (``transform(value, logits, dim)``, for
+    an algorithm that keeps the targets to itself, such as
+    :class:`~labelsmooth.OnlineLabelSmoothing`). An ``interpolated`` mix is
+    left out of the batch's target; its owner interpolates two losses instead.
     """
 
     owner: Algorithm
@@ -51,10 +53,15 @@ class TargetOp:
     lam: float = 0.0
     mask: Tensor | None = None
     interpolated: bool = False
+    transform: Callable[[Tensor | SoftTargets, Tensor, int], Tensor | SoftTargets] | None = None
 
 
 def _apply(value: Tensor | SoftTargets, op: TargetOp, logits: Tensor, dim: int) -> Tensor | SoftTargets:
     num_classes = logits.shape[dim]
+    if op.kind == "custom":
+        if op.transform is None:
+            raise v.fail("op.transform", "a callable (value, logits, dim) -> targets", None)
+        return op.transform(value, logits, dim)
     if op.kind == "smooth":
         if op.multilabel:
             if isinstance(value, SoftTargets):
