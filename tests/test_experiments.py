@@ -129,10 +129,15 @@ def test_shapes_have_ignore_borders_and_all_classes():
 
 def test_image_folder_end_to_end(tmp_path):
     folder = make_image_folder(tmp_path / "images")
+    (folder / "cat" / "notes.txt").write_text("skipped: not an image suffix")
+    (folder / "dog" / ".DS_Store").write_bytes(b"\0")
+    Image.new("RGB", (9, 9), (0, 200, 0)).save(folder / "dog" / "upper.JPG", format="JPEG")
     result = compare(folder, seeds=2, epochs=1, out=tmp_path / "out")
     check_outputs(tmp_path / "out", "classification")
     assert result.class_names == ("cat", "dog", "fox")
     assert result.dataset == "images"
+    data = load_dataset(folder)
+    assert data.train.inputs.shape[0] + data.test.inputs.shape[0] == 25  # 24 PNGs and the .JPG
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"], ids=["csv", "parquet"])

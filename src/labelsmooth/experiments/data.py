@@ -29,6 +29,8 @@ TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 SPLIT_SEED = 0
 TEST_FRACTION = 0.3
 IMAGE_SIZE = 32
+#: Files with other suffixes in the class subfolders (notes, .DS_Store) are skipped.
+IMAGE_SUFFIXES = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"]
 SHAPES_IGNORE = 255
 
 Task = Literal["classification", "segmentation"]
@@ -143,12 +145,21 @@ def load_shapes(n_train: int = 256, n_test: int = 96) -> DataSet:
     )
 
 
+def _any_case(suffixes: list[str]) -> list[str]:
+    # load_files compares suffixes exactly; photos often end in .JPG.
+    return sorted({case for s in suffixes for case in (s, s.upper(), s.capitalize())})
+
+
 def load_image_folder(path: Path) -> DataSet:
-    """Images in class subfolders (``path/<class>/<image>``), as 32x32 RGB in [0, 1]."""
+    """Images in class subfolders (``path/<class>/<image>``), as 32x32 RGB in [0, 1].
+
+    Only files with an image suffix (:data:`IMAGE_SUFFIXES`, any case) count.
+    """
     from PIL import Image, UnidentifiedImageError
     from sklearn.datasets import load_files
 
-    bunch = load_files(str(path), load_content=False, shuffle=False)
+    suffixes = _any_case(IMAGE_SUFFIXES)
+    bunch = load_files(str(path), load_content=False, shuffle=False, allowed_extensions=suffixes)
     names = tuple(str(n) for n in bunch.target_names)
     if len(names) < 2 or len(bunch.filenames) == 0:
         raise _fail("dataset", "a folder with at least two class subfolders of images",
