@@ -12,6 +12,7 @@ Each training step checks the smoothed loss against PyTorch's
 from __future__ import annotations
 
 import argparse
+import sys
 
 import lightning as L
 import torch
@@ -63,11 +64,13 @@ def main() -> None:
     )
     trainer.fit(model, DataLoader(data, batch_size=8))
     checksum = sum(float(p.detach().double().sum()) for p in model.parameters())
-    print(
+    line = (
         f"rank {trainer.global_rank}/{trainer.world_size}: steps {trainer.global_step}, "
-        f"max |loss - torch label_smoothing| {model.max_gap:.2e}, parameter checksum {checksum:.10f}",
-        flush=True,
+        f"max |loss - torch label_smoothing| {model.max_gap:.2e}, parameter checksum {checksum:.10f}\n"
     )
+    # One write with its newline: the DDP ranks share this stream, and print() writes the end separately.
+    sys.stdout.write(line)
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

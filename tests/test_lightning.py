@@ -202,7 +202,7 @@ def _free_port() -> int:
 
 
 _SUMMARY = re.compile(
-    r"rank (\d)/(\d): steps 3, max \|loss - torch label_smoothing\| (\S+), parameter checksum (\S+)"
+    r"rank (\d)/(\d): steps 3, max \|loss - torch label_smoothing\| (\S+), parameter checksum (-?\d+\.\d{10})"
 )
 
 
