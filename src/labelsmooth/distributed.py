@@ -37,7 +37,10 @@ Data parallelism
         loss = cross_entropy(logits, targets, alpha=0.1, reduction="sum") * world_size / n
 
     The all-reduce mean of that per-rank loss is the combined batch's mean
-    loss, so logged values stay comparable with single-process runs.
+    loss, so logged values stay comparable with single-process runs. With
+    tensor and data parallelism together, the same normalizer goes to
+    ``vocab_parallel_cross_entropy(..., num_items=global_num_items(targets,
+    group=dp_group) / dp_world_size)``.
 """
 
 from __future__ import annotations
