@@ -283,3 +283,23 @@ def test_two_gloo_processes_equal_one_process_on_the_combined_data(tmp_path):
         torch.testing.assert_close(state["matrix"], single.matrix, atol=1e-12, rtol=0)
         assert state["epochs"] == 1
         assert not state["counts"].any()
+
+
+def test_online_targets_of_a_mixture_is_the_mixture_of_rows():
+    """Mixed SoftTargets give (1 - lam) q(y) + lam q(y[perm]), with q = 0.6 e_y + 0.4 S[y]."""
+    from labelsmooth.algorithms.online_label_smoothing import online_targets
+
+    matrix = S_AFTER_ONE_EPOCH
+    y, perm, lam = torch.tensor([0, 2, 1, -100]), torch.tensor([1, 0, 3, 2]), 0.25
+    mixed = ls.SoftTargets.from_index(y, num_classes=3).mix(perm, lam)
+    got = online_targets(mixed, matrix, 0.4, dtype=torch.float64, dim=1)
+
+    def q(label: int) -> torch.Tensor:
+        if label < 0:
+            return torch.zeros(3, dtype=torch.float64)
+        return 0.6 * torch.eye(3, dtype=torch.float64)[label] + 0.4 * matrix[label]
+
+    expected = torch.stack([(1 - lam) * q(int(y[i])) + lam * q(int(y[perm[i]])) for i in range(4)])
+    torch.testing.assert_close(got, expected)
+    with pytest.raises(ValueError, match="targets: expected unsmoothed targets"):
+        online_targets(mixed.smooth(0.1), matrix, 0.4, dtype=torch.float64, dim=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -32,13 +34,21 @@ def _reduce(rows: Tensor, row_mass: Tensor, reduction: str) -> Tensor:
     return _safe_mean(rows.sum(), row_mass.sum())
 
 
+def _class_layout(logits: Tensor, dim: int) -> Tensor:
+    """Logits as the kernels take them: ``(M, C)`` when the classes are last, else
+    ``(B, C, S)`` (a view of contiguous logits: no class-last copy of a segmentation map)."""
+    num_classes = logits.shape[dim]
+    if dim == logits.dim() - 1:
+        return logits.reshape(-1, num_classes)
+    return logits.reshape(math.prod(logits.shape[:dim]), num_classes, -1)
+
+
 def _index_cross_entropy(
     logits: Tensor, targets: Tensor, *, alpha: float, weight: Tensor | None,
     ignore_index: int, reduction: str, prior: Tensor | None, dim: int, inplace_backward: bool = False,
 ) -> Tensor:
-    num_classes = logits.shape[dim]
     rows = kernels.index_cross_entropy_rows(
-        logits.movedim(dim, -1).reshape(-1, num_classes),
+        _class_layout(logits, dim),
         targets.reshape(-1).to(device=logits.device, dtype=torch.long),
         smoothing=alpha, prior=prior, weight=weight, ignore_index=ignore_index,
         inplace_backward=inplace_backward,
@@ -76,7 +86,7 @@ def _soft_cross_entropy(
         targets = targets.to(logits.device)
     indices, target_weights = targets.rows()
     rows = kernels.index_cross_entropy_rows(
-        logits.movedim(dim, -1).reshape(-1, num_classes), indices.long(), target_weights,
+        _class_layout(logits, dim), indices.long(), target_weights,
         smoothing=smoothing, prior=prior, weight=weight, ignore_index=targets.ignore_index,
     )
     if reduction != "mean":
