@@ -231,6 +231,24 @@ def test_restores_targets_when_the_loss_raises():
     assert engine.state.batch[1] is LABELS
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_equals_cpu():
+    """Statistics, S and targets follow the logits' device; a CPU checkpoint resumes on CUDA."""
+    runs = {}
+    for device in ("cpu", "cuda"):
+        ols = ls.OnlineLabelSmoothing(0.5, num_classes=3)
+        engine = ls.Engine(State(), [ols])
+        _epoch(engine, PROBS.log().float().to(device), LABELS.to(device))
+        runs[device] = (ols, _step(engine, torch.zeros(5, 3, device=device), LABELS.to(device)))
+    assert runs["cuda"][0].matrix.device.type == "cuda"
+    torch.testing.assert_close(runs["cuda"][0].matrix.cpu(), runs["cpu"][0].matrix)
+    torch.testing.assert_close(runs["cuda"][1].cpu(), runs["cpu"][1])
+    resumed = ls.OnlineLabelSmoothing(0.5)
+    resumed.load_state_dict(runs["cpu"][0].state_dict())
+    seen = _step(ls.Engine(State(), [resumed]), torch.zeros(5, 3, device="cuda"), LABELS.cuda())
+    torch.testing.assert_close(seen.cpu(), runs["cpu"][1])
+
+
 # ---------------------------------------------------------------- two processes on gloo
 
 GLOO_CLASSES = 4
