@@ -233,3 +233,62 @@ def test_inplace_backward_on_a_leaf_makes_its_grad_an_alias():
     labelsmooth.cross_entropy(leaf, targets, alpha=0.1, inplace_backward=True).backward()
     torch.testing.assert_close(leaf.grad, reference_in.grad)
     assert leaf.grad.data_ptr() == leaf.data_ptr() and not leaf.grad.requires_grad
+
+
+@pytest.mark.parametrize("dtype", list(DTYPE_TOL), ids=str)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("chunk_size", [1, 2, None], ids=lambda c: f"chunk{c}")
+def test_class_dim_layout_matches_pytorch_segmentation(dtype, weighted, chunk_size):
+    """(B, C, S) logits: chunked over B in their own layout, same as F.cross_entropy on (N, C, H, W)."""
+    generator = torch.Generator().manual_seed(6)
+    logits = (torch.randn(3, 7, 4, 5, generator=generator, dtype=torch.float64) * 3).to(dtype)
+    targets = torch.randint(0, 7, (3, 4, 5), generator=generator)
+    targets[0, 1] = -100
+    weight = torch.rand(7, generator=generator, dtype=torch.float64) + 0.1 if weighted else None
+    grad_rows = torch.randn(3, 4, 5, generator=generator, dtype=torch.float64)
+    ours_in = logits.clone().requires_grad_()
+    ours = rows_loss(ours_in.reshape(3, 7, 20), targets.reshape(-1), smoothing=0.1, weight=weight,
+                     chunk_size=chunk_size).reshape(3, 4, 5)
+    (ours * grad_rows.to(ours.dtype)).sum().backward()
+    theirs_in = logits.double().requires_grad_()
+    theirs = F.cross_entropy(theirs_in, targets, weight=weight, label_smoothing=0.1, reduction="none")
+    (theirs * grad_rows).sum().backward()
+    rtol, atol = DTYPE_TOL[dtype]
+    torch.testing.assert_close(ours.double(), theirs, rtol=rtol, atol=atol)
+    torch.testing.assert_close(ours_in.grad.double(), theirs_in.grad, rtol=rtol, atol=atol)
+
+
+def test_class_dim_layout_mixture_with_prior_matches_dense_float64():
+    generator = torch.Generator().manual_seed(8)
+    logits = torch.randn(2, 5, 6, generator=generator, dtype=torch.float64)
+    targets = torch.randint(0, 5, (12, 2), generator=generator)
+    targets[3, 1] = -100
+    lam = torch.rand(12, 2, generator=generator, dtype=torch.float64, requires_grad=True)
+    prior = torch.softmax(torch.randn(5, generator=generator, dtype=torch.float64), 0)
+    weight = torch.rand(5, generator=generator, dtype=torch.float64) + 0.2
+    options = {"smoothing": 0.3, "prior": prior, "weight": weight, "ignore_index": -100}
+    ours_in = logits.clone().requires_grad_()
+    ours = rows_loss(ours_in, targets, lam, chunk_size=1, **options)
+    theirs_in = logits.clone().requires_grad_()
+    theirs = dense_rows_float64(theirs_in.movedim(1, -1).reshape(12, 5), targets, lam, **options)
+    torch.testing.assert_close(ours, theirs)
+    ours.sum().backward()
+    theirs.sum().backward()
+    torch.testing.assert_close(ours_in.grad, theirs_in.grad)
+    fresh = ours_in.detach().requires_grad_()
+    def loss(x, w):
+        return rows_loss(x, targets, w, chunk_size=1, **options)
+
+    assert torch.autograd.gradcheck(loss, (fresh, lam))
+
+
+def test_segmentation_inplace_backward_through_cross_entropy():
+    generator = torch.Generator().manual_seed(9)
+    logits = torch.randn(2, 4, 3, 3, generator=generator)
+    targets = torch.randint(0, 4, (2, 3, 3), generator=generator)
+    leaf = logits.clone().requires_grad_()
+    labelsmooth.cross_entropy(leaf, targets, alpha=0.1, inplace_backward=True).backward()
+    theirs_in = logits.clone().requires_grad_()
+    F.cross_entropy(theirs_in, targets, label_smoothing=0.1).backward()
+    torch.testing.assert_close(leaf.grad, theirs_in.grad)
+    assert leaf.grad.data_ptr() == leaf.data_ptr()
