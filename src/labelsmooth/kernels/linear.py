@@ -27,13 +27,13 @@ from torch.autograd.function import once_differentiable
 
 from labelsmooth.targets import compute_dtype
 
-#: Logit elements per chunk: 2^24 float32 (64 MiB), small next to the (N, V)
-#: logits it replaces. Fewer, larger chunks matter here: each chunk adds a
-#: read-modify-write pass over the (V, H) weight gradient, so chunks have at
-#: least ``MIN_CHUNK_ROWS`` rows (measured: 128-row chunks cost 40% more CPU
-#: time than 512-row ones at H=1024, V=32000 on a 2-core AVX-512 machine).
-DEFAULT_CHUNK_ELEMENTS = 1 << 24
-MIN_CHUNK_ROWS = 256
+#: Logit elements per chunk: 2^23 float32 (32 MiB), small next to the (N, V)
+#: logits it replaces (the peak is then dW, dh and one chunk). Chunks are not
+#: made smaller: each adds a read-modify-write pass over the (V, H) weight
+#: gradient (measured: 128-row chunks cost 40% more CPU time than 512-row ones
+#: at H=1024, V=32000 on the 2-core AVX-512 benchmark machine).
+DEFAULT_CHUNK_ELEMENTS = 1 << 23
+MIN_CHUNK_ROWS = 128
 
 
 def _mean_projection(
@@ -200,7 +200,7 @@ def fused_linear_cross_entropy(
         ignore_index: index value that contributes nothing.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``; the mean divides by the
             number of rows not ignored (0 when there are none).
-        chunk_size: rows per chunk; default about 2^24 logits (at least 256 rows).
+        chunk_size: rows per chunk; default about 2^23 logits (at least 128 rows).
 
     Returns:
         ``(N,)`` losses, or a scalar, in the compute dtype.
