@@ -38,6 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import providers as pv
+import report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,22 +137,6 @@ def machine() -> dict[str, object]:
             "loadavg_at_start": os.getloadavg()}
 
 
-def table(results: dict[str, object]) -> str:
-    lines = ["| case | provider | time (s) | x torch_ls | peak growth (MiB) | x torch_ls | floor (s) |",
-             "|---|---|---|---|---|---|---|"]
-    for case in results["cases"]:  # type: ignore[union-attr]
-        base = "torch_label_smoothing" if case["kind"] != "linear" else "torch_linear_then_ce"
-        t0 = case["time"][base]["median_s"]
-        m0 = case["memory"][base]["growth_bytes"]
-        for provider, timing in case["time"].items():
-            growth = case["memory"][provider]["growth_bytes"]
-            floor = f"{case['floor_s']:.3f}" if case["floor_s"] is not None else "-"
-            lines.append(f"| {case['name']} | {provider} | {timing['median_s']:.3f} | "
-                         f"{timing['median_s'] / t0:.2f} | {growth / 2**20:.0f} | "
-                         f"{growth / m0:.2f} | {floor} |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
@@ -180,7 +165,8 @@ def main() -> None:
         args.out.write_text(json.dumps(results, indent=1))
     results["machine"]["loadavg_at_end"] = os.getloadavg()  # type: ignore[index]
     args.out.write_text(json.dumps(results, indent=1))
-    print(table(results))
+    print(report.targets(results))
+    print(report.table(results))
 
 
 if __name__ == "__main__":
