@@ -247,8 +247,9 @@ def index_cross_entropy_rows(
         logits: ``(M, C)``, or ``(B, C, S)`` with the classes on dimension 1
             and ``M = B * S`` positions in ``(B, S)`` order (segmentation maps,
             chunked in their own layout, no class-last copy). Any floating
-            dtype (16-bit is computed in float32; the gradient comes back in
-            the logits' dtype).
+            dtype. 16-bit logits: the loss is computed in float32; the
+            gradient is written in the logits' dtype (softmax with float32
+            sums, rounded to 16 bits, then the per-row terms added in place).
         targets: ``(M,)`` or ``(M, K)`` int64 class indices or ``ignore_index``.
         target_weights: ``(M, K)`` mixing weights ``lam``; ``None`` means 1.
         smoothing: ``s`` (may exceed 1 after the "others" conversion).
@@ -262,7 +263,8 @@ def index_cross_entropy_rows(
             backward through ``retain_graph``) sees wrong values. Autograd's
             version counter catches other nodes that saved these logits, but
             not plain reads. Use it only when the logits are dead after the loss.
-        chunk_size: rows per chunk; default about 2^23 elements.
+        chunk_size: rows (``B`` entries for ``(B, C, S)`` logits) per chunk;
+            default about 2^23 elements.
 
     Returns:
         ``(M,)`` losses in the compute dtype.
