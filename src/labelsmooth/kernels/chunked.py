@@ -34,14 +34,15 @@ from torch.autograd.function import once_differentiable
 
 from labelsmooth.targets import compute_dtype
 
-#: Elements per chunk: 2^23 (32 MiB of float32 scratch, about one L3).
-#: Measured fwd+bwd at (4096, 32000) float32 on the 2-core benchmark machine
-#: under load from other processes (load average ~4.5): 2^18-element (L2-sized)
-#: chunks 5.2 s, 2^21 1.8 s, 2^22 1.8 s, 2^23 1.2 s, PyTorch 2.0 s. Every
-#: operation on a chunk is a parallel region of the thread pool, and on an
-#: oversubscribed machine each region waits for a descheduled thread; the extra
-#: cache misses of large chunks cost far less.
-DEFAULT_CHUNK_ELEMENTS = 1 << 23
+#: Elements per chunk: 2^22 (16 MiB of float32 scratch, half the 32 MiB L3).
+#: Measured fwd+bwd at (4096, 32000) on the 2-core benchmark machine. Under
+#: load from other processes (load average ~4.5): 2^18-element (L2-sized)
+#: chunks 5.2 s, 2^21 1.8 s, 2^23 1.2 s, PyTorch 2.0 s; every operation on a
+#: chunk is a parallel region of the thread pool, and each waits for a
+#: descheduled thread. At load ~1.5: float32 2^20 to 2^23 within 5% of each
+#: other (0.31-0.37 s, PyTorch 0.69 s); bfloat16 2^22 0.36 s but 2^23 0.64 s
+#: (the float32 copy of a 2^23 chunk no longer stays in cache).
+DEFAULT_CHUNK_ELEMENTS = 1 << 22
 
 
 def rows_per_chunk(num_classes: int, chunk_size: int | None) -> int:
@@ -112,12 +113,21 @@ class _Layout:
             return viewed
         return viewed.transpose(1, 2).reshape(self.positions, -1)
 
-    def weighted_class_sum(self, log_p: Tensor, vector: Tensor, out: Tensor) -> None:
-        """``out = sum_c vector_c log_p[:, c]`` (a BLAS product, faster here than a row sum)."""
+    def weighted_class_sum(self, log_p: Tensor, vector: Tensor | None, out: Tensor) -> None:
+        """``out = sum_c vector_c log_p[:, c]``; ``vector=None`` means uniform ``1 / C``."""
         if self.spatial is None:
-            torch.mv(log_p, vector, out=out[:, 0])
+            if vector is None:
+                # Measured on a (131, 32000) chunk at low load: a row sum
+                # 0.1 ms, the matrix-vector product 0.4 ms.
+                torch.sum(log_p, 1, out=out[:, 0])
+                out.div_(self.num_classes)
+            else:
+                torch.mv(log_p, vector, out=out[:, 0])
         else:
             # (C,) @ (n, C, S): a batched BLAS product (einsum measured 40x slower).
+            if vector is None:
+                vector = torch.full((self.num_classes,), 1.0 / self.num_classes, dtype=log_p.dtype,
+                                    device=log_p.device)
             torch.matmul(vector, log_p, out=out[:, 0])
 
 
@@ -145,11 +155,6 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
         nll_smooth = layout.view(torch.zeros(layout.positions, dtype=dtype, device=logits.device))
         index_view = layout.view(index)
         work = torch.empty((min(step, rows), *logits.shape[1:]), dtype=dtype, device=logits.device)
-        smooth_vector = None
-        if smoothing != 0.0:
-            smooth_vector = cm if cm is not None else torch.full(
-                (num_classes,), 1.0 / num_classes, dtype=dtype, device=logits.device
-            )
         for start in range(0, rows, step):
             stop = min(start + step, rows)
             log_p = work[: stop - start]
@@ -162,10 +167,8 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
                 log_p.copy_(logits[start:stop])
                 torch.log_softmax(log_p, 1, out=log_p)
             nll_y[start:stop] = torch.gather(log_p, 1, index_view[start:stop])
-            if smooth_vector is not None:
-                # Measured: a BLAS matrix-vector product is 8x faster than a
-                # row sum over the same (262, 32000) chunk on this machine.
-                layout.weighted_class_sum(log_p, smooth_vector, nll_smooth[start:stop])
+            if smoothing != 0.0:
+                layout.weighted_class_sum(log_p, cm, nll_smooth[start:stop])
         nll_y = layout.flat(nll_y).neg()
         nll_smooth = layout.flat(nll_smooth).reshape(-1).neg()
         loss = (tw * nll_y).sum(1) + smooth_mass * nll_smooth
@@ -264,7 +267,7 @@ def index_cross_entropy_rows(
             version counter catches other nodes that saved these logits, but
             not plain reads. Use it only when the logits are dead after the loss.
         chunk_size: rows (``B`` entries for ``(B, C, S)`` logits) per chunk;
-            default about 2^23 elements.
+            default about 2^22 elements.
 
     Returns:
         ``(M,)`` losses in the compute dtype.
