@@ -173,3 +173,14 @@ def test_never_holds_the_logits():
     gradients = (weight.numel() + hidden.numel() + bias.numel()) * 4
     # The gradients, two chunks of logits and small change; never the (N, V) logits.
     assert peak < gradients + 3 * chunk_rows * vocab * 4 + (1 << 20) < logits_bytes
+
+
+def test_second_backward_through_a_retained_graph_recomputes():
+    hidden, weight, bias, targets = make_case(9, 4, 6, torch.float64)
+    inputs = [t.requires_grad_() for t in (hidden, weight, bias)]
+    loss = linear_cross_entropy(*inputs[:2], targets, bias=inputs[2], alpha=0.1, chunk_size=4)
+    loss.backward(retain_graph=True)
+    first = [t.grad.clone() for t in inputs]
+    loss.backward()
+    for tensor, once in zip(inputs, first, strict=True):
+        torch.testing.assert_close(tensor.grad, 2 * once)

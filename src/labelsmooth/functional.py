@@ -283,7 +283,7 @@ def linear_cross_entropy(
         ignore_index: target value left out of the loss and the mean.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``; the mean divides by the
             number of targets not ignored.
-        chunk_size: rows per chunk; default about 2^23 logits (at least 128 rows).
+        chunk_size: rows per chunk; default about 6.3M logits (at least 128 rows).
 
     Returns:
         A scalar, or with ``reduction="none"`` the ``targets``-shaped loss.
