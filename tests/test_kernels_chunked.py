@@ -292,3 +292,44 @@ def test_segmentation_inplace_backward_through_cross_entropy():
     F.cross_entropy(theirs_in, targets, label_smoothing=0.1).backward()
     torch.testing.assert_close(leaf.grad, theirs_in.grad)
     assert leaf.grad.data_ptr() == leaf.data_ptr()
+
+
+def _unfused_kernel(logits, targets, target_weights=None, **options):
+    """The reference (log-softmax) kernel behind the same call the chunked one gets."""
+    from labelsmooth.kernels import reference
+
+    options.pop("inplace_backward", None)
+    if logits.dim() == 3:
+        logits = logits.movedim(1, -1).reshape(-1, logits.shape[1])
+    return reference.index_cross_entropy_rows(logits, targets, target_weights, **options)
+
+
+@pytest.mark.parametrize("convention", ["uniform", "others"])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("options", ["plain", "weight", "prior"])
+@pytest.mark.parametrize(("shape", "dim"), [((6, 5), 1), ((2, 5, 3, 2), 1), ((2, 3, 5), -1)], ids=str)
+def test_fused_equals_unfused_cross_entropy(monkeypatch, convention, reduction, options, shape, dim):
+    if options == "prior" and convention == "others":
+        pytest.skip("a prior needs the uniform convention")
+    generator = torch.Generator().manual_seed(10)
+    logits = torch.randn(shape, generator=generator, dtype=torch.float64)
+    index_shape = tuple(s for i, s in enumerate(shape) if i != dim % len(shape))
+    targets = torch.randint(0, 5, index_shape, generator=generator)
+    targets.view(-1)[::4] = -100
+    extra = {}
+    if options == "weight":
+        extra["weight"] = torch.rand(5, generator=generator, dtype=torch.float64) + 0.1
+    if options == "prior":
+        extra["prior"] = torch.softmax(torch.randn(5, generator=generator, dtype=torch.float64), 0)
+
+    def run():
+        leaf = logits.clone().requires_grad_()
+        loss = labelsmooth.cross_entropy(leaf, targets, alpha=0.2, reduction=reduction,
+                                         convention=convention, dim=dim, **extra)
+        loss.sum().backward()
+        return loss, leaf.grad
+
+    fused = run()
+    monkeypatch.setattr(labelsmooth.kernels, "index_cross_entropy_rows", _unfused_kernel)
+    unfused = run()
+    torch.testing.assert_close(fused, unfused)
