@@ -60,6 +60,23 @@ def check_convention(value: object) -> str:
     return check_choice(value, "convention", CONVENTIONS)
 
 
+def check_flag(value: object, arg: str) -> bool:
+    """Return ``value`` if it is ``True`` or ``False``, else raise a ``TypeError``."""
+    if not isinstance(value, bool):
+        raise fail(arg, "True or False", value, error=TypeError)
+    return value
+
+
+def check_nonnegative(value: object, arg: str) -> float:
+    """Return ``value`` as a float if it is a finite real number >= 0, else raise naming ``arg``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise fail(arg, "a real number >= 0", value, error=TypeError)
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise fail(arg, "a finite real number >= 0", number)
+    return number
+
+
 def check_int(value: object, arg: str) -> int:
     """Return ``value`` if it is an int (not a bool), else raise a ``TypeError``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -174,7 +191,7 @@ def check_init_args(**kwargs: Any) -> None:
     """Validate the Python-valued options a module or algorithm stores.
 
     Recognized names: ``alpha``, ``reduction``, ``convention``, ``ignore_index``,
-    ``dim``. Tensor-valued options are checked per call, once C is known.
+    ``dim``, ``smooth``, ``softmax``, ``batch``. Tensor-valued options are checked per call, once C is known.
     """
     checks: dict[str, Callable[[Any, str], object]] = {
         "alpha": check_probability,
@@ -182,6 +199,9 @@ def check_init_args(**kwargs: Any) -> None:
         "convention": lambda value, _: check_convention(value),
         "ignore_index": check_optional_int,
         "dim": check_int,
+        "smooth": check_nonnegative,
+        "softmax": check_flag,
+        "batch": check_flag,
     }
     for name, value in kwargs.items():
         checks[name](value, name)

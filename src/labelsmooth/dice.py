@@ -103,11 +103,8 @@ def dice_loss(
     alpha = v.check_probability(alpha, "alpha")
     ignore_index = v.check_optional_int(ignore_index, "ignore_index")
     reduction = v.check_reduction(reduction)
-    for name, flag in (("softmax", softmax), ("batch", batch)):
-        if not isinstance(flag, bool):
-            raise v.fail(name, "True or False", flag, error=TypeError)
-    if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not smooth >= 0:
-        raise v.fail("smooth", "a real number >= 0", smooth)
+    v.check_init_args(softmax=softmax, batch=batch)
+    smooth = v.check_nonnegative(smooth, "smooth")
     dtype = compute_dtype(logits.dtype)
     probs = torch.softmax(logits.to(dtype), dim=1) if softmax else logits.to(dtype)
     target, mass = _dense_targets(logits, targets, alpha, ignore_index)

@@ -152,14 +152,6 @@ class BCEWithLogitsLoss(nn.Module):
         return f"alpha={self.alpha}, reduction={self.reduction!r}"
 
 
-def _check_dice_args(smooth: float, softmax: bool, batch: bool) -> None:
-    if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not smooth >= 0:
-        raise v.fail("smooth", "a real number >= 0", smooth)
-    for name, flag in (("softmax", softmax), ("batch", batch)):
-        if not isinstance(flag, bool):
-            raise v.fail(name, "True or False", flag, error=TypeError)
-
-
 class DiceLoss(nn.Module):
     """Module form of :func:`labelsmooth.dice_loss`; see it for the math and shapes.
 
@@ -180,8 +172,10 @@ class DiceLoss(nn.Module):
         dim: int = 1,
     ) -> None:
         super().__init__()
-        v.check_init_args(alpha=alpha, reduction=reduction, ignore_index=ignore_index, dim=dim)
-        _check_dice_args(smooth, softmax, batch)
+        v.check_init_args(
+            alpha=alpha, reduction=reduction, ignore_index=ignore_index, dim=dim,
+            smooth=smooth, softmax=softmax, batch=batch,
+        )
         self.dim = dim
         self.alpha = float(alpha)
         self.ignore_index = ignore_index
@@ -245,10 +239,9 @@ class DiceCELoss(nn.Module):
         super().__init__()
         v.check_init_args(alpha=alpha, ignore_index=ignore_index)
         self.reduction = v.check_choice(reduction, "reduction", ("mean", "sum"))
-        _check_dice_args(smooth, True, batch)
-        for name, value in (("lambda_ce", lambda_ce), ("lambda_dice", lambda_dice)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise v.fail(name, "a real number >= 0", value)
+        v.check_init_args(smooth=smooth, batch=batch)
+        v.check_nonnegative(lambda_ce, "lambda_ce")
+        v.check_nonnegative(lambda_dice, "lambda_dice")
         self.alpha = float(alpha)
         self.ignore_index = ignore_index
         self.lambda_ce = float(lambda_ce)

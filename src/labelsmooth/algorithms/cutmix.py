@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validation as v
-from labelsmooth.algorithms.mixing import Mixing, check_flag
+from labelsmooth.algorithms.mixing import Mixing
 from labelsmooth.algorithms.state import BatchKey, State
 from labelsmooth.algorithms.target_pipeline import TargetOp
 from labelsmooth.soft_targets import SoftTargets
@@ -108,7 +108,7 @@ class CutMix(Mixing):
             alpha, input_key, target_key, materialize=materialize, ignore_index=ignore_index,
             seed=seed, generator=generator,
         )
-        self.uniform_sampling = check_flag(uniform_sampling, "uniform_sampling")
+        self.uniform_sampling = v.check_flag(uniform_sampling, "uniform_sampling")
         self.box: tuple[int, int, int, int] | None = None
 
     @property

@@ -32,22 +32,6 @@ def make_generator(seed: int | None, generator: torch.Generator | None) -> torch
     return torch.Generator().manual_seed(v.check_int(seed, "seed"))
 
 
-def check_concentration(alpha: object, arg: str = "alpha") -> float:
-    """A Beta concentration: a finite real number >= 0 (0 means no mixing)."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise v.fail(arg, "a real number >= 0", alpha, error=TypeError)
-    value = float(alpha)
-    if not np.isfinite(value) or value < 0:
-        raise v.fail(arg, "a finite real number >= 0", value)
-    return value
-
-
-def check_flag(value: object, arg: str) -> bool:
-    if not isinstance(value, bool):
-        raise v.fail(arg, "True or False", value, error=TypeError)
-    return value
-
-
 class Mixing(TargetTransform):
     """Base of :class:`~labelsmooth.MixUp` and :class:`~labelsmooth.CutMix`.
 
@@ -62,8 +46,8 @@ class Mixing(TargetTransform):
         self, alpha: float, input_key: BatchKey, target_key: BatchKey, *, materialize: bool,
         ignore_index: int | None, seed: int | None, generator: torch.Generator | None,
     ) -> None:
-        self.alpha = check_concentration(alpha)
-        self.materialize = check_flag(materialize, "materialize")
+        self.alpha = v.check_nonnegative(alpha, "alpha")  # Beta concentration; 0: no mixing
+        self.materialize = v.check_flag(materialize, "materialize")
         self.ignore_index = v.check_optional_int(ignore_index, "ignore_index")
         self.input_key = input_key
         self.target_key = target_key

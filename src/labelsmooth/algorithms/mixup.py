@@ -10,8 +10,7 @@ from torch import Tensor
 
 from labelsmooth import _validation as v
 from labelsmooth.algorithms.label_smoothing import logits_of
-from labelsmooth.algorithms.mixing import Mixing, check_flag
-from labelsmooth.algorithms.mixing import check_concentration as check_concentration  # re-exported
+from labelsmooth.algorithms.mixing import Mixing
 from labelsmooth.algorithms.state import BatchKey, State, batch_set
 from labelsmooth.algorithms.target_pipeline import TargetOp, TargetPipeline
 
@@ -84,7 +83,7 @@ class MixUp(Mixing):
             alpha, input_key, target_key, materialize=materialize, ignore_index=ignore_index,
             seed=seed, generator=generator,
         )
-        self.interpolate_loss = check_flag(interpolate_loss, "interpolate_loss")
+        self.interpolate_loss = v.check_flag(interpolate_loss, "interpolate_loss")
         if loss_fn is not None and not callable(loss_fn):
             raise v.fail("loss_fn", "a callable (outputs, targets) -> loss", loss_fn, error=TypeError)
         self.loss_fn = loss_fn

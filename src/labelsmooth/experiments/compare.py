@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from labelsmooth import _validation as v
-from labelsmooth.algorithms.mixup import check_concentration
 from labelsmooth.experiments.data import DataSet, load_dataset
 from labelsmooth.experiments.stats import inside_noise, mean_ci, paired_difference
 from labelsmooth.experiments.train import RunResult, TrainConfig, deterministic, evaluate, train
@@ -88,7 +87,7 @@ def _check_options(alphas: Sequence[float], seeds: int, ci: bool, epochs: int | 
     v.check_convention(convention)
     for name, value in (("mixup", mixup), ("cutmix", cutmix)):
         if value is not None:
-            check_concentration(value, name)
+            v.check_nonnegative(value, name)
     return checked
 
 
