@@ -75,6 +75,9 @@ def test_explain_numbers(capsys):
     # uniform: 1 - 0.1 + 0.1/1000 on the true class; entropy of that target, about 1.01 nats.
     assert "0.9001" in out and "1.0148 nats" in out
     assert "others" in out and "0.0999" in out
+    # The same number read in the other convention is a different target: 1 - 0.1 on the true class.
+    same_alpha = next(line for line in out.splitlines() if "same alpha" in line).split()
+    assert same_alpha[:3] == ["others", "0.1", "0.9"] and "1.0158" in same_alpha
     status, out, _ = run(capsys, "explain", "--alpha", "0.1", "--classes", "1000", "--convention", "others")
     assert status == 0 and "0.1001" in out and "1.0158 nats" in out
 

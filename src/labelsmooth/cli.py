@@ -173,17 +173,22 @@ def explain(alpha: float, classes: int, convention: str) -> None:
     equivalent = alpha * factor
     click.echo(f"alpha = {alpha:g} over C = {classes} classes, given in the '{convention}' convention\n")
     click.echo(f"{'convention':<10} {'alpha':>10} {'true class':>12} {'each other':>12} {'loss floor':>14}")
-    for name, value in ((convention, alpha), (other, equivalent)):
+    # The first two rows show the usual mistake (the same number, read in the other
+    # convention, is a different target); the third is the same target, converted.
+    rows = ((convention, alpha, "as given"), (other, alpha, "same alpha, other convention"),
+            (other, equivalent, "same target, converted"))
+    for name, value, note in rows:
         logits = torch.zeros(1, classes, dtype=torch.float64)
         target = torch.zeros(1, dtype=torch.long)
         q = smooth_labels(logits, target, value, convention=name) if value <= 1 else None
         if q is None:
-            click.echo(f"{name:<10} {value:>10.6g}   (outside [0, 1]: not expressible in this convention)")
+            click.echo(f"{name:<10} {value:>10.6g}   (outside [0, 1]: not expressible in this convention)  "
+                       f"{note}")
             continue
         # The floor is the cross-entropy of the target with itself (logits = log q), i.e. its entropy.
         floor = float(cross_entropy(q.clamp_min(1e-300).log(), target, alpha=value, convention=name))
         click.echo(f"{name:<10} {value:>10.6g} {q[0, 0].item():>12.6g} {q[0, 1].item():>12.6g} "
-                   f"{floor:>9.4f} nats")
+                   f"{floor:>9.4f} nats   {note}")
     click.echo(f"\nconversion: 'others' alpha a = 'uniform' alpha a * C / (C - 1); here {convention} "
                f"{alpha:g} = {other} {equivalent:.6g}")
     click.echo("loss floor: the lowest loss a model can reach on smoothed targets is their entropy, "
