@@ -45,9 +45,14 @@ def dense_rows_float64(logits, targets, target_weights, *, smoothing, prior, wei
 
 
 def peak_allocation(prof):
-    """Largest live CPU allocation during a profile: self allocations in start order."""
+    """Largest live CPU allocation during a profile: self allocations in end order.
+
+    An op's self usage nets its own allocations and the frees of its children's
+    buffers (an autograd function's forward frees its scratch); counted when it
+    ends, those frees come after the children's allocations, never before them.
+    """
     live, peak = 0, 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+    for event in sorted(prof.events(), key=lambda e: e.time_range.end):
         live += event.self_cpu_memory_usage
         peak = max(peak, live)
     return peak
@@ -213,6 +218,40 @@ def test_no_full_size_buffer_besides_the_gradient():
     del logits.grad
 
 
+@pytest.mark.parametrize("needs_grad", ["no_grad", "constant_logits"])
+def test_forward_without_a_gradient_allocates_no_full_size_buffer(needs_grad):
+    """Without a gradient to precompute, the forward keeps a scratch chunk and O(M) numbers."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rows, num_classes = 64, 50_000
+    logits, targets = make_case(rows, num_classes, torch.float32, ignore_every=0)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        if needs_grad == "no_grad":
+            with torch.no_grad():
+                rows_loss(logits.requires_grad_(), targets, smoothing=0.1, chunk_size=4)
+        else:
+            rows_loss(logits, targets, smoothing=0.1, chunk_size=4)
+    assert peak_allocation(prof) < 4 * num_classes * 4 + (1 << 16)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+def test_non_unit_incoming_gradient_and_a_second_backward(reduction, dtype):
+    """The forward's gradient is scaled by the incoming one; a retained graph recomputes it."""
+    logits, targets = make_case(9, 7, dtype)
+    generator = torch.Generator().manual_seed(4)
+    incoming = torch.rand(9 if reduction == "none" else (), generator=generator, dtype=torch.float64) + 0.5
+    theirs_in = logits.clone().double().requires_grad_()
+    F.cross_entropy(theirs_in, targets, label_smoothing=0.1, reduction=reduction).backward(incoming)
+    leaf = logits.clone().requires_grad_()
+    loss = labelsmooth.cross_entropy(leaf, targets, alpha=0.1, reduction=reduction)
+    rtol, atol = DTYPE_TOL[dtype]
+    for _ in range(2):
+        leaf.grad = None
+        loss.backward(incoming.to(loss.dtype), retain_graph=True)
+        torch.testing.assert_close(leaf.grad.double(), theirs_in.grad, rtol=rtol, atol=atol)
+
+
 def test_pytorch_label_smoothing_needs_more_than_the_gradient():
     """The measurement above can fail: PyTorch's own path is caught by it."""
     from torch.profiler import ProfilerActivity, profile
@@ -299,9 +338,11 @@ def _unfused_kernel(logits, targets, target_weights=None, **options):
     from labelsmooth.kernels import reference
 
     options.pop("inplace_backward", None)
+    divisor = options.pop("divisor", None)
     if logits.dim() == 3:
         logits = logits.movedim(1, -1).reshape(-1, logits.shape[1])
-    return reference.index_cross_entropy_rows(logits, targets, target_weights, **options)
+    rows = reference.index_cross_entropy_rows(logits, targets, target_weights, **options)
+    return rows if divisor is None else rows.sum() / divisor
 
 
 @pytest.mark.parametrize("convention", ["uniform", "others"])

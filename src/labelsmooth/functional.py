@@ -47,20 +47,25 @@ def _index_cross_entropy(
     logits: Tensor, targets: Tensor, *, alpha: float, weight: Tensor | None,
     ignore_index: int, reduction: str, prior: Tensor | None, dim: int, inplace_backward: bool = False,
 ) -> Tensor:
-    rows = kernels.index_cross_entropy_rows(
+    # The kernel reduces itself (its gradient is then ready after the forward):
+    # the mean divides by sum_i w_{y_i} over valid positions, as _safe_mean does.
+    divisor: Tensor | float | None = None if reduction == "none" else 1.0
+    if reduction == "mean":
+        valid = targets != ignore_index
+        dtype = compute_dtype(logits.dtype)
+        if weight is None:
+            row_mass = valid.to(dtype)
+        else:
+            row_mass = weight.to(dtype)[torch.where(valid, targets, 0)] * valid
+        count = row_mass.sum()
+        divisor = torch.where(count > 0, count, torch.ones_like(count))
+    loss = kernels.index_cross_entropy_rows(
         _class_layout(logits, dim),
         targets.reshape(-1).to(device=logits.device, dtype=torch.long),
         smoothing=alpha, prior=prior, weight=weight, ignore_index=ignore_index,
-        inplace_backward=inplace_backward,
-    ).reshape(targets.shape)
-    if reduction != "mean":
-        return _reduce(rows, rows, reduction)
-    valid = targets != ignore_index
-    if weight is None:
-        row_mass = valid.to(rows.dtype)
-    else:
-        row_mass = weight.to(rows.dtype)[torch.where(valid, targets, 0)] * valid
-    return _reduce(rows, row_mass, reduction)
+        inplace_backward=inplace_backward, divisor=divisor,
+    )
+    return loss.reshape(targets.shape) if divisor is None else loss
 
 
 def _soft_cross_entropy(

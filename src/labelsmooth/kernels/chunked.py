@@ -9,14 +9,20 @@ the smoothing term, ``S = sum_c cm_c``, ``mass_ik = lam_ik [y_ik valid]`` and
     A_i    = (1 - s) sum_k mass_ik w_{y_ik} + s m_i S
     dloss_i / dz_ic = A_i softmax(z_i)_c - (1 - s) sum_k mass_ik w_{y_ik} [c = y_ik] - s m_i cm_c
 
-so the loss needs only ``-log p`` at the targets and one weighted row sum,
-and the gradient only ``softmax`` and per-row scalars. The forward walks the
-rows in chunks and runs one fused ``log_softmax`` per chunk into a reused
-scratch buffer (the chunk is read from memory once, every further pass over it
-hits the cache); it keeps O(M) numbers. The backward recomputes ``softmax`` chunk
-by chunk straight into the gradient and adds the per-row terms in place.
-The only ``(M, C)`` buffer ever allocated is the gradient itself, and with
-``inplace_backward=True`` not even that: the gradient overwrites the logits.
+so the loss needs only ``lse`` (or ``-log p``) at the targets and one
+weighted row sum, and the gradient only ``softmax`` and per-row scalars.
+The rows are walked in chunks, each read from memory once (every further pass
+over it hits the cache). When the logits need a gradient, the forward runs
+one fused ``softmax`` per chunk straight into the gradient buffer, takes
+``lse = max z - log max p`` and the row sums from the cached chunk, and turns
+the softmax into the gradient for an incoming gradient of 1 in place (one
+``exp`` per element in all, as Liger-Kernel does it); the backward only
+scales it. Otherwise (no gradient, or ``inplace_backward``) the forward runs
+one fused ``log_softmax`` per chunk into a reused scratch buffer and keeps
+O(M) numbers, and a backward recomputes ``softmax`` chunk by chunk into the
+gradient. The only ``(M, C)`` buffer ever allocated is the gradient itself,
+and with ``inplace_backward=True`` not even that: the gradient overwrites the
+logits during the backward.
 
 Chunks are sized by element count. Every operation on a chunk is one
 parallel region of the intra-op thread pool, so on a shared, oversubscribed
@@ -34,15 +40,15 @@ from torch.autograd.function import once_differentiable
 
 from labelsmooth.targets import compute_dtype
 
-#: Elements per chunk: 2^22 (16 MiB of float32 scratch, half the 32 MiB L3).
-#: Measured fwd+bwd at (4096, 32000) on the 2-core benchmark machine. Under
-#: load from other processes (load average ~4.5): 2^18-element (L2-sized)
-#: chunks 5.2 s, 2^21 1.8 s, 2^23 1.2 s, PyTorch 2.0 s; every operation on a
-#: chunk is a parallel region of the thread pool, and each waits for a
-#: descheduled thread. At load ~1.5: float32 2^20 to 2^23 within 5% of each
-#: other (0.31-0.37 s, PyTorch 0.69 s); bfloat16 2^22 0.36 s but 2^23 0.64 s
-#: (the float32 copy of a 2^23 chunk no longer stays in cache).
-DEFAULT_CHUNK_ELEMENTS = 1 << 22
+#: Elements per chunk: 2^21 (8 MiB of float32 logits, and as much gradient,
+#: together within the 32 MiB L3). Measured fwd+bwd (gradient written in the
+#: forward) at (4096, 32000) float32 on the 2-core benchmark machine, load ~1.5:
+#: 2^20 0.196 s, 2^21 0.194 s, 2^22 0.206 s; bfloat16 0.155 / 0.151 / 0.151 s;
+#: (2048, 128256) float32 0.392 / 0.386 / 0.393 s. Every operation on a chunk
+#: is a parallel region of the thread pool, and under load from other processes
+#: each waits for a descheduled thread, so chunks are not made smaller (the
+#: earlier log-softmax kernel at load ~4.5: 2^18 5.2 s, 2^21 1.8 s, 2^23 1.2 s).
+DEFAULT_CHUNK_ELEMENTS = 1 << 21
 
 
 def rows_per_chunk(num_classes: int, chunk_size: int | None) -> int:
@@ -131,14 +137,32 @@ class _Layout:
             torch.matmul(vector, log_p, out=out[:, 0])
 
 
+Scales = tuple[Tensor, Tensor, Tensor, Tensor, "Tensor | None"]
+
+
+def _softmax_to_gradient_(out: Tensor, scales: Scales, start: int, stop: int) -> None:
+    """``out = scale_p p - scale_u cm + scale_y onehot`` for rows ``start:stop``; ``out`` holds ``p``."""
+    scale_p, scale_u, scale_y, index = (part[start:stop] for part in scales[:4])
+    class_column = scales[4]
+    out.mul_(scale_p)
+    if class_column is None:
+        # Two in-place passes over the cached chunk: 0.2 ms on (131, 32000)
+        # float32, where one broadcasting addcmul took 1.2 ms.
+        out.sub_(scale_u)
+    else:
+        out.addcmul_(scale_u, class_column, value=-1)
+    out.scatter_add_(1, index, scale_y.to(out.dtype))
+
+
 class ChunkedIndexCrossEntropy(torch.autograd.Function):
-    """Autograd function behind :func:`index_cross_entropy_rows`; returns the per-row loss."""
+    """Autograd function behind :func:`index_cross_entropy_rows`: the per-row loss, or its scaled sum."""
 
     @staticmethod
     def forward(
         ctx: Any, logits: Tensor, targets: Tensor, target_weights: Tensor | None,
         smoothing: float, prior: Tensor | None, weight: Tensor | None, ignore_index: int,
-        inplace_backward: bool, chunk_size: int | None,
+        inplace_backward: bool, chunk_size: int | None, divisor: Tensor | float | None,
+        precompute: bool,
     ) -> Tensor:
         layout = _Layout(logits)
         rows, num_classes = layout.batch, layout.num_classes
@@ -154,28 +178,66 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
         nll_y = layout.view(torch.empty(index.shape, dtype=dtype, device=logits.device))
         nll_smooth = layout.view(torch.zeros(layout.positions, dtype=dtype, device=logits.device))
         index_view = layout.view(index)
-        work = torch.empty((min(step, rows), *logits.shape[1:]), dtype=dtype, device=logits.device)
+        work = None
+        if not precompute or logits.dtype != dtype:
+            work = torch.empty((min(step, rows), *logits.shape[1:]), dtype=dtype, device=logits.device)
+        grad, scales, lse = None, None, None
+        if precompute:
+            lse = layout.view(torch.empty(layout.positions, dtype=dtype, device=logits.device))
+            # The gradient for an incoming gradient of 1 (per row, or of the
+            # sum / divisor), written in the forward's pass over each chunk:
+            # one exp per element in all, none in the backward.
+            grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+            unit = coef_a.new_ones(()) if divisor is None else 1.0 / torch.as_tensor(divisor, dtype=dtype)
+            scales = _gradient_scales(layout, unit.expand(coef_a.shape), coef_a, smooth_mass, tw,
+                                      index, cm)
         for start in range(0, rows, step):
             stop = min(start + step, rows)
-            log_p = work[: stop - start]
-            # One fused pass per row (max, sum of exp, write); the chunk stays
-            # in cache for the rest. 16-bit logits are first copied into the
-            # float32 scratch (log_softmax(dtype=) would allocate a copy per chunk).
-            if logits.dtype == dtype:
-                torch.log_softmax(logits[start:stop], 1, out=log_p)
-            else:
-                log_p.copy_(logits[start:stop])
-                torch.log_softmax(log_p, 1, out=log_p)
-            nll_y[start:stop] = torch.gather(log_p, 1, index_view[start:stop])
+            chunk = logits[start:stop]
+            if work is not None and logits.dtype != dtype:
+                # 16-bit logits: a float32 copy of the chunk, read from memory once.
+                chunk = work[: stop - start].copy_(chunk)
+            if grad is None or scales is None or lse is None:
+                # One fused pass per row (max, sum of exp, write); the chunk
+                # stays in cache for the rest.
+                assert work is not None
+                log_p = torch.log_softmax(chunk, 1, out=work[: stop - start])
+                nll_y[start:stop] = torch.gather(log_p, 1, index_view[start:stop]).neg_()
+                if smoothing != 0.0:
+                    layout.weighted_class_sum(log_p, cm, nll_smooth[start:stop])
+                    nll_smooth[start:stop].neg_()
+                continue
+            # z at the targets and sum_c cm_c z_c while the chunk is in cache,
+            # then softmax in one fused pass (in place over the float32 copy of
+            # a 16-bit chunk): lse = max z - log max p, as max p = 1 / sum exp(z - max z).
+            # (z_y and z . cm are kept in nll_y and nll_smooth until after the loop.)
+            out = grad[start:stop]
+            p = out if work is None else chunk
+            if work is None:
+                torch.softmax(chunk, 1, out=p)
+            nll_y[start:stop] = torch.gather(chunk, 1, index_view[start:stop])
             if smoothing != 0.0:
-                layout.weighted_class_sum(log_p, cm, nll_smooth[start:stop])
-        nll_y = layout.flat(nll_y).neg()
-        nll_smooth = layout.flat(nll_smooth).reshape(-1).neg()
+                layout.weighted_class_sum(chunk, cm, nll_smooth[start:stop])
+            row_max = chunk.amax(1, keepdim=True)
+            if work is not None:
+                torch.softmax(chunk, 1, out=p)
+            lse[start:stop] = row_max.sub_(p.amax(1, keepdim=True).log_())
+            _softmax_to_gradient_(p, scales, start, stop)
+            if p is not out:
+                out.copy_(p)
+        nll_y = layout.flat(nll_y)
+        nll_smooth = layout.flat(nll_smooth).reshape(-1)
+        if lse is not None:
+            lse = layout.flat(lse).reshape(-1)
+            nll_y = lse[:, None] - nll_y
+            nll_smooth = lse * mass_sum - nll_smooth
         loss = (tw * nll_y).sum(1) + smooth_mass * nll_smooth
         ctx.save_for_backward(logits, index, tw, coef_a, smooth_mass, cm)
         ctx.layout = layout
         ctx.inplace_backward = inplace_backward
         ctx.step = step
+        ctx.divisor = divisor
+        ctx.grad = grad
         ctx.component_loss = None
         if target_weights is not None and ctx.needs_input_grad[2]:
             # d loss_i / d lam_ik, for callers that learn mixing weights.
@@ -183,29 +245,33 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
             per_mass = tw / torch.where(valid > 0, target_weights.reshape(index.shape).to(dtype), 1.0)
             ctx.target_weights_shape = target_weights.shape
             ctx.component_loss = valid * (per_mass * nll_y + smoothing * nll_smooth[:, None])
-        return loss
+        return loss if divisor is None else loss.sum() / divisor
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         logits, index, tw, coef_a, smooth_mass, cm = ctx.saved_tensors
-        grads: list[Tensor | None] = [None] * 9
+        layout = ctx.layout
+        dtype = coef_a.dtype
+        grad_out = grad_out.to(dtype)
+        grads: list[Tensor | None] = [None] * 11
+        grad, ctx.grad = ctx.grad, None
+        if grad is not None and ctx.needs_input_grad[0]:
+            # Computed in the forward for an incoming gradient of 1: scale it
+            # and let go, so autograd adopts it as .grad without a copy.
+            if ctx.divisor is None:
+                grad.mul_(layout.view(grad_out))
+            elif not bool(grad_out == 1):
+                grad.mul_(grad_out)
+            grads[0] = grad
+        grad_loss = grad_out if ctx.divisor is None else (grad_out / ctx.divisor).expand(coef_a.shape)
         if ctx.component_loss is not None:
             grads[2] = (grad_loss[:, None] * ctx.component_loss).reshape(ctx.target_weights_shape)
-        if not ctx.needs_input_grad[0]:
+        if not ctx.needs_input_grad[0] or grads[0] is not None:
             return tuple(grads)
-        layout = ctx.layout
-        rows, num_classes = layout.batch, layout.num_classes
-        dtype = coef_a.dtype
-        grad_loss = grad_loss.to(dtype)
-        scale_p = grad_loss * coef_a
-        scale_u = grad_loss * smooth_mass
-        scale_y = -(grad_loss[:, None] * tw)
-        if cm is None:
-            scale_u = scale_u / num_classes
-        scale_p, scale_u, scale_y = layout.view(scale_p), layout.view(scale_u), layout.view(scale_y)
-        index = layout.view(index)
-        class_column = None if cm is None else cm.reshape(num_classes, *([1] * (logits.dim() - 2)))
+        # No gradient from the forward (in place, or a second backward through
+        # a retained graph): recompute softmax chunk by chunk into the gradient.
+        scales = _gradient_scales(layout, grad_loss, coef_a, smooth_mass, tw, index, cm)
         if ctx.inplace_backward:
             # A plain alias of the storage: autograd must not see the logits
             # (a leaf, possibly) handed back as their own gradient.
@@ -213,23 +279,42 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
         else:
             grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
         step = ctx.step
-        for start in range(0, rows, step):
-            stop = min(start + step, rows)
+        work = None
+        if logits.dtype != dtype:
+            work = torch.empty((min(step, layout.batch), *logits.shape[1:]), dtype=dtype,
+                               device=logits.device)
+        for start in range(0, layout.batch, step):
+            stop = min(start + step, layout.batch)
             out = grad[start:stop]
             # Recomputed in one fused pass per row (precise as PyTorch's own);
             # each row is read before its (possibly aliased) gradient is written.
-            # 16-bit logits: the kernels accumulate in float32 and round each
-            # gradient entry to the logits' dtype (no float32 copy of the chunk).
-            torch.softmax(logits[start:stop], 1, out=out)
-            if class_column is None:
-                # out = scale_p * p - scale_u in one pass.
-                torch.addcmul(-scale_u[start:stop], out, scale_p[start:stop], out=out)
-            else:
-                out.mul_(scale_p[start:stop])
-                out.addcmul_(scale_u[start:stop], class_column, value=-1)
-            out.scatter_add_(1, index[start:stop], scale_y[start:stop].to(out.dtype))
+            # 16-bit logits: computed in a float32 copy of the chunk and rounded
+            # once, as the forward does it.
+            p = out if work is None else work[: stop - start].copy_(logits[start:stop])
+            torch.softmax(logits[start:stop] if work is None else p, 1, out=p)
+            _softmax_to_gradient_(p, scales, start, stop)
+            if p is not out:
+                out.copy_(p)
         grads[0] = grad
         return tuple(grads)
+
+
+def _gradient_scales(
+    layout: _Layout, grad_loss: Tensor, coef_a: Tensor, smooth_mass: Tensor, tw: Tensor,
+    index: Tensor, cm: Tensor | None,
+) -> Scales:
+    """``(scale_p, scale_u, scale_y, index)`` viewed against a chunk, and ``cm`` as a class column.
+
+    For the gradient ``grad_loss_i dloss_i / dz_i`` (see the module docstring).
+    """
+    scale_p = grad_loss * coef_a
+    scale_u = grad_loss * smooth_mass
+    if cm is None:
+        scale_u = scale_u / layout.num_classes
+    scale_y = -(grad_loss[:, None] * tw)
+    class_column = None if cm is None else cm.reshape(-1, *([1] * (layout.spatial is not None)))
+    return (layout.view(scale_p), layout.view(scale_u), layout.view(scale_y), layout.view(index),
+            class_column)
 
 
 def index_cross_entropy_rows(
@@ -243,16 +328,25 @@ def index_cross_entropy_rows(
     ignore_index: int,
     inplace_backward: bool = False,
     chunk_size: int | None = None,
+    divisor: Tensor | float | None = None,
 ) -> Tensor:
     """Per-row smoothed cross-entropy in row chunks; no ``(M, C)`` buffer but the gradient.
+
+    When the logits need a gradient (grad mode on, ``logits.requires_grad``,
+    no ``inplace_backward``), the forward also writes it, in the same pass
+    over each chunk, for an incoming gradient of 1; the backward only scales
+    it by the incoming gradient (nothing at all for a sum with incoming
+    gradient 1) and hands it over. The gradient buffer therefore exists from
+    the forward on, for as long as the graph does. A second backward through a
+    retained graph recomputes it. Without a gradient the forward keeps O(M) numbers.
 
     Args:
         logits: ``(M, C)``, or ``(B, C, S)`` with the classes on dimension 1
             and ``M = B * S`` positions in ``(B, S)`` order (segmentation maps,
             chunked in their own layout, no class-last copy). Any floating
-            dtype. 16-bit logits: the loss is computed in float32; the
-            gradient is written in the logits' dtype (softmax with float32
-            sums, rounded to 16 bits, then the per-row terms added in place).
+            dtype. 16-bit logits: the loss and the gradient are computed in
+            float32 (a float32 copy of each chunk); the gradient is rounded
+            once to the logits' dtype.
         targets: ``(M,)`` or ``(M, K)`` int64 class indices or ``ignore_index``.
         target_weights: ``(M, K)`` mixing weights ``lam``; ``None`` means 1.
         smoothing: ``s`` (may exceed 1 after the "others" conversion).
@@ -268,9 +362,13 @@ def index_cross_entropy_rows(
             not plain reads. Use it only when the logits are dead after the loss.
         chunk_size: rows (``B`` entries for ``(B, C, S)`` logits) per chunk;
             default about 2^22 elements.
+        divisor: ``None`` to return the row losses; else a float or a 0-dim
+            tensor (no gradient) to return ``sum_i loss_i / divisor`` (the
+            ``"sum"`` and ``"mean"`` reductions), whose gradient for an
+            incoming gradient of 1 then needs no pass in the backward.
 
     Returns:
-        ``(M,)`` losses in the compute dtype.
+        ``(M,)`` losses, or their sum over ``divisor``, in the compute dtype.
 
     Example:
         >>> import torch
@@ -284,15 +382,18 @@ def index_cross_entropy_rows(
         from labelsmooth.kernels import reference
 
         rows_2d = logits.movedim(1, -1).reshape(-1, logits.shape[1]) if logits.dim() == 3 else logits
-        return reference.index_cross_entropy_rows(
+        rows = reference.index_cross_entropy_rows(
             rows_2d, targets, target_weights, smoothing=smoothing, prior=prior, weight=weight,
             ignore_index=ignore_index,
         )
+        return rows if divisor is None else rows.sum() / divisor
     if logits.numel() == 0:
         # Nothing to chunk; keep the graph so backward gives an empty gradient.
-        return logits.sum(1).reshape(-1).to(compute_dtype(logits.dtype))
+        rows = logits.sum(1).reshape(-1).to(compute_dtype(logits.dtype))
+        return rows if divisor is None else rows.sum() / divisor
+    precompute = torch.is_grad_enabled() and logits.requires_grad and not inplace_backward
     loss: Tensor = ChunkedIndexCrossEntropy.apply(  # type: ignore[no-untyped-call]
         logits, targets, target_weights, float(smoothing), prior, weight, int(ignore_index),
-        bool(inplace_backward), chunk_size,
+        bool(inplace_backward), chunk_size, divisor, precompute,
     )
     return loss
