@@ -200,8 +200,8 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
             if grad is None or scales is None or lse is None:
                 # One fused pass per row (max, sum of exp, write); the chunk
                 # stays in cache for the rest.
-                assert work is not None
-                log_p = torch.log_softmax(chunk, 1, out=work[: stop - start])
+                out = None if work is None else work[: stop - start]  # work exists on this path
+                log_p = torch.log_softmax(chunk, 1, out=out)
                 nll_y[start:stop] = torch.gather(log_p, 1, index_view[start:stop]).neg_()
                 if smoothing != 0.0:
                     layout.weighted_class_sum(log_p, cm, nll_smooth[start:stop])
