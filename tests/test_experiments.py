@@ -297,6 +297,14 @@ def test_atomic_write_leaves_nothing_half_written(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
+def test_atomic_write_gives_the_mode_of_a_plain_open(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_bytes(b"x")
+    target = tmp_path / "report.md"
+    atomic_write(target, b"x")
+    assert target.stat().st_mode == plain.stat().st_mode
+
+
 def test_core_import_does_not_need_the_cli_extra():
     code = (
         "import sys, labelsmooth, labelsmooth.metrics\n"
