@@ -113,6 +113,10 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         if world_size == 2:
             result.update(_ddp_job(rank, world_size))
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+        # Every rank is past its last collective before any tears gloo down: a rank
+        # whose peer closed the connection mid-send aborts ("terminate called without
+        # an active exception"), seen once in a CI-like run.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -275,6 +275,10 @@ def _gloo_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         part = slice(0, 10) if rank == 0 else slice(10, None)
         _epoch(ls.Engine(State(), [ols]), logits[part], labels[part])
         torch.save(ols.state_dict(), Path(out_dir) / f"rank{rank}.pt")
+        # Every rank is past its last collective before any tears gloo down: a rank
+        # whose peer closed the connection mid-send aborts ("terminate called without
+        # an active exception"), seen once in a CI-like run.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
