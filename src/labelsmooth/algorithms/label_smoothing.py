@@ -109,11 +109,9 @@ class LabelSmoothing(TargetTransform):
             alpha = 0.1 if smoothing is None else smoothing
         self.alpha = check_alpha(alpha)
         v.check_init_args(convention=convention, ignore_index=ignore_index, dim=dim)
-        if not isinstance(materialize, bool):
-            raise v.fail("materialize", "True or False", materialize, error=TypeError)
         self.task = v.check_choice(task, "task", ("multiclass", "multilabel"))
         self.target_key = target_key
-        self.materialize = materialize
+        self.materialize = v.check_flag(materialize, "materialize")
         self.ignore_index = ignore_index
         self.prior = prior
         self.convention = convention

@@ -88,8 +88,7 @@ class CausalLMLoss:
         self, alpha: float = 0.1, *, convention: str = "uniform", ignore_index: int = -100, shift: bool = True
     ) -> None:
         v.check_init_args(alpha=alpha, convention=convention, ignore_index=ignore_index)
-        if not isinstance(shift, bool):
-            raise v.fail("shift", "True or False", shift, error=TypeError)
+        v.check_flag(shift, "shift")
         self.alpha = float(alpha)
         self.convention = convention
         self.ignore_index = ignore_index
