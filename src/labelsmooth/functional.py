@@ -19,11 +19,15 @@ from labelsmooth.targets import (
 )
 
 
-def _safe_mean(total: Tensor, count: Tensor) -> Tensor:
+def _mean_divisor(count: Tensor) -> Tensor:
     # Dividing by a clamped count keeps an all-ignored batch at loss 0 with zero
     # gradients; ``torch.where(count > 0, total / count, 0)`` would still send
     # NaN through the unselected branch in backward.
-    return total / torch.where(count > 0, count, torch.ones_like(count))
+    return torch.where(count > 0, count, torch.ones_like(count))
+
+
+def _safe_mean(total: Tensor, count: Tensor) -> Tensor:
+    return total / _mean_divisor(count)
 
 
 def _reduce(rows: Tensor, row_mass: Tensor, reduction: str) -> Tensor:
@@ -48,7 +52,7 @@ def _index_cross_entropy(
     ignore_index: int, reduction: str, prior: Tensor | None, dim: int, inplace_backward: bool = False,
 ) -> Tensor:
     # The kernel reduces itself (its gradient is then ready after the forward):
-    # the mean divides by sum_i w_{y_i} over valid positions, as _safe_mean does.
+    # the mean divides by sum_i w_{y_i} over valid positions.
     divisor: Tensor | float | None = None if reduction == "none" else 1.0
     if reduction == "mean":
         valid = targets != ignore_index
@@ -57,8 +61,7 @@ def _index_cross_entropy(
             row_mass = valid.to(dtype)
         else:
             row_mass = weight.to(dtype)[torch.where(valid, targets, 0)] * valid
-        count = row_mass.sum()
-        divisor = torch.where(count > 0, count, torch.ones_like(count))
+        divisor = _mean_divisor(row_mass.sum())
     loss = kernels.index_cross_entropy_rows(
         _class_layout(logits, dim),
         targets.reshape(-1).to(device=logits.device, dtype=torch.long),
