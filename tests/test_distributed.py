@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 from datetime import timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -24,31 +25,50 @@ from labelsmooth.distributed import global_num_items, vocab_parallel_cross_entro
 
 V_LOCAL = {2: 6, 4: 5}  # classes per rank; C = world size * V_LOCAL
 
-#: name -> (shape without the class dim, alpha, convention, reduction, dtype, ignore pattern, num_items)
+class Case(NamedTuple):
+    shape: tuple[int, ...]  # without the class dim
+    alpha: float
+    convention: str
+    reduction: str
+    dtype: torch.dtype = torch.float32
+    ignore: str = "some"  # which targets are ignore_index: "some", "all" or "none"
+    num_items: float | None = None
+    weight: bool = False  # random (C,) class weights
+    prior: bool = False  # a random (C,) smoothing distribution instead of uniform
+
+
 CASES = {
-    "NV-uniform-mean": ((7,), 0.1, "uniform", "mean", torch.float32, "some", None),
-    "BTV-others-mean": ((2, 5), 0.2, "others", "mean", torch.float32, "some", None),
-    "BTV-uniform-sum": ((3, 4), 0.3, "uniform", "sum", torch.float32, "some", None),
-    "NV-none-grad-output": ((6,), 0.1, "uniform", "none", torch.float32, "some", None),
-    "BTV-num-items": ((2, 3), 0.1, "uniform", "mean", torch.float32, "some", 3.5),
-    "NV-all-ignored": ((4,), 0.1, "uniform", "mean", torch.float32, "all", None),
-    "NV-no-smoothing": ((5,), 0.0, "uniform", "mean", torch.float32, "none", None),
-    "BTV-bfloat16": ((2, 3), 0.1, "others", "mean", torch.bfloat16, "some", None),
+    "NV-uniform-mean": Case((7,), 0.1, "uniform", "mean"),
+    "BTV-others-mean": Case((2, 5), 0.2, "others", "mean"),
+    "BTV-uniform-sum": Case((3, 4), 0.3, "uniform", "sum"),
+    "NV-none-grad-output": Case((6,), 0.1, "uniform", "none"),
+    "BTV-num-items": Case((2, 3), 0.1, "uniform", "mean", num_items=3.5),
+    "NV-all-ignored": Case((4,), 0.1, "uniform", "mean", ignore="all"),
+    "NV-no-smoothing": Case((5,), 0.0, "uniform", "mean", ignore="none"),
+    "BTV-bfloat16": Case((2, 3), 0.1, "others", "mean", torch.bfloat16),
+    "NV-weight-mean": Case((9,), 0.2, "uniform", "mean", weight=True),
+    "BTV-weight-others-none": Case((2, 4), 0.1, "others", "none", weight=True),
+    "NV-weight-no-smoothing-sum": Case((6,), 0.0, "uniform", "sum", weight=True),
+    "NV-prior-mean": Case((8,), 0.3, "uniform", "mean", prior=True),
+    "BTV-weight-prior-none": Case((3, 3), 0.2, "uniform", "none", weight=True, prior=True),
+    "NV-weight-prior-num-items": Case((5,), 0.1, "uniform", "mean", num_items=2.5, weight=True, prior=True),
 }
 
 
 def _case_inputs(name: str, num_classes: int):
-    """Full logits, targets and the grad_output of a case, the same in every process."""
-    shape, *_, dtype, ignore, _num_items = CASES[name]
+    """Full logits, targets, grad_output, weight and prior of a case, the same in every process."""
+    case = CASES[name]
     gen = torch.Generator().manual_seed(sorted(CASES).index(name) + 100 * num_classes)
-    logits = (torch.randn(*shape, num_classes, generator=gen) * 3).to(dtype)
-    targets = torch.randint(0, num_classes, shape, generator=gen)
-    if ignore == "all":
+    logits = (torch.randn(*case.shape, num_classes, generator=gen) * 3).to(case.dtype)
+    targets = torch.randint(0, num_classes, case.shape, generator=gen)
+    if case.ignore == "all":
         targets.fill_(-100)
-    elif ignore == "some":
+    elif case.ignore == "some":
         targets.view(-1)[::3] = -100
-    grad_output = torch.rand(shape, generator=gen) + 0.5
-    return logits, targets, grad_output
+    grad_output = torch.rand(case.shape, generator=gen) + 0.5
+    weight = torch.rand(num_classes, generator=gen) * 2 + 0.1 if case.weight else None
+    prior = torch.softmax(torch.randn(num_classes, generator=gen), 0) if case.prior else None
+    return logits, targets, grad_output, weight, prior
 
 
 def _free_port() -> int:
@@ -63,14 +83,20 @@ def _free_port() -> int:
 def _vocab_parallel_job(rank: int, world_size: int) -> dict:
     v_local = V_LOCAL[world_size]
     out = {}
-    for name, (_, alpha, convention, reduction, *_rest, num_items) in CASES.items():
-        logits, targets, grad_output = _case_inputs(name, v_local * world_size)
+    for name, case in CASES.items():
+        logits, targets, grad_output, weight, prior = _case_inputs(name, v_local * world_size)
         shard = logits[..., rank * v_local : (rank + 1) * v_local].clone().requires_grad_()
         loss = vocab_parallel_cross_entropy(
-            shard, targets, alpha=alpha, convention=convention, reduction=reduction, num_items=num_items
+            shard, targets, alpha=case.alpha, convention=case.convention, reduction=case.reduction,
+            num_items=case.num_items, weight=weight, prior=prior,
         )
-        loss.backward(grad_output if reduction == "none" else None)
+        loss.backward(grad_output if case.reduction == "none" else None)
         out[name] = (loss.detach(), shard.grad)
+    try:  # weights for this rank's classes only: refused on every rank, before any collective
+        local_weight = torch.ones(v_local)
+        vocab_parallel_cross_entropy(torch.zeros(2, v_local), torch.tensor([0, 1]), weight=local_weight)
+    except ValueError as error:
+        out["local-weight-error"] = str(error)
     return out
 
 
@@ -161,21 +187,40 @@ def spawned(tmp_path_factory):
 # ---------------------------------------------------------------- references
 
 
+def _reference_rows(full, targets, alpha, convention, weight, prior):
+    """Per-position loss from F.cross_entropy: index targets, or the dense smoothed target for a prior."""
+    num_classes = full.shape[-1]
+    smoothing = alpha * num_classes / (num_classes - 1) if convention == "others" else alpha
+    weight = None if weight is None else weight.double()
+    if prior is None:
+        return F.cross_entropy(full.movedim(-1, 1), targets, weight=weight, reduction="none",
+                               label_smoothing=smoothing)
+    # PyTorch has no prior: the dense target q = (1 - a) onehot + a prior, zero at ignored positions.
+    valid = targets != -100
+    onehot = F.one_hot(torch.where(valid, targets, 0), num_classes).double()
+    dense = ((1 - smoothing) * onehot + smoothing * prior.double()) * valid.unsqueeze(-1)
+    return F.cross_entropy(full.movedim(-1, 1), dense.movedim(-1, 1), weight=weight, reduction="none")
+
+
 def _reference(name: str, num_classes: int):
     """Loss and full-logits gradient from F.cross_entropy in float64."""
-    _, alpha, convention, reduction, _dtype, _ignore, num_items = CASES[name]
-    logits, targets, grad_output = _case_inputs(name, num_classes)
+    case = CASES[name]
+    logits, targets, grad_output, weight, prior = _case_inputs(name, num_classes)
     full = logits.double().requires_grad_()
-    smoothing = alpha * num_classes / (num_classes - 1) if convention == "others" else alpha
-    per_row = F.cross_entropy(full.movedim(-1, 1), targets, reduction="none", label_smoothing=smoothing)
-    if reduction == "none":
+    per_row = _reference_rows(full, targets, case.alpha, case.convention, weight, prior)
+    if case.reduction == "none":
         loss = per_row
-    elif reduction == "sum":
+    elif case.reduction == "sum":
         loss = per_row.sum()
     else:
-        count = (targets != -100).sum() if num_items is None else num_items
+        valid = targets != -100
+        # PyTorch's index-target mean: divide by sum_i w_{y_i} over the non-ignored positions.
+        row_weight = valid.double()
+        if weight is not None:
+            row_weight = weight.double()[torch.where(valid, targets, 0)] * valid
+        count = row_weight.sum() if case.num_items is None else case.num_items
         loss = per_row.sum() / max(float(count), 1.0)
-    loss.backward(grad_output.double() if reduction == "none" else None)
+    loss.backward(grad_output.double() if case.reduction == "none" else None)
     return loss.detach(), full.grad
 
 
@@ -185,14 +230,21 @@ def test_vocab_parallel_equals_full_logits(spawned, world_size, name):
     results = spawned(world_size)
     v_local = V_LOCAL[world_size]
     ref_loss, ref_grad = _reference(name, v_local * world_size)
-    low_precision = CASES[name][4] == torch.bfloat16
+    low_precision = CASES[name].dtype == torch.bfloat16
     tol = {"atol": 2e-2, "rtol": 2e-2} if low_precision else {"atol": 1e-5, "rtol": 1e-5}
     for rank, result in enumerate(results):
         loss, grad = result[name]
         torch.testing.assert_close(loss.double(), ref_loss, **tol)
-        assert grad.dtype == CASES[name][4]
+        assert grad.dtype == CASES[name].dtype
         shard_ref = ref_grad[..., rank * v_local : (rank + 1) * v_local]
         torch.testing.assert_close(grad.double(), shard_ref, **tol)
+
+
+@pytest.mark.parametrize("world_size", [2, 4], ids=["world2", "world4"])
+def test_weight_of_the_local_shard_is_refused(spawned, world_size):
+    num_classes = V_LOCAL[world_size] * world_size
+    for result in spawned(world_size):
+        assert f"weight: expected a vector of shape ({num_classes},)" in result["local-weight-error"]
 
 
 def test_ddp_gradient_equals_combined_batch(spawned):
@@ -271,20 +323,23 @@ def test_megatron_formula_is_right_only_on_one_rank(world_size):
     alpha=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
     convention=st.sampled_from(["uniform", "others"]),
     reduction=st.sampled_from(["mean", "sum", "none"]),
+    weighted=st.booleans(),
 )
-def test_single_process_equals_pytorch(seed, shape, num_classes, alpha, convention, reduction):
+def test_single_process_equals_pytorch(seed, shape, num_classes, alpha, convention, reduction, weighted):
     gen = torch.Generator().manual_seed(seed)
     logits = torch.randn(*shape, num_classes, generator=gen, dtype=torch.float64)
     targets = torch.randint(0, num_classes, shape, generator=gen)
     targets.view(-1)[1::2] = -100
+    weight = torch.rand(num_classes, generator=gen, dtype=torch.float64) + 0.1 if weighted else None
     ours_in = logits.clone().requires_grad_()
     ref_in = logits.clone().requires_grad_()
     ours = vocab_parallel_cross_entropy(
-        ours_in, targets, alpha=alpha, convention=convention, reduction=reduction
+        ours_in, targets, alpha=alpha, convention=convention, reduction=reduction, weight=weight
     )
     smoothing = alpha * num_classes / (num_classes - 1) if convention == "others" else alpha
     assume(smoothing <= 1.0)  # PyTorch refuses label_smoothing > 1
-    ref = F.cross_entropy(ref_in.movedim(-1, 1), targets, reduction=reduction, label_smoothing=smoothing)
+    ref = F.cross_entropy(ref_in.movedim(-1, 1), targets, weight=weight, reduction=reduction,
+                          label_smoothing=smoothing)
     torch.testing.assert_close(ours, ref)
     grad_out = torch.rand(ref.shape, generator=gen, dtype=torch.float64) + 0.5
     ours.backward(grad_out)
@@ -296,8 +351,13 @@ def test_gradcheck():
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(4, 6, generator=gen, dtype=torch.float64, requires_grad=True)
     targets = torch.tensor([0, 5, -100, 2])
+    weight = torch.rand(6, generator=gen, dtype=torch.float64) + 0.1
+    prior = torch.softmax(torch.randn(6, generator=gen, dtype=torch.float64), 0)
     assert torch.autograd.gradcheck(
         lambda z: vocab_parallel_cross_entropy(z, targets, alpha=0.3, reduction="none"), (logits,)
+    )
+    assert torch.autograd.gradcheck(
+        lambda z: vocab_parallel_cross_entropy(z, targets, alpha=0.3, weight=weight, prior=prior), (logits,)
     )
 
 
@@ -319,8 +379,13 @@ def test_does_not_mutate_inputs():
         ({"targets": torch.tensor([0, 7])}, ValueError, "targets"),
         ({"targets": torch.zeros(2, 4)}, ValueError, "targets"),
         ({"group": object()}, ValueError, "group"),
+        ({"weight": torch.ones(3)}, ValueError, "weight"),
+        ({"weight": -torch.ones(4)}, ValueError, "weight"),
+        ({"prior": torch.ones(4)}, ValueError, "prior"),
+        ({"prior": torch.full((4,), 0.25), "convention": "others"}, ValueError, "convention"),
     ],
-    ids=["alpha", "reduction", "convention", "out-of-range", "dense", "group-without-init"],
+    ids=["alpha", "reduction", "convention", "out-of-range", "dense", "group-without-init",
+         "weight-shape", "weight-negative", "prior-not-distribution", "prior-with-others"],
 )
 def test_errors_name_the_argument(kwargs, error, match):
     args = {"targets": torch.tensor([0, 3]), **kwargs}

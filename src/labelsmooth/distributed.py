@@ -9,9 +9,10 @@ Tensor parallelism
         loss = lse(z) - (1 - a) z_y - (a / C) sum_c z_c
 
     needs four per-row numbers: the row max and the sum of exponentials (for
-    ``lse``), the target logit and the sum of logits. Each is reduced over the
-    group with one all-reduce (MAX, then one SUM for the other three), and the
-    gradient of the local shard, ``softmax(z)_local - (1 - a) onehot_local - a / C``,
+    ``lse``), the target logit and the sum of logits (weighted by ``u_c w_c``
+    with a ``prior`` or class ``weight``). Each is reduced over the group with
+    one all-reduce (MAX, then one SUM for the other three), and the gradient
+    of the local shard, ``softmax(z)_local - (1 - a) onehot_local - a / C``,
     needs no communication at all.
 
     Megatron-LM's ``vocab_parallel_cross_entropy`` (and the copies of it in
@@ -45,6 +46,7 @@ Data parallelism
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -52,7 +54,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from labelsmooth import _validation as v
-from labelsmooth.targets import compute_dtype, effective_alpha
+from labelsmooth.targets import check_prior_convention, compute_dtype, effective_alpha
 
 __all__ = ["global_num_items", "vocab_parallel_cross_entropy"]
 
@@ -73,51 +75,130 @@ def _all_reduce(tensor: Tensor, op: str, group: Any, world_size: int) -> Tensor:
     return tensor
 
 
+@dataclass(frozen=True)
+class ClassShard:
+    """This rank's classes ``[offset, offset + size)`` of ``num_classes``, split over ``group``."""
+
+    offset: int
+    num_classes: int
+    group: Any
+    world_size: int
+
+
+@dataclass(frozen=True)
+class _RowTerms:
+    """What class weights ``w`` and the smoothing distribution ``u`` contribute to each row.
+
+    ``target_weight``: ``w_{y_i}`` (0 at ignored rows); ``smooth_weight``: the
+    local slice of ``u_c w_c`` (``None``: uniform and unweighted, ``1 / C``);
+    ``smooth_mass``: ``sum_c u_c w_c`` over all ``C`` classes.
+    """
+
+    target_weight: Tensor
+    smooth_weight: Tensor | None
+    smooth_mass: Tensor | float
+
+
 class _VocabParallelRows(torch.autograd.Function):
     """Per-row smoothed cross-entropy of vocabulary-sharded logits ``(M, V_local)``."""
 
     @staticmethod
     def forward(
         ctx: Any, shard: Tensor, targets: Tensor, smoothing: float, ignore_index: int,
-        rank: int, world_size: int, group: Any,
+        terms: _RowTerms, where: ClassShard,
     ) -> Tensor:
         x = shard.to(compute_dtype(shard.dtype))
-        v_local = x.shape[-1]
-        num_classes = v_local * world_size
         valid = targets != ignore_index
-        local = targets - rank * v_local
-        in_shard = valid & (local >= 0) & (local < v_local)
+        local = targets - where.offset
+        in_shard = valid & (local >= 0) & (local < x.shape[-1])
         local = torch.where(in_shard, local, 0)
 
         # The global row max keeps exp() from overflowing; it cancels in lse.
-        row_max = _all_reduce(x.max(-1).values, "max", group, world_size)
+        row_max = _all_reduce(x.max(-1).values, "max", where.group, where.world_size)
         exp = torch.exp(x - row_max.unsqueeze(-1))
+        if terms.smooth_weight is None:
+            smooth_logits = x.sum(-1) / where.num_classes
+        else:
+            smooth_logits = x @ terms.smooth_weight
         stats = torch.stack([
-            exp.sum(-1),
-            x.gather(-1, local.unsqueeze(-1)).squeeze(-1) * in_shard,
-            x.sum(-1),
+            exp.sum(-1), x.gather(-1, local.unsqueeze(-1)).squeeze(-1) * in_shard, smooth_logits,
         ])
-        sum_exp, target_logit, sum_logits = _all_reduce(stats, "sum", group, world_size)
+        sum_exp, target_logit, smooth_logits = _all_reduce(stats, "sum", where.group, where.world_size)
         lse = row_max + torch.log(sum_exp)
-        rows: Tensor = lse - (1.0 - smoothing) * target_logit - (smoothing / num_classes) * sum_logits
-        rows = rows * valid
+        # sum_c q_c w_c, the row's total target mass: lse enters the loss that many times.
+        mass = (1.0 - smoothing) * terms.target_weight + smoothing * terms.smooth_mass * valid
+        rows: Tensor = (
+            mass * lse - (1.0 - smoothing) * terms.target_weight * target_logit
+            - smoothing * smooth_logits * valid
+        )
 
-        ctx.save_for_backward(shard, row_max, sum_exp, local, in_shard, valid)
+        ctx.save_for_backward(shard, row_max, sum_exp, local, in_shard, valid, mass)
         ctx.smoothing = smoothing
-        ctx.num_classes = num_classes
+        ctx.terms = terms
+        ctx.num_classes = where.num_classes
         return rows
 
     @staticmethod
     def backward(ctx: Any, grad_rows: Tensor) -> tuple[Tensor | None, ...]:
-        shard, row_max, sum_exp, local, in_shard, valid = ctx.saved_tensors
+        shard, row_max, sum_exp, local, in_shard, valid, mass = ctx.saved_tensors
         smoothing: float = ctx.smoothing
+        terms: _RowTerms = ctx.terms
         x = shard.to(compute_dtype(shard.dtype))
         # softmax of the local columns, normalized by the global sum.
-        grad = torch.exp(x - row_max.unsqueeze(-1)) / sum_exp.unsqueeze(-1)
-        grad = grad - smoothing / ctx.num_classes
-        grad.scatter_add_(-1, local.unsqueeze(-1), -(1.0 - smoothing) * in_shard.to(grad.dtype).unsqueeze(-1))
-        grad = grad * (grad_rows * valid).unsqueeze(-1)
-        return grad.to(shard.dtype), None, None, None, None, None, None
+        grad = torch.exp(x - row_max.unsqueeze(-1)) / sum_exp.unsqueeze(-1) * mass.unsqueeze(-1)
+        smooth = 1.0 / ctx.num_classes if terms.smooth_weight is None else terms.smooth_weight
+        grad = grad - smoothing * smooth * valid.unsqueeze(-1)
+        true_class = -(1.0 - smoothing) * terms.target_weight * in_shard
+        grad.scatter_add_(-1, local.unsqueeze(-1), true_class.unsqueeze(-1))
+        grad = grad * grad_rows.unsqueeze(-1)
+        return grad.to(shard.dtype), None, None, None, None, None
+
+
+def _row_terms(
+    targets: Tensor, weight: Tensor | None, prior: Tensor | None, ignore_index: int,
+    where: ClassShard, size: int, dtype: torch.dtype,
+) -> _RowTerms:
+    valid = targets != ignore_index
+    if weight is None and prior is None:
+        return _RowTerms(valid.to(dtype), None, 1.0)
+    device = targets.device
+    ones = torch.ones(where.num_classes, dtype=dtype, device=device)
+    w = ones if weight is None else weight.to(device, dtype)
+    u = ones / where.num_classes if prior is None else prior.to(device, dtype)
+    target_weight = w[torch.where(valid, targets, 0)] * valid
+    smooth = u * w
+    return _RowTerms(target_weight, smooth[where.offset : where.offset + size], smooth.sum())
+
+
+def sharded_cross_entropy_rows(
+    shard: Tensor, targets: Tensor, *, smoothing: float, weight: Tensor | None, prior: Tensor | None,
+    ignore_index: int, where: ClassShard,
+) -> tuple[Tensor, Tensor]:
+    r"""Per-row loss of class-sharded logits and each row's mean weight ``w_{y_i}``.
+
+    The computation behind :func:`vocab_parallel_cross_entropy` and
+    :func:`labelsmooth.tensor_parallel.dtensor_cross_entropy`: two
+    all-reduces over ``where.group``, none in backward.
+
+    Args:
+        shard: ``(M, V_local)`` logits of the classes ``where`` describes.
+        targets: ``(M,)`` int64 global class indices or ``ignore_index``,
+            the same on every rank of ``where.group``.
+        smoothing: ``"uniform"``-convention alpha.
+        weight, prior: checked full ``(C,)`` vectors, or ``None``.
+        ignore_index: the ignored target value.
+        where: the shard's place in the ``C`` classes.
+
+    Returns:
+        ``(rows, row_weight)``, both ``(M,)``: the loss of each row and
+        ``w_{y_i}`` (0 where ignored), whose sum ``"mean"`` divides by.
+    """
+    dtype = compute_dtype(shard.dtype)
+    terms = _row_terms(targets, weight, prior, ignore_index, where, shard.shape[-1], dtype)
+    rows: Tensor = _VocabParallelRows.apply(  # type: ignore[no-untyped-call]
+        shard, targets, smoothing, ignore_index, terms, where,
+    )
+    return rows, terms.target_weight
 
 
 def _normalizer(count: Tensor | float | int, like: Tensor) -> Tensor:
@@ -131,8 +212,10 @@ def vocab_parallel_cross_entropy(
     targets: Tensor,
     *,
     alpha: float = 0.0,
+    weight: Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
+    prior: Tensor | None = None,
     convention: str = "uniform",
     group: Any = None,
     num_items: Tensor | float | int | None = None,
@@ -143,15 +226,22 @@ def vocab_parallel_cross_entropy(
     ``[r * V_local, (r + 1) * V_local)``, so ``C = W * V_local``. The result is
     :func:`labelsmooth.cross_entropy` of the full logits (class dim last), with
     the global class count ``C`` in the smoothing term, on every rank; the
-    gradient that reaches ``logits_shard`` is the full gradient's local slice:
+    gradient that reaches ``logits_shard`` is the full gradient's local slice.
+    With ``u`` uniform (``1 / C``) or ``prior`` and ``w`` the class ``weight``
+    (1 when absent), PyTorch's index-target rule:
 
     .. math::
-        \ell = \operatorname{lse}(z) - (1 - a) z_y - \frac{a}{C}\sum_{c<C} z_c,
+        \ell = (1 - a)\, w_y (\operatorname{lse}(z) - z_y)
+             + a \sum_{c<C} u_c w_c (\operatorname{lse}(z) - z_c),
         \qquad
-        \frac{\partial \ell}{\partial z_c} = \operatorname{softmax}(z)_c - (1 - a)[c = y] - \frac{a}{C}
+        \frac{\partial \ell}{\partial z_c}
+             = m \operatorname{softmax}(z)_c - (1 - a) w_y [c = y] - a u_c w_c
+
+    with ``m = (1 - a) w_y + a sum_c u_c w_c``; ``"mean"`` divides the sum by
+    ``sum_i w_{y_i}`` over the non-ignored positions.
 
     Two all-reduces per call (row max; sum of exponentials, target logit and
-    sum of logits together), none in backward. Without an initialized process
+    smoothing sum together), none in backward. Without an initialized process
     group (and ``group=None``) it runs as one rank.
 
     Args:
@@ -161,14 +251,19 @@ def vocab_parallel_cross_entropy(
         targets: ``(N,)`` or ``(B, T)`` global class indices in ``[0, C)`` or
             ``ignore_index``, identical on every rank of ``group``.
         alpha: smoothing mass in [0, 1].
+        weight: ``(C,)`` non-negative class weights for the *full*
+            vocabulary, the same on every rank (as ``loss_parallel`` takes
+            them replicated); each rank uses its slice.
         ignore_index: target value left out of the loss and the mean.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        prior: ``(C,)`` distribution over the full vocabulary to smooth
+            towards instead of uniform (``convention="uniform"`` only).
         convention: ``"uniform"`` (``alpha / C`` on every class) or
             ``"others"`` (``alpha / (C - 1)`` on the other classes), with the
             global ``C``.
         group: the tensor-parallel process group (``None``: the default group).
-        num_items: what ``"mean"`` divides the sum by instead of the number of
-            non-ignored targets, e.g. a data-parallel normalizer built from
+        num_items: what ``"mean"`` divides the sum by instead of
+            ``sum_i w_{y_i}``, e.g. a data-parallel normalizer built from
             :func:`global_num_items`.
 
     Returns:
@@ -191,24 +286,27 @@ def vocab_parallel_cross_entropy(
     convention = v.check_convention(convention)
     ignore_index = v.check_int(ignore_index, "ignore_index")
     rank, world_size = _group_rank_and_size(group)
-    num_classes = logits_shard.shape[-1] * world_size
+    v_local = logits_shard.shape[-1]
+    where = ClassShard(rank * v_local, v_local * world_size, group, world_size)
+    weight = v.check_class_vector(weight, "weight", where.num_classes, distribution=False)
+    prior = v.check_class_vector(prior, "prior", where.num_classes, distribution=True)
+    check_prior_convention(prior, convention)
     if v.target_form(logits_shard, targets, logits_shard.dim() - 1) != "index":
         raise v.fail("targets", "class indices (dense targets are not vocabulary-parallel)",
                      tuple(targets.shape))
-    v.check_index_values(targets, num_classes, ignore_index)
-    smoothing = effective_alpha(alpha, num_classes, convention)
+    v.check_index_values(targets, where.num_classes, ignore_index)
     flat_targets = targets.reshape(-1).to(device=logits_shard.device, dtype=torch.long)
-    rows: Tensor = _VocabParallelRows.apply(  # type: ignore[no-untyped-call]
-        logits_shard.reshape(-1, logits_shard.shape[-1]), flat_targets, smoothing, ignore_index,
-        rank, world_size, group,
+    rows, row_weight = sharded_cross_entropy_rows(
+        logits_shard.reshape(-1, v_local), flat_targets,
+        smoothing=effective_alpha(alpha, where.num_classes, convention),
+        weight=weight, prior=prior, ignore_index=ignore_index, where=where,
     )
     if reduction == "none":
         return rows.reshape(targets.shape)
     total = rows.sum()
     if reduction == "sum":
         return total
-    count = (flat_targets != ignore_index).sum() if num_items is None else num_items
-    return total / _normalizer(count, total)
+    return total / _normalizer(row_weight.sum() if num_items is None else num_items, total)
 
 
 def global_num_items(targets: Tensor, *, ignore_index: int = -100, group: Any = None) -> Tensor:
