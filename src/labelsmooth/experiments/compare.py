@@ -1,25 +1,74 @@
-"""``compare``: train the same model once per alpha and seed, evaluate, summarize."""
+"""``compare``: train the same model once per alpha and seed, evaluate, summarize.
+
+It is made of four parts: the data and the model factory (the user's, or
+the built-in ones), :func:`~labelsmooth.experiments.run.execute` (one run,
+a pure function), an executor (:mod:`.executors`) and the run store
+(:mod:`.store`), from which the summary and the report are derived.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labelsmooth import _validation as v
-from labelsmooth.experiments.data import DataSet, load_dataset
-from labelsmooth.experiments.stats import inside_noise, mean_ci, paired_difference
-from labelsmooth.experiments.train import RunResult, TrainConfig, deterministic, evaluate, train
+import torch
+from torch import nn
 
-#: (epochs, batch size, learning rate) per kind of data set.
+from labelsmooth.experiments import options
+from labelsmooth.experiments.data import (
+    VAL_FRACTION,
+    DataSet,
+    fail,
+    from_datasets,
+    load_dataset,
+    prepare,
+    take,
+    tensor_bytes,
+)
+from labelsmooth.experiments.evaluate import ECE_BINS, METRICS, metric_names
+from labelsmooth.experiments.executors import run_local, run_processes, run_ray
+from labelsmooth.experiments.models import BuiltinModel, last_layer
+from labelsmooth.experiments.run import RunContext, RunResult
+from labelsmooth.experiments.stats import inside_noise, mean_ci, paired_difference
+from labelsmooth.experiments.store import RunStore, check_out
+from labelsmooth.experiments.train import ModelFactory, TrainConfig, deterministic, seed_everything
+
+#: (epochs, batch size, learning rate) per kind of data set; "custom" is the user's own Datasets.
 DEFAULTS = {
     "digits": (15, 64, 3e-3), "shapes": (15, 16, 3e-3), "image": (15, 32, 1e-3), "table": (40, 64, 3e-3),
+    "custom": (10, 64, 1e-3),
 }
-METRICS = {"classification": ("accuracy", "nll", "ece"), "segmentation": ("accuracy", "nll", "ece", "miou")}
-#: For each metric, whether larger is better.
-HIGHER_IS_BETTER = {"accuracy": True, "nll": False, "ece": False, "miou": True}
+NOT_COMPARABLE = "not comparable: a run did not learn"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a comparison stands, handed to ``compare``'s ``progress`` callback.
+
+    ``steps_done``/``steps_total`` count optimizer steps of the runs in this
+    process (0 with worker processes or Ray); ``finished`` is the run that just
+    ended, if one did.
+    """
+
+    runs_done: int
+    runs_total: int
+    steps_done: int
+    steps_total: int
+    elapsed: float
+    description: str
+    finished: RunResult | None = None
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left, from the mean time per finished run (``None`` before the first one)."""
+        if self.runs_done == 0:
+            return None
+        return self.elapsed / self.runs_done * (self.runs_total - self.runs_done)
 
 
 @dataclass
@@ -36,168 +85,374 @@ class CompareResult:
     runs: list[RunResult] = field(repr=False)
     summary: list[dict[str, Any]] = field(default_factory=list)
     comparisons: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: What loading changed (dropped columns) and why the penultimate picture is missing, if it is.
+    notes: tuple[str, ...] = ()
+    #: Interrupted before every run finished.
+    partial: bool = False
 
     @property
     def metric_names(self) -> tuple[str, ...]:
-        return METRICS[self.task]
+        return metric_names(self.task)
+
+    @property
+    def not_learned(self) -> list[RunResult]:
+        return [r for r in self.runs if not r.learned]
 
     def to_dict(self) -> dict[str, Any]:
         """The ``metrics.json`` document."""
         return {
             "dataset": self.dataset, "task": self.task, "num_classes": self.num_classes,
-            "alphas": self.alphas, "seeds": self.seeds,
+            "alphas": self.alphas, "seeds": self.seeds, "partial": self.partial, "notes": list(self.notes),
             "config": {
-                "epochs": self.config.epochs, "batch_size": self.config.batch_size, "lr": self.config.lr,
-                "convention": self.config.convention, "label_noise": self.config.label_noise,
-                "mixup": self.config.mixup, "cutmix": self.config.cutmix,
+                **self.settings,
                 "loss": "dice+cross_entropy" if self.task == "segmentation" else "cross_entropy",
-                "ece_bins": 15, "ece_binning": "guo", "ci_level": 0.95,
+                "ece_bins": ECE_BINS, "ece_binning": "guo", "ci_level": 0.95,
             },
             "runs": [run.record() for run in self.runs],
             "summary": self.summary,
             "penultimate": [
                 {"alpha": r.alpha, "seed": r.seed, "classes": r.projection_classes,
                  "spread_to_separation": r.cluster_tightness()}
-                for r in self.runs if r.seed == 0
+                for r in self.runs if r.seed == min(self.seeds_of(r.alpha))
             ],
             "comparisons": self.comparisons,
         }
 
+    def runs_of(self, alpha: float) -> list[RunResult]:
+        """The finished runs of ``alpha``, by seed."""
+        return sorted((r for r in self.runs if r.alpha == alpha), key=lambda r: r.seed)
 
-def _check_alphas(alphas: Sequence[float]) -> list[float]:
-    if isinstance(alphas, (str, bytes)) or not isinstance(alphas, Sequence) or len(alphas) == 0:
-        raise v.fail("alphas", "a non-empty list of numbers in [0, 1]", alphas)
-    checked = [v.check_probability(a, "alphas") for a in alphas]
-    if len(set(checked)) != len(checked):
-        raise v.fail("alphas", "distinct values", alphas)
-    return checked
+    def seeds_of(self, alpha: float) -> list[int]:
+        return [r.seed for r in self.runs_of(alpha)]
 
 
-def _check_options(alphas: Sequence[float], seeds: int, ci: bool, epochs: int | None,
-                   label_noise: float, convention: str, mixup: float | None = None,
-                   cutmix: float | None = None) -> list[float]:
-    checked = _check_alphas(alphas)
-    seeds = v.check_int(seeds, "seeds")
-    if seeds < (2 if ci else 1):
-        expected = "at least 2 seeds for a confidence interval (or ci=False)" if ci else "at least 1 seed"
-        raise v.fail("seeds", expected, seeds)
-    if epochs is not None and v.check_int(epochs, "epochs") < 1:
-        raise v.fail("epochs", "an int >= 1", epochs)
-    v.check_probability(label_noise, "label_noise")
-    v.check_convention(convention)
-    for name, value in (("mixup", mixup), ("cutmix", cutmix)):
-        if value is not None:
-            v.check_nonnegative(value, name)
-    return checked
+def _comparison(alpha: float, base: float, name: str, runs: list[RunResult], baseline: list[RunResult],
+                ci: bool) -> dict[str, Any]:
+    diff, half = paired_difference([r.metrics[name] for r in runs], [r.metrics[name] for r in baseline])
+    half = half if ci else None
+    row = {"alpha": alpha, "baseline_alpha": base, "metric": name, "difference_mean": diff,
+           "difference_ci95": half, "n_pairs": len(runs)}
+    if not all(r.learned for r in runs + baseline):
+        return {**row, "inside_noise": None, "verdict": NOT_COMPARABLE}
+    noise = inside_noise(diff, half)
+    better = (diff > 0) == METRICS[name].higher_is_better
+    return {**row, "inside_noise": noise,
+            "verdict": "inside the noise" if noise else ("better" if better else "worse")}
 
 
 def summarize(result: CompareResult, ci: bool = True) -> None:
-    """Fill ``result.summary`` (mean, CI per alpha) and ``result.comparisons`` (paired by seed)."""
-    names = result.metric_names
-    by_alpha = {
-        a: sorted((r for r in result.runs if r.alpha == a), key=lambda r: r.seed) for a in result.alphas
-    }
-    result.summary = []
+    """Fill ``result.summary`` (mean, CI per alpha) and ``result.comparisons`` (paired by seed).
+
+    Works on the finished runs only (a partial comparison pairs the seeds both
+    alphas finished). A comparison that involves a run that did not learn gets
+    the verdict :data:`NOT_COMPARABLE`.
+    """
+    result.summary, result.comparisons = [], []
     for alpha in result.alphas:
-        row: dict[str, Any] = {"alpha": alpha, "n_seeds": len(by_alpha[alpha])}
-        for name in names:
-            mean, half = mean_ci([r.metrics[name] for r in by_alpha[alpha]])
+        runs = result.runs_of(alpha)
+        if not runs:
+            continue
+        row: dict[str, Any] = {"alpha": alpha, "n_seeds": len(runs)}
+        for name in result.metric_names:
+            mean, half = mean_ci([r.metrics[name] for r in runs])
             row[f"{name}_mean"], row[f"{name}_ci95"] = mean, half if ci else None
         result.summary.append(row)
     base = result.alphas[0]
-    result.comparisons = []
     for alpha in result.alphas[1:]:
-        for name in names:
-            diff, half = paired_difference(
-                [r.metrics[name] for r in by_alpha[alpha]], [r.metrics[name] for r in by_alpha[base]]
-            )
-            half = half if ci else None
-            noise = inside_noise(diff, half)
-            better = (diff > 0) == HIGHER_IS_BETTER[name]
-            result.comparisons.append({
-                "alpha": alpha, "baseline_alpha": base, "metric": name, "difference_mean": diff,
-                "difference_ci95": half, "inside_noise": noise,
-                "verdict": "inside the noise" if noise else ("better" if better else "worse"),
-            })
+        paired = sorted(set(result.seeds_of(alpha)) & set(result.seeds_of(base)))
+        if not paired:
+            continue
+        runs = [r for r in result.runs_of(alpha) if r.seed in paired]
+        baseline = [r for r in result.runs_of(base) if r.seed in paired]
+        result.comparisons.extend(_comparison(alpha, base, name, runs, baseline, ci)
+                                  for name in result.metric_names)
+
+
+def load(dataset: str | os.PathLike[str] | None = None, *, train: object = None, test: object = None,
+         val: object = None, data: DataSet | None = None, num_classes: int | None = None,
+         ignore_index: int | None = None, val_fraction: float = VAL_FRACTION, label_column: str = "label",
+         image_size: int = 32) -> DataSet:
+    """The data of a comparison, with its labels read and its validation split held out."""
+    if data is not None:
+        return prepare(data, val_fraction=val_fraction)
+    if train is not None or test is not None:
+        if dataset is not None:
+            raise fail("dataset", "no dataset when train= and test= are given", str(dataset))
+        if train is None or test is None:
+            missing = "test" if train is not None else "train"
+            raise fail(missing, "a torch Dataset (train= and test= go together)", None)
+        return from_datasets(train, test, val, num_classes=num_classes, ignore_index=ignore_index,
+                             val_fraction=val_fraction)
+    loaded = load_dataset("digits" if dataset is None else dataset, label_column=label_column,
+                          image_size=image_size)
+    return prepare(loaded, val_fraction=val_fraction)
+
+
+def _identity(obj: object) -> str:
+    if isinstance(obj, BuiltinModel):
+        return obj.name
+    if isinstance(obj, str):
+        return obj
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+
+
+def probe(factory: ModelFactory, data: DataSet, config: TrainConfig,
+          penultimate: str | None) -> tuple[str | None, str, str]:
+    """Build the model once (seed 0) and check it fits the data, before any run starts.
+
+    Returns the penultimate layer's name (or ``None``), a note when there is
+    none, and a hash of the initial weights (part of the settings' hash).
+    """
+    device = torch.device(config.device)
+    with deterministic(threads=config.threads, device=config.device):
+        seed_everything(0)
+        model = factory(data.num_classes)
+        if not isinstance(model, nn.Module):
+            raise fail("model", "a callable(num_classes) returning a torch.nn.Module",
+                       f"a {type(model).__name__} from {_identity(factory)}({data.num_classes})")
+        inputs, targets = take(data.train, torch.arange(min(2, len(data.train))))  # type: ignore[arg-type]
+        model = model.to(device).eval()
+        with torch.no_grad():
+            logits = model(inputs.to(device))
+    expected = (targets.shape[0], data.num_classes, *targets.shape[1:])
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise fail("model", f"logits of shape {expected} for labels of shape {tuple(targets.shape)} "
+                   f"({data.num_classes} classes)", got)
+    layer, note = last_layer(model, data.num_classes, penultimate)
+    weights = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        weights.update(name.encode())
+        weights.update(tensor_bytes(tensor))
+    return layer, note, weights.hexdigest()[:16]
+
+
+def _settings(data: DataSet, factory: ModelFactory, config: TrainConfig, layer: str | None,
+              init: str) -> dict[str, Any]:
+    """Everything that changes a run's result (not the grid, the executor or the number of jobs)."""
+    return {
+        "dataset": data.name, "data_fingerprint": data.fingerprint, "task": data.task,
+        "num_classes": data.num_classes, "ignore_index": data.ignore_index,
+        "model": _identity(factory), "model_init": init, "penultimate": layer,
+        "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
+        "weight_decay": config.weight_decay, "optimizer": _identity(config.optimizer),
+        "convention": config.convention, "label_noise": config.label_noise, "mixup": config.mixup,
+        "cutmix": config.cutmix, "device": config.device, "threads": config.threads,
+    }
+
+
+def _results(context: RunContext, grid: list[tuple[float, int]], *, jobs: int, executor: str,
+             ray_address: str | None, on_step: Callable[[], None]) -> Iterator[RunResult]:
+    if executor == "ray":
+        return run_ray(context, grid, ray_address)
+    if jobs > 1 and len(grid) > 1:
+        return run_processes(context, grid, jobs)
+    return run_local(context, grid, on_step)
+
+
+@dataclass
+class _Tracker:
+    """Counts steps and runs and calls the user's ``progress`` callback."""
+
+    callback: Callable[[Progress], None] | None
+    runs_total: int
+    steps_total: int
+    started: float = field(default_factory=time.perf_counter)
+    runs_done: int = 0
+    steps_done: int = 0
+    description: str = ""
+
+    def _tell(self, finished: RunResult | None = None) -> None:
+        if self.callback is not None:
+            self.callback(Progress(self.runs_done, self.runs_total, self.steps_done, self.steps_total,
+                                   time.perf_counter() - self.started, self.description, finished))
+
+    def step(self) -> None:
+        self.steps_done += 1
+        self._tell()
+
+    def finished(self, result: RunResult) -> None:
+        self.runs_done += 1
+        self.description = f"alpha={result.alpha:g} seed={result.seed}"
+        self._tell(result)
+
+
+def _grid(alphas: list[float], seeds: int,
+          done: list[RunResult]) -> tuple[list[tuple[float, int]], list[RunResult]]:
+    """The runs still to do, in report order (seed by seed), and the finished runs that belong to the grid."""
+    wanted = [(alpha, seed) for seed in range(seeds) for alpha in alphas]
+    kept: dict[tuple[float, int], RunResult] = {}
+    for run in done:
+        kept.setdefault((run.alpha, run.seed), run)
+    return [job for job in wanted if job not in kept], [kept[job] for job in wanted if job in kept]
+
+
+def _config(data: DataSet, *, epochs: int | None, batch_size: int | None, lr: float | None,
+            **fields: Any) -> TrainConfig:
+    """The training settings, with the data set's defaults where ``None``."""
+    kind = "custom" if data.user else data.name if data.name in DEFAULTS else data.kind
+    default_epochs, default_batch, default_lr = DEFAULTS.get(kind, DEFAULTS["custom"])
+    return TrainConfig(epochs or default_epochs, batch_size or default_batch,
+                       default_lr if lr is None else lr, **fields)
+
+
+def _finish(result: CompareResult, ci: bool, out: Path | None) -> None:
+    order = {alpha: k for k, alpha in enumerate(result.alphas)}
+    result.runs.sort(key=lambda r: (r.seed, order[r.alpha]))
+    summarize(result, ci)
+    if out is not None:
+        from labelsmooth.experiments.report import write_report
+
+        write_report(result, out)
+
+
+def _execute(result: CompareResult, context: RunContext, todo: list[tuple[float, int]],
+             store: RunStore | None, tracker: _Tracker, *, ci: bool, out: Path | None,
+             **executor: Any) -> None:
+    """Run ``todo``, storing each run as it finishes; on Ctrl-C, write the partial report and re-raise."""
+    try:
+        for run in _results(context, todo, on_step=tracker.step, **executor):
+            if store is not None:
+                store.append(run)
+            result.runs.append(run)
+            tracker.finished(run)
+    except KeyboardInterrupt:
+        result.partial = True
+        _finish(result, ci, out)
+        raise
+    _finish(result, ci, out)
 
 
 def compare(
-    dataset: str | os.PathLike[str] = "digits",
+    dataset: str | os.PathLike[str] | None = None,
     *,
+    model: ModelFactory | None = None,
+    train: object = None,
+    test: object = None,
+    val: object = None,
     alphas: Sequence[float] = (0.0, 0.1),
     seeds: int = 3,
     epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    weight_decay: float = 0.0,
+    optimizer: str | Callable[[Any], torch.optim.Optimizer] = "adamw",
+    device: str = "cpu",
+    jobs: int = 1,
+    executor: str = "local",
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    num_classes: int | None = None,
+    penultimate: str | None = None,
+    ignore_index: int | None = None,
+    val_fraction: float = VAL_FRACTION,
+    image_size: int = 32,
+    threads: int = 1,
+    ray_address: str | None = None,
     label_noise: float = 0.0,
     convention: str = "uniform",
     mixup: float | None = None,
     cutmix: float | None = None,
-    device: str = "cpu",
     label_column: str = "label",
     ci: bool = True,
-    out: str | os.PathLike[str] | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
     data: DataSet | None = None,
 ) -> CompareResult:
     """Train the same model once per alpha and seed; report accuracy, NLL, ECE (and mean IoU).
 
-    Runs seeds ``0 .. seeds - 1`` for every alpha, with the same initialization,
-    data order and label noise for a given seed, so alphas are compared run by
-    run. The summary gives the mean and a 95% Student-t interval over seeds;
-    the comparisons give the paired difference to the first alpha and say
-    whether it is inside the noise (its interval contains 0).
+    Runs seeds ``0 .. seeds - 1`` for every alpha. The seed is set before
+    ``model(num_classes)`` is called, so a given seed gives the same
+    initialization, data order and label noise for every alpha, and alphas are
+    compared run by run: the summary gives the mean and a 95% Student-t
+    interval over seeds, the comparisons the paired difference to the first
+    alpha and whether it is inside the noise (its interval contains 0). A run
+    whose test accuracy is not above the majority-class rate (one-sided
+    binomial test at 1%), or whose training loss became non-finite or ended
+    above its first epoch's, did not learn; its comparisons are
+    ``"not comparable: a run did not learn"``.
 
     Args:
-        dataset: ``"digits"``, ``"shapes"``, a folder of class subfolders or a
-            ``.csv``/``.parquet`` table (label in ``label_column``).
+        dataset: ``"digits"`` (the default), ``"shapes"``, a folder of class
+            subfolders or a ``.csv``/``.parquet`` table (label in ``label_column``).
+        model: ``callable(num_classes) -> nn.Module`` returning logits
+            ``(N, C)`` (classification) or ``(N, C, H, W)`` (segmentation);
+            ``None``: a small built-in network for the data.
+        train, test, val: torch Datasets of ``(input, label)`` pairs instead of
+            ``dataset``; labels of shape ``()`` mean classification, ``(H, W)``
+            segmentation (Dice + cross-entropy). ``val=None`` holds out
+            ``val_fraction`` of ``train``.
         alphas: smoothing values in [0, 1]; the first is the baseline.
         seeds: number of seeds (at least 2 when ``ci``).
-        epochs: training epochs; ``None`` picks the data set's default.
+        epochs, batch_size, lr: ``None`` picks the data set's defaults (the
+            user's own Datasets: 10 epochs, batches of 64, lr 1e-3).
+        weight_decay, optimizer: ``"adamw"``, ``"adam"``, ``"sgd"`` (momentum
+            0.9) or ``callable(params) -> torch.optim.Optimizer``.
+        device: a torch device this machine has.
+        jobs: local worker processes (results bit-identical to ``jobs=1``).
+        executor: ``"local"`` or ``"ray"`` (one task per run; ``ray_address``
+            joins a cluster, ``None`` starts a local one).
+        out: if given, ``runs.jsonl`` (appended as each run finishes),
+            ``metrics.json``, ``reliability.png``, ``penultimate.png``,
+            ``curves.png`` and ``report.md`` go there; a folder that holds
+            files needs ``resume`` (skip finished runs; the settings must be
+            the same) or ``overwrite``.
+        num_classes: default: the largest label plus one.
+        penultimate: the name of the layer whose input is the penultimate
+            layer (default: the last ``nn.Linear`` or 1x1 ``nn.Conv2d``).
+        ignore_index: a label value left out of training and evaluation.
+        val_fraction: share of ``train`` held out when ``val`` is ``None``.
+        image_size: side of the square images a folder is resized to.
+        threads: torch threads per run.
         label_noise: fraction of training labels moved to another class.
         convention: ``"uniform"`` or ``"others"``; see :func:`labelsmooth.smooth_labels`.
         mixup, cutmix: Beta concentration of :class:`~labelsmooth.MixUp` /
             :class:`~labelsmooth.CutMix` added to every run (``None``: off);
             CutMix needs image data.
-        device: a torch device string.
         ci: compute 95% confidence intervals.
-        out: if given, write ``metrics.json``, ``reliability.png``,
-            ``penultimate.png`` and ``report.md`` there.
-        progress: called as ``progress(step, total_steps, description)`` after
-            every optimizer step.
+        progress: called with a :class:`Progress` after every optimizer step
+            (runs in this process) and every finished run.
         data: an already loaded :class:`DataSet` (overrides ``dataset``).
 
     Returns:
         A :class:`CompareResult`; ``result.to_dict()`` is ``metrics.json``.
+        Ctrl-C writes the finished runs' report (marked partial) and re-raises.
     """
-    checked = _check_options(alphas, seeds, ci, epochs, label_noise, convention, mixup, cutmix)
-    if data is None:
-        data = load_dataset(dataset, label_column=label_column)
-    if cutmix is not None and data.kind != "image":
-        raise v.fail("cutmix", "image data (CutMix pastes a box of pixels)", f"a {data.kind} data set")
-    kind = data.name if data.name in DEFAULTS else data.kind
-    default_epochs, batch_size, lr = DEFAULTS[kind]
-    config = TrainConfig(epochs or default_epochs, batch_size, lr, convention, float(label_noise), device,
-                         mixup, cutmix)
-    steps_per_run = config.epochs * -(-data.train.inputs.shape[0] // batch_size)
-    total, done = steps_per_run * len(checked) * seeds, 0
-
-    def step() -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total, description)
-
-    runs = []
-    with deterministic(device=device):
-        for seed in range(seeds):
-            for alpha in checked:
-                description = f"alpha={alpha:g} seed={seed}"
-                model = train(data, alpha, seed, config, on_step=step)
-                runs.append(evaluate(model, data, alpha, seed, device))
-    result = CompareResult(data.name, data.task, data.num_classes, data.class_names, checked,
-                           list(range(seeds)), config, runs)
-    summarize(result, ci)
-    if out is not None:
-        from labelsmooth.experiments.report import write_report
-
-        write_report(result, Path(out))
+    checked = options.check_alphas(alphas)
+    seeds = options.check_seeds(seeds, ci)
+    options.check_positive(epochs, "epochs", optional=True)
+    options.check_positive(batch_size, "batch_size", optional=True)
+    options.check_training(lr=lr, weight_decay=weight_decay, optimizer=optimizer, val_fraction=val_fraction,
+                           image_size=image_size, jobs=jobs, executor=executor, threads=threads)
+    options.check_augmentation(label_noise, convention, mixup, cutmix)
+    options.check_device(device)
+    if model is not None and not callable(model):
+        raise fail("model", "a callable(num_classes) returning a torch.nn.Module", type(model).__name__)
+    out_path = None if out is None else Path(out)
+    if out_path is not None:
+        check_out(out_path, resume=resume, overwrite=overwrite)
+    elif resume:
+        raise fail("out", "a folder to resume from (resume=True)", None)
+    loaded = load(dataset, train=train, test=test, val=val, data=data, num_classes=num_classes,
+                  ignore_index=ignore_index, val_fraction=val_fraction, label_column=label_column,
+                  image_size=image_size)
+    if cutmix is not None and loaded.kind != "image":
+        raise fail("cutmix", "image data (CutMix pastes a box of pixels)", f"a {loaded.kind} data set")
+    config = _config(loaded, epochs=epochs, batch_size=batch_size, lr=lr, convention=convention,
+                     label_noise=float(label_noise), device=device, mixup=mixup, cutmix=cutmix,
+                     weight_decay=float(weight_decay), optimizer=optimizer, threads=threads)
+    factory = model if model is not None else BuiltinModel(loaded.task, tuple(take(loaded.train, torch.zeros(
+        1, dtype=torch.long))[0].shape[1:]))
+    layer, note, init = probe(factory, loaded, config, penultimate)
+    settings = _settings(loaded, factory, config, layer, init)
+    store, done = RunStore.open(out_path, settings, resume=resume) if out_path is not None else (None, [])
+    todo, finished = _grid(checked, seeds, done)
+    result = CompareResult(loaded.name, loaded.task, loaded.num_classes, loaded.class_names, checked,
+                           list(range(seeds)), config, finished, settings=settings,
+                           notes=loaded.notes + ((f"No penultimate-layer picture: {note}.",) if note else ()))
+    steps = config.epochs * -(-len(loaded.train) // config.batch_size)  # type: ignore[arg-type]
+    tracker = _Tracker(progress, len(todo), steps * len(todo))
+    _execute(result, RunContext(loaded, factory, config, layer), todo, store, tracker, ci=ci, out=out_path,
+             jobs=jobs, executor=executor, ray_address=ray_address)
     return result

@@ -1,26 +1,33 @@
-"""The data sets ``compare`` trains on: two built in, two read from the user's disk.
+"""The data sets ``compare`` trains on: two built in, two read from the user's disk, or the user's own.
 
 * ``digits``: scikit-learn's bundled 8x8 handwritten digits (no download), a
   fixed stratified 70/30 split.
 * ``shapes``: generated segmentation images (discs, squares and triangles on
   noise), one class per pixel, an ignore label on every shape's border.
 * a folder of images in class subfolders (discovered with
-  ``sklearn.datasets.load_files``, decoded with Pillow, resized to 32x32 RGB);
-* a ``.csv`` or ``.parquet`` table with a label column (pandas).
+  ``sklearn.datasets.load_files``, decoded with Pillow, resized to
+  ``image_size`` square RGB);
+* a ``.csv`` or ``.parquet`` table with a label column (:mod:`.tables`);
+* the user's own torch Datasets of ``(input, label)`` pairs (:func:`from_datasets`).
 
-The split never depends on the run's seed, so every run sees the same test set.
+Every split is a map-style :class:`torch.utils.data.Dataset`; the built-in
+ones hold tensors (:class:`Split`) and are batched by indexing. The
+validation split, when not given, is a fixed 10% of the training split. No
+split depends on the run's seed, so every run sees the same data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset, Subset, TensorDataset, default_collate
 
 from labelsmooth import _validation as v
 
@@ -28,58 +35,111 @@ BUILTIN = ("digits", "shapes")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 SPLIT_SEED = 0
 TEST_FRACTION = 0.3
+VAL_FRACTION = 0.1
 IMAGE_SIZE = 32
 #: Files with other suffixes in the class subfolders (notes, .DS_Store) are skipped.
 IMAGE_SUFFIXES = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"]
 SHAPES_IGNORE = 255
+#: Class counts shown in a message before it is cut.
+SHOWN = 10
 
 Task = Literal["classification", "segmentation"]
+Kind = Literal["image", "table", "other"]
 
 
 class DataError(ValueError):
     """Bad data input; the message names what is wrong (the CLI prints it on one line)."""
 
 
+def fail(arg: str, expected: str, got: object) -> DataError:
+    return DataError(str(v.fail(arg, expected, got)))
+
+
+def shorten(values: list[Any]) -> str:
+    """``values`` as a list, cut after :data:`SHOWN` entries (a message stays one short line)."""
+    if len(values) <= SHOWN:
+        return str(values)
+    return "[" + ", ".join(map(str, values[:SHOWN])) + f", ... ({len(values)} in all)]"
+
+
 @dataclass(frozen=True)
-class Split:
+class Split(Dataset[tuple[Tensor, Tensor]]):
+    """A split held as two tensors: ``inputs (N, ...)`` and ``targets (N,)`` or ``(N, H, W)``."""
+
     inputs: Tensor
     targets: Tensor
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.inputs[index], self.targets[index]
+
+
+def tensor_bytes(tensor: Tensor) -> bytes:
+    """The raw bytes of ``tensor`` (any dtype, bfloat16 included), for hashing."""
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def take(dataset: Dataset[Any], index: Tensor) -> tuple[Tensor, Tensor]:
+    """The batch ``(inputs, targets)`` of the items at ``index`` (a 1-D int64 tensor)."""
+    if isinstance(dataset, Split):
+        return dataset.inputs[index], dataset.targets[index]
+    inputs, targets = default_collate([dataset[i] for i in index.tolist()])
+    return torch.as_tensor(inputs), torch.as_tensor(targets)
 
 
 @dataclass(frozen=True)
 class DataSet:
-    """A train and a test split and what a model needs to know about them.
+    """A train, an optional validation and a test split, and what a model needs to know about them.
 
-    ``kind`` is ``"image"`` (``(N, C, H, W)`` inputs) or ``"table"`` (``(N, D)``).
+    ``kind`` is ``"image"`` (``(C, H, W)`` inputs), ``"table"`` (``(D,)``) or
+    ``"other"``. ``labels`` holds every split's labels, read once
+    (``{"train": ..., "val": ..., "test": ...}``); ``fingerprint`` is a hash of
+    every input and label, so a resumed comparison can tell the data changed.
+    ``notes`` says what loading changed (dropped columns, for instance).
+    ``user`` marks the user's own Datasets (:func:`from_datasets`).
     """
 
     name: str
     task: Task
-    kind: Literal["image", "table"]
-    train: Split
-    test: Split
+    kind: Kind
+    train: Dataset[Any]
+    test: Dataset[Any]
     num_classes: int
     class_names: tuple[str, ...]
     ignore_index: int | None = None
+    val: Dataset[Any] | None = None
+    labels: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    fingerprint: str = ""
+    notes: tuple[str, ...] = ()
+    user: bool = False
 
 
-def _fail(arg: str, expected: str, got: object) -> DataError:
-    return DataError(str(v.fail(arg, expected, got)))
-
-
-def _split(x: np.ndarray, y: np.ndarray, *, stratify: bool = True) -> tuple[Split, Split]:
+def stratified_indices(labels: np.ndarray, fraction: float, stratify: bool) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
+    index = np.arange(len(labels))
     try:
-        x_train, x_test, y_train, y_test = train_test_split(
-            x, y, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y if stratify else None
-        )
+        kept, held = train_test_split(index, test_size=fraction, random_state=SPLIT_SEED,
+                                      stratify=labels if stratify else None)
     except ValueError:
-        raise _fail("dataset", "at least two examples of every class (for a stratified split)",
-                    f"class sizes {np.bincount(y).tolist()}") from None
+        if not stratify:
+            raise
+        # Too few examples of some class to stratify (a tiny validation split): a plain random split.
+        kept, held = train_test_split(index, test_size=fraction, random_state=SPLIT_SEED)
+    return np.asarray(kept), np.asarray(held)
+
+
+def _split(x: np.ndarray, y: np.ndarray) -> tuple[Split, Split]:
+    counts = np.bincount(y)
+    if (counts[counts > 0] < 2).any():
+        raise fail("dataset", "at least two examples of every class (for a stratified split)",
+                    f"class sizes {shorten(counts.tolist())}")
+    kept, held = stratified_indices(y, TEST_FRACTION, stratify=True)
     return (
-        Split(torch.from_numpy(np.ascontiguousarray(x_train)), torch.from_numpy(y_train).long()),
-        Split(torch.from_numpy(np.ascontiguousarray(x_test)), torch.from_numpy(y_test).long()),
+        Split(torch.from_numpy(np.ascontiguousarray(x[kept])), torch.from_numpy(y[kept]).long()),
+        Split(torch.from_numpy(np.ascontiguousarray(x[held])), torch.from_numpy(y[held]).long()),
     )
 
 
@@ -150,92 +210,222 @@ def _any_case(suffixes: list[str]) -> list[str]:
     return sorted({case for s in suffixes for case in (s, s.upper(), s.capitalize())})
 
 
-def load_image_folder(path: Path) -> DataSet:
-    """Images in class subfolders (``path/<class>/<image>``), as 32x32 RGB in [0, 1].
-
-    Only files with an image suffix (:data:`IMAGE_SUFFIXES`, any case) count.
-    """
+def _decode_images(filenames: list[str], image_size: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
-    from sklearn.datasets import load_files
 
-    suffixes = _any_case(IMAGE_SUFFIXES)
-    bunch = load_files(str(path), load_content=False, shuffle=False, allowed_extensions=suffixes)
-    names = tuple(str(n) for n in bunch.target_names)
-    if len(names) < 2 or len(bunch.filenames) == 0:
-        raise _fail("dataset", "a folder with at least two class subfolders of images",
-                    f"{path} with {len(names)} class subfolder(s)")
-    images = np.empty((len(bunch.filenames), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    for i, filename in enumerate(bunch.filenames):
+    images = np.empty((len(filenames), 3, image_size, image_size), dtype=np.float32)
+    for i, filename in enumerate(filenames):
         try:
             with Image.open(filename) as image:
-                rgb = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+                rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
         except (UnidentifiedImageError, OSError) as error:
-            raise _fail("dataset", "readable image files in the class subfolders",
-                        f"{filename} ({type(error).__name__})") from None
+            raise fail("dataset", "readable image files in the class subfolders",
+                       f"{filename} ({type(error).__name__})") from None
         images[i] = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    train, test = _split(images, np.asarray(bunch.target, dtype=np.int64))
+    return images
+
+
+def load_image_folder(path: Path, *, image_size: int = IMAGE_SIZE) -> DataSet:
+    """Images in class subfolders (``path/<class>/<image>``), as ``image_size`` square RGB in [0, 1].
+
+    Only files with an image suffix (:data:`IMAGE_SUFFIXES`, any case) count,
+    and only subfolders that hold at least one of them are classes.
+    """
+    from sklearn.datasets import load_files
+
+    bunch = load_files(str(path), load_content=False, shuffle=False,
+                       allowed_extensions=_any_case(IMAGE_SUFFIXES))
+    used = np.unique(np.asarray(bunch.target, dtype=np.int64))
+    if len(used) < 2:
+        raise fail("dataset", "a folder with at least two class subfolders holding images "
+                   f"({', '.join(IMAGE_SUFFIXES[:3])}, ...)",
+                   f"{path} with {len(bunch.target_names)} subfolder(s), {len(used)} holding images")
+    # Subfolders without images are not classes; renumber the others 0 .. K-1.
+    names = tuple(str(bunch.target_names[k]) for k in used)
+    targets = np.searchsorted(used, np.asarray(bunch.target, dtype=np.int64))
+    train, test = _split(_decode_images(list(bunch.filenames), image_size), targets)
     return DataSet(path.name or str(path), "classification", "image", train, test, len(names), names)
 
 
-def _read_table(path: Path) -> Any:
-    import pandas as pd
-
-    try:
-        if path.suffix.lower() == ".csv":
-            return pd.read_csv(path)
-        return pd.read_parquet(path)
-    except ImportError as error:
-        raise _fail("dataset", "a readable table (is pyarrow installed for parquet?)", str(error)) from None
-    except (ValueError, OSError, pd.errors.ParserError) as error:
-        got = f"{path} ({error})".splitlines()[0]
-        raise _fail("dataset", f"a readable {path.suffix} table", got) from None
-
-
-def load_table(path: Path, label_column: str = "label") -> DataSet:
-    """A CSV or Parquet table: ``label_column`` is the class, every other column a feature.
-
-    Text features are one-hot encoded; features are standardized with the
-    training split's mean and standard deviation.
-    """
-    import pandas as pd
-
-    frame = _read_table(path)
-    if label_column not in frame.columns:
-        columns = ", ".join(map(str, frame.columns))
-        raise _fail("label_column", f"a column of {path.name} (columns: {columns})", label_column)
-    labels, names = pd.factorize(frame[label_column], sort=True)
-    features = pd.get_dummies(frame.drop(columns=[label_column]), dtype=np.float32)
-    if features.shape[1] == 0:
-        raise _fail("dataset", "a table with at least one feature column besides the label", str(path))
-    if len(names) < 2:
-        raise _fail(label_column, "at least two classes", len(names))
-    x = features.to_numpy(dtype=np.float32)
-    if (labels < 0).any() or not np.isfinite(x).all():
-        raise _fail("dataset", "a table without missing values", str(path))
-    train, test = _split(x, labels.astype(np.int64))
-    mean, std = train.inputs.mean(0), train.inputs.std(0).clamp(min=1e-6)
-    return DataSet(
-        path.stem, "classification", "table",
-        Split((train.inputs - mean) / std, train.targets), Split((test.inputs - mean) / std, test.targets),
-        len(names), tuple(str(n) for n in names),
-    )
-
-
-def load_dataset(dataset: str | os.PathLike[str], *, label_column: str = "label") -> DataSet:
+def load_dataset(dataset: str | os.PathLike[str], *, label_column: str = "label",
+                 image_size: int = IMAGE_SIZE) -> DataSet:
     """``"digits"``, ``"shapes"``, a folder of class subfolders, or a ``.csv``/``.parquet`` table."""
     if isinstance(dataset, str) and dataset in BUILTIN:
         return load_digits() if dataset == "digits" else load_shapes()
     path = Path(dataset)
     expected = "'digits', 'shapes', a folder of class subfolders or a .csv/.parquet file"
     if not path.exists():
-        raise _fail("dataset", f"{expected} that exists", str(dataset))
+        raise fail("dataset", f"{expected} that exists", str(dataset))
     if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
-        raise _fail("dataset", "a path this user can read", str(dataset))
+        raise fail("dataset", "a path this user can read", str(dataset))
     if path.is_dir():
-        return load_image_folder(path)
+        return load_image_folder(path, image_size=image_size)
     if path.suffix.lower() in TABLE_SUFFIXES:
+        from labelsmooth.experiments.tables import load_table
+
         return load_table(path, label_column)
-    raise _fail("dataset", expected, str(dataset))
+    raise fail("dataset", expected, str(dataset))
+
+
+def _as_tensor(value: object, arg: str, index: int, what: str) -> Tensor:
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise fail(arg, f"a Dataset whose {what}s are tensors or arrays", f"a {type(value).__name__} "
+                   f"at index {index}") from None
+
+
+def _read_item(dataset: Dataset[Any], index: int, arg: str) -> tuple[Tensor, Tensor]:
+    item = dataset[index]
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise fail(arg, "a Dataset of (input, label) pairs", f"a {type(item).__name__} at index {index}")
+    return _as_tensor(item[0], arg, index, "input"), _as_tensor(item[1], arg, index, "label")
+
+
+def read_split(dataset: object, arg: str, digest: Any) -> tuple[Tensor, tuple[int, ...]]:
+    """Every label of ``dataset`` (stacked) and the input shape; feeds every input and label to ``digest``.
+
+    One pass over the data, under fixed seeds so random transforms read the
+    same way every time.
+    """
+    if not isinstance(dataset, Dataset) or not hasattr(dataset, "__len__"):
+        raise fail(arg, "a map-style torch Dataset of (input, label) pairs (with len())",
+                   type(dataset).__name__)
+    if isinstance(dataset, Split):
+        for tensor in (dataset.inputs, dataset.targets):
+            digest.update(tensor_bytes(tensor))
+        return dataset.targets, tuple(dataset.inputs.shape[1:])
+    if len(dataset) == 0:
+        raise fail(arg, "a Dataset with at least one item", "an empty one")
+    torch.manual_seed(SPLIT_SEED)
+    first_x, first_y = _read_item(dataset, 0, arg)
+    shape, label_shape = tuple(first_x.shape), tuple(first_y.shape)
+    labels = []
+    for i in range(len(dataset)):
+        x, y = (first_x, first_y) if i == 0 else _read_item(dataset, i, arg)
+        if tuple(x.shape) != shape or tuple(y.shape) != label_shape:
+            raise fail(arg, f"items of one shape (input {shape}, label {label_shape})",
+                       f"input {tuple(x.shape)}, label {tuple(y.shape)} at index {i}")
+        digest.update(tensor_bytes(x))
+        labels.append(y)
+    stacked = torch.stack(labels)
+    if stacked.is_floating_point() or stacked.is_complex() or stacked.dtype == torch.bool:
+        raise fail(arg, "integer class labels", stacked.dtype)
+    digest.update(tensor_bytes(stacked.long()))
+    return stacked.long(), shape
+
+
+def _fast(dataset: Any) -> Any:
+    """A TensorDataset of two tensors as a :class:`Split`, batched by indexing; anything else as is."""
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
+        return Split(*dataset.tensors)
+    return dataset
+
+
+def _subset(dataset: Dataset[Any], index: np.ndarray) -> Dataset[Any]:
+    if isinstance(dataset, Split):
+        rows = torch.from_numpy(index)
+        return Split(dataset.inputs[rows], dataset.targets[rows])
+    return Subset(dataset, index.tolist())
+
+
+def _hold_out(data: DataSet, labels: dict[str, Tensor], digest: Any, val_fraction: float) -> DataSet:
+    """Split a fixed ``val_fraction`` of the training split off as validation (if none was given)."""
+    if data.val is not None or val_fraction == 0.0:
+        return replace(data, labels=labels, fingerprint=digest.hexdigest())
+    train_labels = labels["train"]
+    if train_labels.shape[0] < 2:
+        raise fail("val_fraction", "a training split of at least 2 items to hold out from (or 0)",
+                   train_labels.shape[0])
+    stratify = data.task == "classification"
+    if stratify:
+        counts = torch.bincount(train_labels.reshape(-1).clamp(min=0))
+        stratify = bool((counts[counts > 0] >= 2).all())
+    kept, held = stratified_indices(train_labels.numpy(), val_fraction, stratify)
+    digest.update(f"val {val_fraction!r}".encode())
+    digest.update(held.astype(np.int64).tobytes())
+    labels = {**labels, "train": train_labels[torch.from_numpy(kept)],
+              "val": train_labels[torch.from_numpy(held)]}
+    return replace(data, train=_subset(data.train, kept), val=_subset(data.train, held), labels=labels,
+                   fingerprint=digest.hexdigest())
+
+
+def _read_splits(splits: dict[str, object]) -> tuple[dict[str, Tensor], tuple[int, ...], Any]:
+    digest = hashlib.sha256()
+    labels: dict[str, Tensor] = {}
+    shape: tuple[int, ...] = ()
+    for name, split in splits.items():
+        if split is not None:
+            labels[name], split_shape = read_split(split, name, digest)
+            shape = shape or split_shape
+            if split_shape != shape:
+                raise fail(name, f"inputs of the training split's shape {shape}", split_shape)
+    return labels, shape, digest
+
+
+def prepare(data: DataSet, *, val_fraction: float = VAL_FRACTION) -> DataSet:
+    """``data`` with its labels read, its fingerprint taken and (unless given) a validation split held out.
+
+    A prepared data set (it has a fingerprint) is returned as it is.
+    """
+    if data.fingerprint:
+        return data
+    labels, _, digest = _read_splits({"train": data.train, "val": data.val, "test": data.test})
+    return _hold_out(data, labels, digest, val_fraction)
+
+
+def _check_labels(labels: dict[str, Tensor], num_classes: int, ignore_index: int | None) -> None:
+    for name, values in labels.items():
+        valid = (values >= 0) & (values < num_classes)
+        if ignore_index is not None:
+            valid |= values == ignore_index
+        if not bool(valid.all()):
+            allowed = f"class labels in [0, {num_classes})" + (
+                f" or ignore_index={ignore_index}" if ignore_index is not None else "")
+            raise fail(name, allowed, int(values[~valid][0].item()))
+
+
+def _infer_classes(labels: dict[str, Tensor], ignore_index: int | None) -> int:
+    flat = torch.cat([values.reshape(-1) for values in labels.values()])
+    if ignore_index is not None:
+        flat = flat[flat != ignore_index]
+    if flat.numel() == 0 or int(flat.min().item()) < 0:
+        raise fail("train", "class labels >= 0 (or give ignore_index)",
+                   "no labels" if flat.numel() == 0 else int(flat.min().item()))
+    return int(flat.max().item()) + 1
+
+
+def from_datasets(train: object, test: object, val: object = None, *, num_classes: int | None = None,
+                  ignore_index: int | None = None, val_fraction: float = VAL_FRACTION,
+                  name: str | None = None) -> DataSet:
+    """The user's torch Datasets of ``(input, label)`` pairs as a :class:`DataSet`.
+
+    Labels of shape ``()`` per item mean classification, ``(H, W)``
+    segmentation. ``num_classes`` defaults to the largest label plus one
+    (``ignore_index`` left out).
+    """
+    splits = {"train": _fast(train), "val": _fast(val), "test": _fast(test)}
+    labels, shape, digest = _read_splits(splits)
+    label_dims = labels["train"].dim() - 1
+    if label_dims not in (0, 2):
+        raise fail("train", "labels of shape () per item (classification) or (H, W) (segmentation)",
+                   tuple(labels["train"].shape[1:]))
+    if num_classes is None:
+        classes = _infer_classes(labels, ignore_index)
+    else:
+        classes = v.check_int(num_classes, "num_classes")
+    if classes < 2:
+        raise fail("num_classes", "at least two classes", classes)
+    _check_labels(labels, classes, ignore_index)
+    given = getattr(train, "classes", None)
+    names = tuple(map(str, given)) if isinstance(given, (list, tuple)) and len(given) == classes else tuple(
+        str(k) for k in range(classes))
+    kind: Kind = "image" if len(shape) == 3 else "table" if len(shape) == 1 else "other"
+    digest.update(f"classes {classes} ignore {ignore_index}".encode())
+    data = DataSet(name or type(train).__name__, "segmentation" if label_dims == 2 else "classification",
+                   kind, splits["train"], splits["test"], classes, names, ignore_index, splits["val"],
+                   user=True)
+    return _hold_out(data, labels, digest, val_fraction)
 
 
 def flip_labels(targets: Tensor, fraction: float, num_classes: int, *, generator: torch.Generator,

@@ -1,16 +1,18 @@
-"""Small models for ``compare``: a body that gives penultimate activations and a linear head."""
+"""Small models for ``compare`` and the last layer of any model, whose input is the penultimate layer."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor, nn
 
-from labelsmooth.experiments.data import DataSet
+from labelsmooth.experiments.data import DataSet, fail
 
 WIDTH = 64
 
 
 class Classifier(nn.Module):
-    """``head(body(x))``; :meth:`features` gives the penultimate activations.
+    """``head(body(x))``: the head's input is the penultimate layer.
 
     For segmentation the head is a 1x1 convolution, so its weight, viewed as
     ``(C, D)``, is the per-pixel last layer.
@@ -21,17 +23,9 @@ class Classifier(nn.Module):
         self.body = body
         self.head = head
 
-    def features(self, x: Tensor) -> Tensor:
-        out: Tensor = self.body(x)
-        return out
-
     def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self.head(self.features(x))
+        out: Tensor = self.head(self.body(x))
         return out
-
-    def class_weights(self) -> Tensor:
-        """The last layer's weight as ``(C, D)``."""
-        return self.head.weight.detach().reshape(self.head.weight.shape[0], -1)
 
 
 def small_cnn(in_channels: int, num_classes: int) -> Classifier:
@@ -65,11 +59,76 @@ def mlp(in_features: int, num_classes: int) -> Classifier:
     return Classifier(body, nn.Linear(WIDTH, num_classes))
 
 
+@dataclass(frozen=True)
+class BuiltinModel:
+    """The model factory ``compare`` uses without ``model=``: ``BuiltinModel(...)(num_classes)``.
+
+    A segmentation net for label maps, a CNN for ``(C, H, W)`` images, an MLP
+    for ``(D,)`` table rows.
+    """
+
+    task: str
+    input_shape: tuple[int, ...]
+
+    def __call__(self, num_classes: int) -> Classifier:
+        if self.task == "segmentation" and len(self.input_shape) == 3:
+            return tiny_segnet(self.input_shape[0], num_classes)
+        if self.task == "classification" and len(self.input_shape) == 3:
+            return small_cnn(self.input_shape[0], num_classes)
+        if self.task == "classification" and len(self.input_shape) == 1:
+            return mlp(self.input_shape[0], num_classes)
+        raise fail("model", "a model factory (the built-in models take images (C, H, W) or table rows (D,))",
+                   f"none, for {self.task} inputs of shape {self.input_shape}")
+
+    @property
+    def name(self) -> str:
+        return f"labelsmooth.experiments.models.BuiltinModel({self.task}, {self.input_shape})"
+
+
 def build_model(data: DataSet) -> Classifier:
     """The model that fits ``data``: segmentation net, CNN for images, MLP for tables."""
-    inputs = data.train.inputs
-    if data.task == "segmentation":
-        return tiny_segnet(inputs.shape[1], data.num_classes)
-    if data.kind == "image":
-        return small_cnn(inputs.shape[1], data.num_classes)
-    return mlp(inputs.shape[1], data.num_classes)
+    sample = data.train[0][0]
+    return BuiltinModel(data.task, tuple(sample.shape))(data.num_classes)
+
+
+def _is_last_layer(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1))
+
+
+def last_layer(model: nn.Module, num_classes: int, name: str | None = None) -> tuple[str | None, str]:
+    """The name of the layer whose input is the penultimate layer, or ``None`` and why not.
+
+    Without ``name``: the model's last ``nn.Linear`` or 1x1 ``nn.Conv2d`` (in
+    registration order), if it has ``num_classes`` outputs. With ``name``:
+    that module, which must be such a layer.
+    """
+    modules = dict(model.named_modules())
+    if name is not None:
+        module = modules.get(name)
+        if module is None or not _is_last_layer(module):
+            found = [n for n, m in modules.items() if _is_last_layer(m)]
+            raise fail("penultimate", f"the name of an nn.Linear or 1x1 nn.Conv2d of the model (it has "
+                       f"{found or 'none'})", name)
+        candidates = [name]
+    else:
+        candidates = [n for n, m in modules.items() if _is_last_layer(m)]
+    if not candidates:
+        return None, "the model has no nn.Linear or 1x1 nn.Conv2d"
+    layer = modules[candidates[-1]]
+    outputs = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    if outputs != num_classes and name is not None:
+        raise fail("penultimate", f"a layer with {num_classes} outputs, one per class",
+                   f"{name!r} with {outputs}")
+    if outputs != num_classes:
+        return None, (f"the model's last nn.Linear or 1x1 nn.Conv2d, {candidates[-1]!r}, has {outputs} "
+                      "outputs, "
+                      f"not {num_classes} (name the layer with penultimate=)")
+    return candidates[-1], ""
+
+
+def class_weights(layer: nn.Module) -> Tensor:
+    """A last layer's weight as ``(C, D)``: the class templates of Müller et al.'s picture."""
+    weight = layer.weight
+    if not isinstance(weight, Tensor):
+        raise fail("penultimate", "a layer with a weight tensor", type(layer).__name__)
+    return weight.detach().reshape(weight.shape[0], -1)

@@ -37,3 +37,18 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> tup
 def inside_noise(mean: float, half_width: float | None) -> bool:
     """Whether the interval ``mean ± half_width`` contains 0 (no interval: cannot tell, so yes)."""
     return half_width is None or abs(mean) <= half_width
+
+
+def above_rate(successes: int, trials: int, rate: float) -> float:
+    """One-sided binomial test: the p-value of ``successes`` out of ``trials`` under a true rate of ``rate``.
+
+    ``P(X >= successes)`` for ``X ~ Binomial(trials, rate)``; small means the
+    observed rate is above ``rate``.
+
+    Example:
+        >>> round(above_rate(9, 10, 0.5), 4)
+        0.0107
+    """
+    from scipy import stats
+
+    return float(stats.binomtest(successes, trials, rate, alternative="greater").pvalue)

@@ -1,33 +1,36 @@
-"""One training run on the library's Event/State/Engine protocol, and its evaluation."""
+"""One training run on the library's Event/State/Engine protocol, with its per-epoch history."""
 
 from __future__ import annotations
 
+import math
 import os
+import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from labelsmooth.algorithms import Algorithm, CutMix, Engine, Event, LabelSmoothing, MixUp, State
-from labelsmooth.experiments.data import DataSet, flip_labels
-from labelsmooth.experiments.models import Classifier, build_model
+from labelsmooth.experiments.data import DataSet, fail, flip_labels, take
 from labelsmooth.functional import soft_cross_entropy
 from labelsmooth.losses import DiceCELoss
-from labelsmooth.metrics import ReliabilityBins, expected_calibration_error, reliability_bins
-from labelsmooth.metrics import template_plane_projection as project
 
-#: Penultimate-layer points kept per class for the template-plane picture.
-PROJECTION_POINTS = 300
+OPTIMIZERS = ("adamw", "adam", "sgd")
+#: Items per forward pass when evaluating.
+EVAL_BATCH = 256
+ModelFactory = Callable[[int], nn.Module]
+OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How each run trains; :func:`compare` picks defaults per data set."""
+    """How each run trains; :func:`~labelsmooth.experiments.compare` picks defaults per data set."""
 
     epochs: int
     batch_size: int
@@ -38,42 +41,11 @@ class TrainConfig:
     #: Beta concentrations of MixUp and CutMix (``None``: off); they compose with the smoothing.
     mixup: float | None = None
     cutmix: float | None = None
-
-
-@dataclass
-class RunResult:
-    """What one (alpha, seed) run measured on the test split."""
-
-    alpha: float
-    seed: int
-    metrics: dict[str, float]
-    bins: ReliabilityBins
-    #: Penultimate activations of three test classes in their template plane
-    #: (``None`` with fewer than three classes).
-    projection: np.ndarray | None = field(default=None, repr=False)
-    projection_labels: np.ndarray | None = field(default=None, repr=False)
-    projection_classes: tuple[int, int, int] | None = None
-
-    def record(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "seed": self.seed, **self.metrics}
-
-    def cluster_tightness(self) -> float | None:
-        """Mean distance of the projected points to their class centroid over the mean distance
-        between centroids: smaller means tighter, better separated clusters (``None``: no projection).
-        """
-        if self.projection is None or self.projection_labels is None or self.projection_classes is None:
-            return None
-        centroids, spreads = [], []
-        for k in self.projection_classes:
-            points = self.projection[self.projection_labels == k]
-            if len(points) == 0:
-                return None
-            centroid = points.mean(0)
-            centroids.append(centroid)
-            spreads.append(float(np.linalg.norm(points - centroid, axis=1).mean()))
-        pairs = [(0, 1), (0, 2), (1, 2)]
-        separation = float(np.mean([np.linalg.norm(centroids[i] - centroids[j]) for i, j in pairs]))
-        return float(np.mean(spreads)) / separation if separation > 0 else None
+    weight_decay: float = 0.0
+    #: ``"adamw"``, ``"adam"``, ``"sgd"`` (momentum 0.9) or ``callable(params) -> Optimizer``.
+    optimizer: str | OptimizerFactory = "adamw"
+    #: Intra-op threads of every run (the same everywhere, so runs are bit-identical anywhere).
+    threads: int = 1
 
 
 @contextmanager
@@ -99,6 +71,13 @@ def deterministic(threads: int = 1, device: str = "cpu") -> Iterator[None]:
         torch.set_num_threads(previous_threads)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and ``random``: a user's model or transforms may draw from any of them."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
 def loss_function(data: DataSet) -> Callable[[Tensor, Tensor], Tensor]:
     """The loss on the dense targets ``LabelSmoothing`` leaves (ignored pixels are all-zero rows).
 
@@ -112,16 +91,22 @@ def loss_function(data: DataSet) -> Callable[[Tensor, Tensor], Tensor]:
     return soft_cross_entropy
 
 
-def train(data: DataSet, alpha: float, seed: int, config: TrainConfig,
-          on_step: Callable[[], None] | None = None) -> Classifier:
-    """Train a fresh model with ``LabelSmoothing(alpha)``; every random choice follows ``seed``."""
-    torch.manual_seed(seed)
-    device = torch.device(config.device)
-    model = build_model(data).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    generator = torch.Generator().manual_seed(seed)
-    targets = flip_labels(data.train.targets, config.label_noise, data.num_classes,
-                          generator=generator, ignore_index=data.ignore_index)
+def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The configured optimizer over ``model``'s parameters."""
+    params = model.parameters()
+    if callable(config.optimizer):
+        optimizer = config.optimizer(params)
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise fail("optimizer", "a callable(params) returning a torch.optim.Optimizer",
+                       f"a {type(optimizer).__name__}")
+        return optimizer
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return kind(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _algorithms(data: DataSet, alpha: float, seed: int, config: TrainConfig) -> list[Algorithm]:
     algorithms: list[Algorithm] = [
         LabelSmoothing(alpha, ignore_index=data.ignore_index, convention=config.convention)
     ]
@@ -130,96 +115,106 @@ def train(data: DataSet, alpha: float, seed: int, config: TrainConfig,
         algorithms.append(MixUp(config.mixup, ignore_index=data.ignore_index, seed=10_000 + seed))
     if config.cutmix is not None:
         algorithms.append(CutMix(config.cutmix, ignore_index=data.ignore_index, seed=20_000 + seed))
-    state = State(model=model, optimizers=[optimizer])
-    engine = Engine(state, algorithms)
+    return algorithms
+
+
+def _correct(logits: Tensor, targets: Tensor, ignore_index: int | None) -> tuple[Tensor, Tensor]:
+    """Correct predictions and counted items of a batch (ignored pixels left out), as 0-d tensors."""
+    keep = targets != ignore_index if ignore_index is not None else torch.ones_like(targets, dtype=torch.bool)
+    return ((logits.detach().argmax(1) == targets) & keep).sum(), keep.sum()
+
+
+def validation_scores(model: nn.Module, val: Dataset[Any], ignore_index: int | None,
+                      device: torch.device) -> tuple[float, float]:
+    """``(NLL, accuracy)`` of ``model`` on ``val`` (plain cross-entropy: comparable across alphas)."""
+    ignore = ignore_index if ignore_index is not None else -100
+    model.eval()
+    loss, correct, count = torch.zeros((), dtype=torch.float64), 0, 0
+    with torch.no_grad():
+        for start in range(0, len(val), EVAL_BATCH):  # type: ignore[arg-type]
+            inputs, targets = take(val, torch.arange(start, min(start + EVAL_BATCH, len(val))))  # type: ignore[arg-type]
+            targets = targets.to(device)
+            logits = model(inputs.to(device))
+            loss += F.cross_entropy(logits.double(), targets, ignore_index=ignore, reduction="sum").cpu()
+            right, seen = _correct(logits, targets, ignore_index)
+            correct, count = correct + int(right), count + int(seen)
+    return float(loss) / max(count, 1), correct / max(count, 1)
+
+
+def _epoch(engine: Engine, data: DataSet, targets: Tensor | None, order: Tensor, config: TrainConfig,
+           loss_fn: Callable[[Tensor, Tensor], Tensor],
+           on_step: Callable[[], None] | None) -> dict[str, float]:
+    """One pass over the training split in ``order``; the mean training loss and accuracy."""
+    state, device = engine.state, torch.device(config.device)
+    optimizer = state.optimizers[0]
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    correct = seen = torch.zeros((), dtype=torch.int64, device=device)
+    for batch_idx, start in enumerate(range(0, len(order), config.batch_size)):
+        index = order[start : start + config.batch_size]
+        inputs, batch_targets = take(data.train, index)
+        if targets is not None:  # label noise: the labels read once, some moved
+            batch_targets = targets[index]
+        batch_targets = batch_targets.to(device)
+        state.batch_idx = batch_idx
+        state.batch = (inputs.to(device), batch_targets)
+        engine.run_event(Event.BATCH_START)
+        engine.run_event(Event.BEFORE_TRAIN_BATCH)
+        engine.run_event(Event.BEFORE_FORWARD)
+        state.outputs = state.model(state.batch[0])
+        engine.run_event(Event.AFTER_FORWARD)
+        with engine.loss_events():
+            state.loss = loss_fn(state.outputs, state.batch[1])
+        engine.run_event(Event.BEFORE_BACKWARD)
+        optimizer.zero_grad(set_to_none=True)
+        state.loss.backward()
+        engine.run_event(Event.AFTER_BACKWARD)
+        optimizer.step()
+        engine.run_event(Event.AFTER_TRAIN_BATCH)
+        state.step += 1
+        engine.run_event(Event.BATCH_END)
+        total += state.loss.detach().double() * len(index)
+        right, counted = _correct(state.outputs, batch_targets, data.ignore_index)
+        correct, seen = correct + right, seen + counted
+        if on_step is not None:
+            on_step()
+    return {"train_loss": float(total) / len(order), "train_accuracy": int(correct) / max(int(seen), 1)}
+
+
+def train(data: DataSet, model_factory: ModelFactory, alpha: float, seed: int, config: TrainConfig,
+          on_step: Callable[[], None] | None = None) -> tuple[nn.Module, list[dict[str, float | None]]]:
+    """Train a fresh ``model_factory(num_classes)`` with ``LabelSmoothing(alpha)``; randomness from ``seed``.
+
+    Returns the model and its history, one entry per epoch: ``train_loss`` (the
+    smoothed objective), ``train_accuracy``, ``val_loss`` (NLL) and
+    ``val_accuracy`` (``None`` without a validation split). Training stops
+    after an epoch whose loss is not finite.
+    """
+    seed_everything(seed)
+    device = torch.device(config.device)
+    model = model_factory(data.num_classes).to(device)
+    generator = torch.Generator().manual_seed(seed)
+    targets = None
+    if config.label_noise > 0:
+        targets = flip_labels(data.labels["train"], config.label_noise, data.num_classes,
+                              generator=generator, ignore_index=data.ignore_index)
+    state = State(model=model, optimizers=[build_optimizer(config, model)])
+    engine = Engine(state, _algorithms(data, alpha, seed, config))
     loss_fn = loss_function(data)
     engine.run_event(Event.INIT)
     engine.run_event(Event.FIT_START)
-    n = data.train.inputs.shape[0]
+    history: list[dict[str, float | None]] = []
     for epoch in range(config.epochs):
         state.epoch = epoch
         model.train()
         engine.run_event(Event.EPOCH_START)
-        order = torch.randperm(n, generator=generator)
-        for batch_idx, start in enumerate(range(0, n, config.batch_size)):
-            index = order[start : start + config.batch_size]
-            state.batch_idx = batch_idx
-            state.batch = (data.train.inputs[index].to(device), targets[index].to(device))
-            engine.run_event(Event.BATCH_START)
-            engine.run_event(Event.BEFORE_TRAIN_BATCH)
-            engine.run_event(Event.BEFORE_FORWARD)
-            state.outputs = model(state.batch[0])
-            engine.run_event(Event.AFTER_FORWARD)
-            with engine.loss_events():
-                state.loss = loss_fn(state.outputs, state.batch[1])
-            engine.run_event(Event.BEFORE_BACKWARD)
-            optimizer.zero_grad(set_to_none=True)
-            state.loss.backward()
-            engine.run_event(Event.AFTER_BACKWARD)
-            optimizer.step()
-            engine.run_event(Event.AFTER_TRAIN_BATCH)
-            state.step += 1
-            engine.run_event(Event.BATCH_END)
-            if on_step is not None:
-                on_step()
+        order = torch.randperm(len(data.train), generator=generator)  # type: ignore[arg-type]
+        scores = _epoch(engine, data, targets, order, config, loss_fn, on_step)
+        val_loss = val_accuracy = None
+        if data.val is not None:
+            val_loss, val_accuracy = validation_scores(model, data.val, data.ignore_index, device)
+        history.append({"epoch": epoch + 1, **scores, "val_loss": val_loss, "val_accuracy": val_accuracy})
         engine.run_event(Event.EPOCH_END)
+        if not math.isfinite(scores["train_loss"]):
+            break
     engine.run_event(Event.FIT_END)
-    return model
-
-
-def _predict(model: Classifier, inputs: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Logits and penultimate features, class dimension last, flattened over pixels."""
-    model.eval()
-    logits, features = [], []
-    with torch.no_grad():
-        for start in range(0, inputs.shape[0], 256):
-            h = model.features(inputs[start : start + 256].to(device))
-            z = model.head(h)
-            if z.dim() == 4:
-                z, h = z.permute(0, 2, 3, 1).flatten(0, 2), h.permute(0, 2, 3, 1).flatten(0, 2)
-            logits.append(z.cpu().double())
-            features.append(h.cpu().double())
-    return torch.cat(logits), torch.cat(features)
-
-
-def _mean_iou(prediction: Tensor, targets: Tensor, num_classes: int) -> float:
-    ious = []
-    for k in range(num_classes):
-        union = ((prediction == k) | (targets == k)).sum().item()
-        if union:
-            ious.append(((prediction == k) & (targets == k)).sum().item() / union)
-    return float(np.mean(ious))
-
-
-def _spread(rows: Tensor) -> Tensor:
-    """At most :data:`PROJECTION_POINTS` of ``rows``, evenly spaced (pixels from every image)."""
-    if rows.numel() <= PROJECTION_POINTS:
-        return rows
-    return rows[torch.linspace(0, rows.numel() - 1, PROJECTION_POINTS).long()]
-
-
-def evaluate(model: Classifier, data: DataSet, alpha: float, seed: int, device: str = "cpu") -> RunResult:
-    """Accuracy, NLL, ECE (15 bins, Guo's binning) and, for segmentation, mean IoU on the test split."""
-    logits, features = _predict(model, data.test.inputs, torch.device(device))
-    targets = data.test.targets.reshape(-1)
-    if data.ignore_index is not None:
-        keep = targets != data.ignore_index
-        logits, features, targets = logits[keep], features[keep], targets[keep]
-    probs = torch.softmax(logits, dim=1)
-    prediction = probs.argmax(1)
-    metrics = {
-        "accuracy": float((prediction == targets).double().mean().item()),
-        "nll": float(F.cross_entropy(logits, targets).item()),
-        "ece": expected_calibration_error(probs, targets),
-    }
-    if data.task == "segmentation":
-        metrics["miou"] = _mean_iou(prediction, targets, data.num_classes)
-    result = RunResult(alpha, seed, metrics, reliability_bins(probs, targets))
-    first = 1 if data.task == "segmentation" else 0  # skip the background class
-    if data.num_classes - first >= 3:
-        classes = (first, first + 1, first + 2)
-        rows = torch.cat([_spread(torch.nonzero(targets == k).flatten()) for k in classes])
-        coords = project(features[rows], model.class_weights().cpu().double(), classes)
-        result.projection, result.projection_labels = coords.numpy(), targets[rows].numpy()
-        result.projection_classes = classes
-    return result
+    return model, history

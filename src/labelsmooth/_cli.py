@@ -1,0 +1,278 @@
+"""The click commands behind ``labelsmooth`` (:mod:`labelsmooth.cli` is the entry point).
+
+Argument parsing and printing only; the work is in :mod:`labelsmooth.experiments`.
+Imported only once :func:`labelsmooth.cli.main` has checked that the ``cli``
+extra is installed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+from labelsmooth import _validation as v
+from labelsmooth.cli import UsageError
+
+DEFAULT_OUT = "runs/compare"
+
+
+def _parse_alphas(text: str) -> list[float]:
+    tokens = [t for t in re.split(r"[,\s]+", text.strip()) if t]
+    alphas = []
+    for token in tokens:
+        try:
+            alphas.append(float(token))
+        except ValueError:
+            raise UsageError(str(v.fail("alphas", "numbers in [0, 1]", token))) from None
+    if not alphas:
+        raise UsageError(str(v.fail("alphas", "at least one number in [0, 1]", text)))
+    return alphas
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="labelsmooth")
+def cli() -> None:
+    """Label smoothing for PyTorch: check whether it helps your model, and what it does to the targets."""
+
+
+OPTIONS = [
+    click.option("--dataset", default=None,
+                 help="'digits' [default], 'shapes', a folder of images in class subfolders, or a "
+                      ".csv/.parquet table."),
+    click.option("--model", default=None, metavar="PKG.MODULE:FACTORY",
+                 help="Your model: factory(num_classes) -> nn.Module returning logits [default: a small "
+                      "built-in network]."),
+    click.option("--data", default=None, metavar="PKG.MODULE:LOADER",
+                 help="Your data: loader() -> (train, test) or (train, val, test) torch Datasets of "
+                      "(input, label)."),
+    click.option("--alphas", default="0 0.1", show_default=True,
+                 help="Smoothing values in [0, 1], e.g. --alphas 0 0.1 0.2; the first is the baseline."),
+    click.option("--seeds", default=3, show_default=True, type=int,
+                 help="Run seeds 0 .. N-1 for every alpha."),
+    click.option("--epochs", default=None, type=int, help="Training epochs [default: per data set]."),
+    click.option("--batch-size", default=None, type=int, help="Batch size [default: per data set]."),
+    click.option("--lr", default=None, type=float, help="Learning rate [default: per data set]."),
+    click.option("--weight-decay", default=0.0, show_default=True, type=float, help="Weight decay."),
+    click.option("--optimizer", default="adamw", show_default=True,
+                 type=click.Choice(["adamw", "adam", "sgd"]), help="Optimizer (sgd: momentum 0.9)."),
+    click.option("--val-fraction", default=0.1, show_default=True, type=float,
+                 help="Share of the training split held out for the validation curves (when the data has no "
+                      "validation split)."),
+    click.option("--image-size", default=32, show_default=True, type=int,
+                 help="Side of the square images a folder is resized to."),
+    click.option("--num-classes", default=None, type=int,
+                 help="Number of classes [default: from the labels]."),
+    click.option("--penultimate", default=None, metavar="MODULE.NAME",
+                 help="The layer whose input is the penultimate layer [default: the last nn.Linear or 1x1 "
+                      "nn.Conv2d]."),
+    click.option("--label-noise", default=0.0, show_default=True, type=float,
+                 help="Fraction of training labels moved to another class."),
+    click.option("--convention", default="uniform", show_default=True, type=click.Choice(v.CONVENTIONS),
+                 help="'uniform': alpha/C to every class; 'others': 1-alpha stays on the true class."),
+    click.option("--mixup", default=None, type=float, metavar="CONCENTRATION",
+                 help="Add MixUp with this Beta concentration (e.g. 0.2) to every run."),
+    click.option("--cutmix", default=None, type=float, metavar="CONCENTRATION",
+                 help="Add CutMix with this Beta concentration (e.g. 1.0) to every run; image data only."),
+    click.option("--label-column", default="label", show_default=True, help="The class column of a table."),
+    click.option("--ci/--no-ci", default=True, show_default=True,
+                 help="95% confidence intervals over seeds (needs at least 2 seeds)."),
+    click.option("--device", default="cpu", show_default=True, help="Torch device."),
+    click.option("--threads", default=1, show_default=True, type=int, help="Torch threads per run."),
+    click.option("--jobs", default=1, show_default=True, type=int,
+                 help="Local worker processes (results identical to --jobs 1)."),
+    click.option("--ray", default=None, is_flag=False, flag_value="local", metavar="[ADDRESS]",
+                 help="Run every (alpha, seed) as a Ray task: on the cluster at ADDRESS, or a local one."),
+    click.option("--resume", is_flag=True, help="Skip the runs --out already holds (same settings only)."),
+    click.option("--overwrite", is_flag=True, help="Replace the results --out holds."),
+    click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(path_type=Path),
+                 help="Folder for runs.jsonl, metrics.json, the pictures and report.md."),
+]
+
+
+def _with_options(function: Any) -> Any:
+    for option in reversed(OPTIONS):
+        function = option(function)
+    return function
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
+
+
+class _Progress:
+    """``compare``'s progress: a tqdm bar on a terminal; off one, a line per finished run."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.started = False
+        self.terminal = sys.stderr.isatty()
+
+    def __call__(self, progress: Any) -> None:
+        self.started = True
+        if self.terminal:
+            self._bar(progress)
+        elif progress.finished is not None:
+            click.echo(self._line(progress), err=True)
+
+    def _bar(self, progress: Any) -> None:
+        from tqdm import tqdm
+
+        steps = progress.steps_total > 0
+        if self.bar is None:
+            total = progress.steps_total if steps else progress.runs_total
+            self.bar = tqdm(total=total, unit="step" if steps else "run", file=sys.stderr, dynamic_ncols=True)
+        self.bar.set_description(progress.description, refresh=False)
+        self.bar.update((progress.steps_done if steps else progress.runs_done) - self.bar.n)
+
+    @staticmethod
+    def _line(progress: Any) -> str:
+        from labelsmooth.experiments.evaluate import METRICS
+        from labelsmooth.experiments.report import number
+
+        run = progress.finished
+        shown = []
+        for name, value in run.metrics.items():
+            metric = METRICS[name]
+            shown.append(f"{metric.label} " + (f"{number(value * 100, '.1f')}%" if metric.percent
+                                                else number(value, ".3f")))
+        eta = "" if progress.eta is None else f", ETA {_duration(progress.eta)}"
+        learned = "" if run.learned else " (did not learn)"
+        return (f"run {progress.runs_done}/{progress.runs_total} alpha={run.alpha:g} seed={run.seed}: "
+                f"{', '.join(shown)}{learned}; {_duration(progress.elapsed)} elapsed{eta}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _user_data(opts: dict[str, Any]) -> Any:
+    """The prepared data set: ``--data``'s loader, or ``--dataset`` (digits by default)."""
+    from labelsmooth.experiments.compare import load
+    from labelsmooth.experiments.data import from_datasets
+    from labelsmooth.experiments.imports import load_splits
+
+    if opts["data"] is not None and opts["dataset"] is not None:
+        raise UsageError(str(v.fail("data", "either --data or --dataset, not both", opts["data"])))
+    if opts["data"] is not None:
+        train, val, test = load_splits(opts["data"])
+        return from_datasets(train, test, val, num_classes=opts["num_classes"],
+                             val_fraction=opts["val_fraction"], name=opts["data"])
+    return load(opts["dataset"], val_fraction=opts["val_fraction"], label_column=opts["label_column"],
+                image_size=opts["image_size"])
+
+
+def _plan(opts: dict[str, Any]) -> dict[str, Any]:
+    """Check the options in the CLI's words, load the data; return ``compare``'s arguments."""
+    from labelsmooth.experiments import options
+    from labelsmooth.experiments.imports import load_object
+    from labelsmooth.experiments.store import check_out
+
+    alphas = _parse_alphas(opts.pop("alphas"))
+    options.check_seeds(opts["seeds"], opts["ci"], no_ci="--no-ci")
+    options.check_device(opts["device"])
+    check_out(opts["out"], resume=opts["resume"], overwrite=opts["overwrite"],
+              flags=("--resume", "--overwrite"))
+    model = load_object(opts.pop("model"), "model") if opts["model"] is not None else opts.pop("model")
+    data = _user_data(opts)
+    click.echo(f"{data.name}: {data.task}, {data.num_classes} classes, {len(data.train)} train / "
+               f"{0 if data.val is None else len(data.val)} validation / {len(data.test)} test examples",
+               err=True)
+    for note in data.notes:
+        click.echo(f"note: {note}", err=True)
+    ray = opts.pop("ray")
+    for name in ("dataset", "data"):
+        opts.pop(name)
+    return {**opts, "alphas": alphas, "model": model, "data": data,
+            "executor": "local" if ray is None else "ray",
+            "ray_address": None if ray in (None, "local") else ray}
+
+
+def _interrupted(out: Path) -> None:
+    from labelsmooth.experiments.store import STORE
+
+    click.echo(f"labelsmooth: interrupted; the finished runs are in {out / STORE} and the partial report in "
+               f"{out / 'report.md'}; --resume runs the rest", err=True)
+    raise click.exceptions.Exit(130)
+
+
+@cli.command()
+@_with_options
+def compare(**opts: Any) -> None:
+    """Train the same model once per alpha and seed; compare accuracy, NLL, calibration (ECE)."""
+    from labelsmooth.experiments import compare as run_compare
+    from labelsmooth.experiments.report import format_table, noise_statement, warning
+
+    progress = _Progress()
+    try:
+        plan = _plan(opts)
+        result = run_compare(**plan, progress=progress)
+    except KeyboardInterrupt:
+        progress.close()
+        _interrupted(opts["out"])
+    except (ValueError, TypeError) as error:
+        progress.close()
+        if progress.started:  # raised by training, not by the input: keep the traceback
+            raise
+        raise UsageError(str(error)) from None
+    progress.close()
+    for note in result.notes[len(plan["data"].notes):]:
+        click.echo(f"note: {note}", err=True)
+    text = warning(result)
+    if text is not None:
+        click.echo(f"labelsmooth: warning: {text}", err=True)
+    click.echo(format_table(result))
+    click.echo("\n".join(noise_statement(result)))
+    click.echo(f"wrote {opts['out'] / 'runs.jsonl'}, metrics.json, curves.png, reliability.png, "
+               "penultimate.png, report.md", err=True)
+
+
+@cli.command()
+@click.option("--alpha", default=0.1, show_default=True, type=float, help="Smoothing mass in [0, 1].")
+@click.option("--classes", default=1000, show_default=True, type=int, help="Number of classes C (>= 2).")
+@click.option("--convention", default="uniform", show_default=True, type=click.Choice(v.CONVENTIONS),
+              help="The convention --alpha is given in.")
+def explain(alpha: float, classes: int, convention: str) -> None:
+    """Print the smoothed target under both conventions, the conversion and the loss floor."""
+    from labelsmooth.functional import cross_entropy
+    from labelsmooth.targets import smooth_labels
+
+    try:
+        alpha = v.check_probability(alpha, "alpha")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if classes < 2:
+        raise UsageError(str(v.fail("classes", "an int >= 2", classes)))
+    other = "others" if convention == "uniform" else "uniform"
+    # "others" alpha a equals "uniform" alpha a * C / (C - 1).
+    factor = classes / (classes - 1) if convention == "others" else (classes - 1) / classes
+    equivalent = alpha * factor
+    click.echo(f"alpha = {alpha:g} over C = {classes} classes, given in the '{convention}' convention\n")
+    click.echo(f"{'convention':<10} {'alpha':>10} {'true class':>12} {'each other':>12} {'loss floor':>14}")
+    # The first two rows show the usual mistake (the same number, read in the other
+    # convention, is a different target); the third is the same target, converted.
+    rows = ((convention, alpha, "as given"), (other, alpha, "same alpha, other convention"),
+            (other, equivalent, "same target, converted"))
+    for name, value, note in rows:
+        logits = torch.zeros(1, classes, dtype=torch.float64)
+        target = torch.zeros(1, dtype=torch.long)
+        q = smooth_labels(logits, target, value, convention=name) if value <= 1 else None
+        if q is None:
+            click.echo(f"{name:<10} {value:>10.6g}   (outside [0, 1]: not expressible in this convention)  "
+                       f"{note}")
+            continue
+        # The floor is the cross-entropy of the target with itself (logits = log q), i.e. its entropy.
+        floor = float(cross_entropy(q.clamp_min(1e-300).log(), target, alpha=value, convention=name))
+        click.echo(f"{name:<10} {value:>10.6g} {q[0, 0].item():>12.6g} {q[0, 1].item():>12.6g} "
+                   f"{floor:>9.4f} nats   {note}")
+    click.echo(f"\nconversion: 'others' alpha a = 'uniform' alpha a * C / (C - 1); here {convention} "
+               f"{alpha:g} = {other} {equivalent:.6g}")
+    click.echo("loss floor: the lowest loss a model can reach on smoothed targets is their entropy, "
+               "so a training loss that stays near it is not a bug.")
+    if alpha > 0:
+        click.echo(f"(for reference: log C = {math.log(classes):.4f} nats, the loss of a uniform prediction)")

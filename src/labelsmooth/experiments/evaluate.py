@@ -1,0 +1,180 @@
+"""What a trained model is measured by on the test split, and whether it learned at all.
+
+The metrics live in one registry, :data:`METRICS`: the summary, the
+comparisons, ``metrics.json`` and the report all read their names, labels and
+directions from it, so a new metric is one entry here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from labelsmooth.experiments.data import DataSet, take
+from labelsmooth.experiments.models import class_weights
+from labelsmooth.experiments.stats import above_rate
+from labelsmooth.experiments.train import EVAL_BATCH
+from labelsmooth.metrics import ReliabilityBins, expected_calibration_error, reliability_bins
+from labelsmooth.metrics import template_plane_projection as project
+
+#: Penultimate-layer points kept per class for the template-plane picture.
+PROJECTION_POINTS = 300
+#: A run learned when its test accuracy beats the majority-class rate at this level (one-sided binomial test).
+LEARNED_LEVEL = 0.01
+ECE_BINS = 15
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Test-split logits ``(M, C)`` in float64 and class indices ``(M,)``: one row per item or pixel."""
+
+    logits: Tensor
+    targets: Tensor
+    num_classes: int
+
+    @cached_property
+    def probs(self) -> Tensor:
+        return torch.softmax(self.logits, dim=1)
+
+    @cached_property
+    def prediction(self) -> Tensor:
+        return self.probs.argmax(1)
+
+
+def _mean_iou(p: Predictions) -> float:
+    ious = []
+    for k in range(p.num_classes):
+        union = ((p.prediction == k) | (p.targets == k)).sum().item()
+        if union:
+            ious.append(((p.prediction == k) & (p.targets == k)).sum().item() / union)
+    return float(np.mean(ious))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number per run: how it is computed, shown and compared."""
+
+    label: str
+    higher_is_better: bool
+    compute: Callable[[Predictions], float]
+    #: Shown in percent (a rate) rather than as a plain number.
+    percent: bool = False
+    segmentation_only: bool = False
+
+
+METRICS: dict[str, Metric] = {
+    "accuracy": Metric("accuracy", True, lambda p: float((p.prediction == p.targets).double().mean().item()),
+                       percent=True),
+    "nll": Metric("NLL", False, lambda p: float(F.cross_entropy(p.logits, p.targets).item())),
+    "ece": Metric("ECE", False, lambda p: expected_calibration_error(p.probs, p.targets, ECE_BINS)),
+    "miou": Metric("mean IoU", True, _mean_iou, percent=True, segmentation_only=True),
+}
+
+
+def metric_names(task: str) -> tuple[str, ...]:
+    """The metrics of a ``"classification"`` or ``"segmentation"`` comparison, in report order."""
+    return tuple(name for name, m in METRICS.items() if task == "segmentation" or not m.segmentation_only)
+
+
+def _rows(tensor: Tensor) -> Tensor:
+    """``(B, C)`` as is; ``(B, C, H, W)`` as ``(B * H * W, C)``, class dimension last."""
+    return tensor.permute(0, 2, 3, 1).flatten(0, 2) if tensor.dim() == 4 else tensor
+
+
+def predict(model: nn.Module, data: DataSet, device: torch.device,
+            layer: str | None) -> tuple[Predictions, Tensor | None]:
+    """Test-split predictions (ignored pixels left out) and the input of ``layer`` per row, if named."""
+    captured: list[Tensor] = []
+    hook = None
+    if layer is not None:
+        module = dict(model.named_modules())[layer]
+        hook = module.register_forward_pre_hook(
+            lambda _, args: captured.append(_rows(args[0].detach()).cpu()))
+    model.eval()
+    logits, targets = [], []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(data.test), EVAL_BATCH):  # type: ignore[arg-type]
+                index = torch.arange(start, min(start + EVAL_BATCH, len(data.test)))  # type: ignore[arg-type]
+                inputs, batch_targets = take(data.test, index)
+                logits.append(_rows(model(inputs.to(device))).cpu().double())
+                targets.append(batch_targets.reshape(-1))
+    finally:
+        if hook is not None:
+            hook.remove()
+    z, y = torch.cat(logits), torch.cat(targets)
+    features = torch.cat(captured) if captured else None
+    if data.ignore_index is not None:
+        keep = y != data.ignore_index
+        z, y = z[keep], y[keep]
+        features = features[keep] if features is not None and features.shape[0] == keep.shape[0] else None
+    return Predictions(z, y, data.num_classes), features
+
+
+def learned_check(p: Predictions, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether a run learned, and why not.
+
+    It did not when its test accuracy is not above the majority-class rate of
+    the test split (one-sided binomial test at :data:`LEARNED_LEVEL`), or when
+    its training loss became non-finite or ended above its first epoch's.
+    """
+    counts = torch.bincount(p.targets, minlength=p.num_classes)
+    majority = float(counts.max().item()) / max(p.targets.numel(), 1)
+    correct = int((p.prediction == p.targets).sum().item()) if torch.isfinite(p.logits).all() else 0
+    p_value = above_rate(correct, int(p.targets.numel()), majority)
+    reasons = []
+    if not p_value < LEARNED_LEVEL:
+        accuracy = correct / max(p.targets.numel(), 1)
+        reasons.append(f"test accuracy {accuracy:.3f} is not above the majority-class "
+                       f"rate {majority:.3f} (one-sided binomial test, p = {p_value:.2g})")
+    losses = [entry["train_loss"] for entry in history]
+    if not all(math.isfinite(loss) for loss in losses):
+        reasons.append("the training loss became non-finite")
+    elif losses and losses[-1] > losses[0]:
+        reasons.append(f"the training loss ended above its first epoch's "
+                       f"({losses[-1]:.4g} > {losses[0]:.4g})")
+    return {"learned": not reasons, "majority_rate": majority, "p_value": p_value, "reasons": reasons}
+
+
+def _empty_bins() -> ReliabilityBins:
+    zeros = torch.zeros(ECE_BINS, dtype=torch.float64)
+    return ReliabilityBins(torch.linspace(0, 1, ECE_BINS + 1, dtype=torch.float64), zeros, zeros, zeros, 0)
+
+
+def scores(p: Predictions, task: str) -> tuple[dict[str, float], ReliabilityBins]:
+    """Every metric of ``task`` and the reliability bins (NaN metrics, empty bins for non-finite logits)."""
+    if not bool(torch.isfinite(p.logits).all()):
+        return {name: math.nan for name in metric_names(task)}, _empty_bins()
+    metrics = {name: METRICS[name].compute(p) for name in metric_names(task)}
+    return metrics, reliability_bins(p.probs, p.targets, n_bins=ECE_BINS)
+
+
+def _spread(rows: Tensor) -> Tensor:
+    """At most :data:`PROJECTION_POINTS` of ``rows``, evenly spaced (pixels from every image)."""
+    if rows.numel() <= PROJECTION_POINTS:
+        return rows
+    return rows[torch.linspace(0, rows.numel() - 1, PROJECTION_POINTS).long()]
+
+
+def projection(p: Predictions, features: Tensor, weights: Tensor,
+               task: str) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]] | None:
+    """Penultimate activations of three classes in their template plane (``None`` with fewer than three)."""
+    first = 1 if task == "segmentation" else 0  # skip the background class
+    if p.num_classes - first < 3 or not bool(torch.isfinite(features).all()):
+        return None
+    classes = (first, first + 1, first + 2)
+    rows = torch.cat([_spread(torch.nonzero(p.targets == k).flatten()) for k in classes])
+    coords = project(features[rows].double(), weights.cpu().double(), classes)
+    return coords.numpy(), p.targets[rows].numpy(), classes
+
+
+def penultimate_weights(model: nn.Module, layer: str) -> Tensor:
+    return class_weights(dict(model.named_modules())[layer])

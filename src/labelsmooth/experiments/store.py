@@ -1,0 +1,119 @@
+"""The run store: ``runs.jsonl`` in ``out``, one line per finished run, appended as each run ends.
+
+The first line holds the settings and their hash; every run line carries the
+hash too. Resuming reads the finished runs back and refuses settings whose
+hash differs. A last line cut short (the process was killed mid-write) is
+dropped. The report files are derived from the store alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labelsmooth.experiments.data import fail
+from labelsmooth.experiments.run import RunResult
+
+STORE = "runs.jsonl"
+#: What a comparison writes to ``out`` besides the store (``overwrite`` replaces exactly these).
+REPORT_FILES = ("metrics.json", "reliability.png", "penultimate.png", "curves.png", "report.md")
+FORMAT = 1
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    """A short hash of everything that changes a run's result."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _lines(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The parsed lines of ``path`` and the byte length of its complete ones."""
+    data = path.read_bytes()
+    lines, good = [], 0
+    for raw in data.splitlines(keepends=True):
+        if not raw.endswith(b"\n"):
+            break
+        try:
+            lines.append(json.loads(raw))
+        except json.JSONDecodeError:
+            break
+        good += len(raw)
+    return lines, good
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    keys = sorted(set(old) | set(new))
+    changed = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    return "; ".join(changed[:4]) + ("; ..." if len(changed) > 4 else "")
+
+
+def check_out(out: Path, *, resume: bool, overwrite: bool,
+              flags: Sequence[str] = ("resume", "overwrite")) -> None:
+    """Refuse an ``out`` that cannot be written, or that holds files without ``resume`` or ``overwrite``.
+
+    ``flags`` are the names the message gives them (the CLI's ``--resume``).
+    """
+    if resume and overwrite:
+        raise fail(flags[0], f"either {flags[0]} or {flags[1]}, not both", "both")
+    if out.exists() and not out.is_dir():
+        raise fail("out", "a directory (or a path to create one)", str(out))
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise fail("out", "a directory this user can write", str(out))
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not (resume or overwrite):
+        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        raise fail("out", f"an empty or new folder ({flags[0]} continues the runs in it, {flags[1]} replaces "
+                   "them)", f"{out} holding {shown}")
+    if resume and held and not (out / STORE).exists():
+        raise fail(flags[0], f"a folder with a {STORE} to resume from",
+                   f"{out} holding {', '.join(held[:4])}")
+
+
+@dataclass
+class RunStore:
+    """``out / runs.jsonl`` for one set of settings."""
+
+    path: Path
+    digest: str
+
+    @classmethod
+    def open(cls, out: Path, settings: dict[str, Any], *, resume: bool,
+             flag: str = "resume") -> tuple[RunStore, list[RunResult]]:
+        """Start the store (``resume``: continue it) and return it with the runs it already holds."""
+        digest = settings_hash(settings)
+        store = cls(out / STORE, digest)
+        if resume and store.path.exists():
+            lines, good = _lines(store.path)
+            header = lines[0] if lines and lines[0].get("type") == "settings" else None
+            if header is None:
+                raise fail(flag, f"a {STORE} that starts with its settings", str(store.path))
+            if header["hash"] != digest:
+                raise fail(flag, f"the settings of the runs in {store.path}",
+                           f"different ones ({_differences(header['settings'], settings)})")
+            with store.path.open("r+b") as stream:
+                stream.truncate(good)
+            done = [RunResult.from_json(line["run"]) for line in lines[1:]
+                    if line.get("type") == "run" and line.get("hash") == digest]
+            return store, done
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (STORE, *REPORT_FILES):
+            (out / name).unlink(missing_ok=True)
+        store._write({"type": "settings", "format": FORMAT, "hash": digest, "settings": settings})
+        return store, []
+
+    def _write(self, line: dict[str, Any]) -> None:
+        # One write of a whole line, flushed to disk: a kill leaves at most a cut last line,
+        # which resume drops.
+        with self.path.open("a", encoding="utf-8") as stream:
+            stream.write(json.dumps(line) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+
+    def append(self, result: RunResult) -> None:
+        self._write({"type": "run", "hash": self.digest, "run": result.to_json()})
