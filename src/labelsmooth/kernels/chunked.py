@@ -1,33 +1,20 @@
-"""The row-chunked kernel: smoothed cross-entropy that keeps O(M) statistics, not a log-softmax.
+"""The chunked kernel: the fallback that needs no compiler, eager ATen operations over row chunks.
 
-Same loss as :mod:`labelsmooth.kernels.reference` (see its module docstring).
-Write ``s`` for the smoothing mass, ``cm_c = u_c w_c`` for the class mass of
-the smoothing term, ``S = sum_c cm_c``, ``mass_ik = lam_ik [y_ik valid]`` and
-``m_i = sum_k mass_ik``. Then per row::
-
-    loss_i = A_i * lse_i - (1 - s) sum_k mass_ik w_{y_ik} z_{y_ik} - s m_i (z_i . cm)
-    A_i    = (1 - s) sum_k mass_ik w_{y_ik} + s m_i S
-    dloss_i / dz_ic = A_i softmax(z_i)_c - (1 - s) sum_k mass_ik w_{y_ik} [c = y_ik] - s m_i cm_c
-
-so the loss needs only ``lse`` (or ``-log p``) at the targets and one
-weighted row sum, and the gradient only ``softmax`` and per-row scalars.
-The rows are walked in chunks, each read from memory once (every further pass
-over it hits the cache). When the logits need a gradient, the forward runs
-one fused ``softmax`` per chunk straight into the gradient buffer, takes
+Same math as :mod:`labelsmooth.kernels.rowmath`. The rows are walked in
+chunks, each read from memory once (every further pass over it hits the
+cache). When the logits need a gradient, the forward runs one fused
+``softmax`` per chunk straight into the gradient buffer, takes
 ``lse = max z - log max p`` and the row sums from the cached chunk, and turns
-the softmax into the gradient for an incoming gradient of 1 in place (one
-``exp`` per element in all, as Liger-Kernel does it); the backward only
-scales it. Otherwise (no gradient, or ``inplace_backward``) the forward runs
-one fused ``log_softmax`` per chunk into a reused scratch buffer and keeps
-O(M) numbers, and a backward recomputes ``softmax`` chunk by chunk into the
-gradient. The only ``(M, C)`` buffer ever allocated is the gradient itself,
-and with ``inplace_backward=True`` not even that: the gradient overwrites the
-logits during the backward.
+the softmax into the gradient for an incoming gradient of 1 in place; the
+backward only scales it. Otherwise (no gradient, or ``inplace_backward``) the
+forward runs one fused ``log_softmax`` per chunk into a reused scratch buffer
+and keeps O(M) numbers, and a backward recomputes ``softmax`` chunk by chunk
+into the gradient, or over the logits' own storage with
+``inplace_backward=True``.
 
-Chunks are sized by element count. Every operation on a chunk is one
-parallel region of the intra-op thread pool, so on a shared, oversubscribed
-machine each costs a scheduler wait; fewer, L3-sized chunks keep that count
-in the tens.
+Every operation on a chunk is its own parallel region of the intra-op thread
+pool, so each waits for the slowest thread: on a busy machine this kernel is
+several times slower than :mod:`labelsmooth.kernels.fused` (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -38,16 +25,11 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from labelsmooth.targets import compute_dtype
+from labelsmooth._dtypes import compute_dtype
+from labelsmooth.kernels.rowmath import Layout, class_mass, gradient_scales, row_coefficients
 
-#: Elements per chunk: 2^21 (8 MiB of float32 logits, and as much gradient,
-#: together within the 32 MiB L3). Measured fwd+bwd (gradient written in the
-#: forward) at (4096, 32000) float32 on the 2-core benchmark machine, load ~1.5:
-#: 2^20 0.196 s, 2^21 0.194 s, 2^22 0.206 s; bfloat16 0.155 / 0.151 / 0.151 s;
-#: (2048, 128256) float32 0.392 / 0.386 / 0.393 s. Every operation on a chunk
-#: is a parallel region of the thread pool, and under load from other processes
-#: each waits for a descheduled thread, so chunks are not made smaller (the
-#: earlier log-softmax kernel at load ~4.5: 2^18 5.2 s, 2^21 1.8 s, 2^23 1.2 s).
+#: Elements per chunk: a chunk of float32 logits and its gradient fit in a
+#: 32 MiB L3 together, and few chunks keep the count of parallel regions low.
 DEFAULT_CHUNK_ELEMENTS = 1 << 21
 
 
@@ -58,83 +40,21 @@ def rows_per_chunk(num_classes: int, chunk_size: int | None) -> int:
     return max(1, DEFAULT_CHUNK_ELEMENTS // max(1, num_classes))
 
 
-def class_mass(
-    num_classes: int, prior: Tensor | None, weight: Tensor | None, *, dtype: torch.dtype,
-    device: torch.device,
-) -> Tensor | None:
-    """``cm = u * w`` (``u`` uniform or ``prior``), or ``None`` when it is the constant ``1 / C``."""
-    if prior is None and weight is None:
-        return None
-    cm = (
-        torch.full((num_classes,), 1.0 / num_classes, dtype=dtype, device=device)
-        if prior is None
-        else prior.to(dtype=dtype, device=device)
-    )
-    return cm if weight is None else cm * weight.to(dtype=dtype, device=device)
-
-
-def row_coefficients(
-    targets: Tensor, target_weights: Tensor | None, *, smoothing: float, weight: Tensor | None,
-    ignore_index: int, mass_sum: Tensor | float, dtype: torch.dtype,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per-row target statistics: ``(index (M, K), tw (M, K), A (M,), s * m (M,))``.
-
-    ``tw_ik = (1 - s) mass_ik w_{y_ik}`` is the one-hot coefficient of the
-    gradient; ``mass_sum`` is ``S``. Ignored components point at class 0 with 0 mass.
-    """
-    index = targets.reshape(targets.shape[0], -1)
-    valid = index != ignore_index
-    index = torch.where(valid, index, 0)
-    mass = valid.to(dtype)
-    if target_weights is not None:
-        mass = mass * target_weights.reshape(index.shape).to(dtype)
-    smooth_mass = smoothing * mass.sum(1)
-    tw = mass if weight is None else mass * weight.to(dtype)[index]
-    tw = (1.0 - smoothing) * tw
-    return index, tw, tw.sum(1) + smooth_mass * mass_sum, smooth_mass
-
-
-class _Layout:
-    """Positions of ``(M, C)`` logits (``S = None``) or of ``(B, C, S)`` logits, ``M = B S``.
-
-    Per-position tensors are computed flat, ``(M,)`` or ``(M, K)`` in ``(B, S)``
-    order; :meth:`view` shapes them to broadcast against a logits chunk along
-    the class dimension 1: ``(M, 1)``/``(M, K)`` or ``(B, 1, S)``/``(B, K, S)``.
-    """
-
-    def __init__(self, logits: Tensor) -> None:
-        self.batch, self.num_classes = logits.shape[0], logits.shape[1]
-        self.spatial = logits.shape[2] if logits.dim() == 3 else None
-        self.positions = self.batch * (self.spatial or 1)
-
-    def view(self, flat: Tensor) -> Tensor:
-        columns = flat.reshape(self.positions, -1)
-        if self.spatial is None:
-            return columns
-        return columns.reshape(self.batch, self.spatial, -1).transpose(1, 2)
-
-    def flat(self, viewed: Tensor) -> Tensor:
-        """Inverse of :meth:`view` for ``(M, K)`` tensors."""
-        if self.spatial is None:
-            return viewed
-        return viewed.transpose(1, 2).reshape(self.positions, -1)
-
-    def weighted_class_sum(self, log_p: Tensor, vector: Tensor | None, out: Tensor) -> None:
-        """``out = sum_c vector_c log_p[:, c]``; ``vector=None`` means uniform ``1 / C``."""
-        if self.spatial is None:
-            if vector is None:
-                # Measured on a (131, 32000) chunk at low load: a row sum
-                # 0.1 ms, the matrix-vector product 0.4 ms.
-                torch.sum(log_p, 1, out=out[:, 0])
-                out.div_(self.num_classes)
-            else:
-                torch.mv(log_p, vector, out=out[:, 0])
+def _weighted_class_sum(layout: Layout, log_p: Tensor, vector: Tensor | None, out: Tensor) -> None:
+    """``out = sum_c vector_c log_p[:, c]``; ``vector=None`` means uniform ``1 / C``."""
+    if layout.spatial is None:
+        if vector is None:
+            # A row sum and a scalar divide: cheaper than a matrix-vector product.
+            torch.sum(log_p, 1, out=out[:, 0])
+            out.div_(layout.num_classes)
         else:
-            # (C,) @ (n, C, S): a batched BLAS product (einsum measured 40x slower).
-            if vector is None:
-                vector = torch.full((self.num_classes,), 1.0 / self.num_classes, dtype=log_p.dtype,
-                                    device=log_p.device)
-            torch.matmul(vector, log_p, out=out[:, 0])
+            torch.mv(log_p, vector, out=out[:, 0])
+    else:
+        # (C,) @ (n, C, S): a batched BLAS product, far cheaper than einsum here.
+        if vector is None:
+            vector = torch.full((layout.num_classes,), 1.0 / layout.num_classes, dtype=log_p.dtype,
+                                device=log_p.device)
+        torch.matmul(vector, log_p, out=out[:, 0])
 
 
 Scales = tuple[Tensor, Tensor, Tensor, Tensor, "Tensor | None"]
@@ -146,8 +66,8 @@ def _softmax_to_gradient_(out: Tensor, scales: Scales, start: int, stop: int) ->
     class_column = scales[4]
     out.mul_(scale_p)
     if class_column is None:
-        # Two in-place passes over the cached chunk: 0.2 ms on (131, 32000)
-        # float32, where one broadcasting addcmul took 1.2 ms.
+        # Two in-place passes over the cached chunk: cheaper than one
+        # broadcasting addcmul with a constant.
         out.sub_(scale_u)
     else:
         out.addcmul_(scale_u, class_column, value=-1)
@@ -164,7 +84,7 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
         inplace_backward: bool, chunk_size: int | None, divisor: Tensor | float | None,
         precompute: bool,
     ) -> Tensor:
-        layout = _Layout(logits)
+        layout = Layout(logits.shape)
         rows, num_classes = layout.batch, layout.num_classes
         dtype = compute_dtype(logits.dtype)
         cm = class_mass(num_classes, prior, weight, dtype=dtype, device=logits.device)
@@ -204,7 +124,7 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
                 log_p = torch.log_softmax(chunk, 1, out=out)
                 nll_y[start:stop] = torch.gather(log_p, 1, index_view[start:stop]).neg_()
                 if smoothing != 0.0:
-                    layout.weighted_class_sum(log_p, cm, nll_smooth[start:stop])
+                    _weighted_class_sum(layout, log_p, cm, nll_smooth[start:stop])
                     nll_smooth[start:stop].neg_()
                 continue
             # z at the targets and sum_c cm_c z_c while the chunk is in cache,
@@ -217,7 +137,7 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
                 torch.softmax(chunk, 1, out=p)
             nll_y[start:stop] = torch.gather(chunk, 1, index_view[start:stop])
             if smoothing != 0.0:
-                layout.weighted_class_sum(chunk, cm, nll_smooth[start:stop])
+                _weighted_class_sum(layout, chunk, cm, nll_smooth[start:stop])
             row_max = chunk.amax(1, keepdim=True)
             if work is not None:
                 torch.softmax(chunk, 1, out=p)
@@ -300,97 +220,22 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
 
 
 def _gradient_scales(
-    layout: _Layout, grad_loss: Tensor, coef_a: Tensor, smooth_mass: Tensor, tw: Tensor,
+    layout: Layout, grad_loss: Tensor, coef_a: Tensor, smooth_mass: Tensor, tw: Tensor,
     index: Tensor, cm: Tensor | None,
 ) -> Scales:
-    """``(scale_p, scale_u, scale_y, index)`` viewed against a chunk, and ``cm`` as a class column.
-
-    For the gradient ``grad_loss_i dloss_i / dz_i`` (see the module docstring).
-    """
-    scale_p = grad_loss * coef_a
-    scale_u = grad_loss * smooth_mass
-    if cm is None:
-        scale_u = scale_u / layout.num_classes
-    scale_y = -(grad_loss[:, None] * tw)
-    class_column = None if cm is None else cm.reshape(-1, *([1] * (layout.spatial is not None)))
-    return (layout.view(scale_p), layout.view(scale_u), layout.view(scale_y), layout.view(index),
-            class_column)
+    """:func:`~labelsmooth.kernels.rowmath.gradient_scales`, the index viewed against a chunk,
+    and ``cm`` as a class column."""
+    scale_p, scale_u, scale_y = gradient_scales(layout, grad_loss, coef_a, smooth_mass, tw, cm)
+    return scale_p, scale_u, scale_y, layout.view(index), layout.class_column(cm)
 
 
-def index_cross_entropy_rows(
-    logits: Tensor,
-    targets: Tensor,
-    target_weights: Tensor | None = None,
-    *,
-    smoothing: float,
-    prior: Tensor | None,
-    weight: Tensor | None,
-    ignore_index: int,
-    inplace_backward: bool = False,
-    chunk_size: int | None = None,
-    divisor: Tensor | float | None = None,
+def chunked_cross_entropy_rows(
+    logits: Tensor, targets: Tensor, target_weights: Tensor | None, *, smoothing: float,
+    prior: Tensor | None, weight: Tensor | None, ignore_index: int, inplace_backward: bool,
+    chunk_size: int | None, divisor: Tensor | float | None,
 ) -> Tensor:
-    """Per-row smoothed cross-entropy in row chunks; no ``(M, C)`` buffer but the gradient.
-
-    When the logits need a gradient (grad mode on, ``logits.requires_grad``,
-    no ``inplace_backward``), the forward also writes it, in the same pass
-    over each chunk, for an incoming gradient of 1; the backward only scales
-    it by the incoming gradient (nothing at all for a sum with incoming
-    gradient 1) and hands it over. The gradient buffer therefore exists from
-    the forward on, for as long as the graph does. A second backward through a
-    retained graph recomputes it. Without a gradient the forward keeps O(M) numbers.
-
-    Args:
-        logits: ``(M, C)``, or ``(B, C, S)`` with the classes on dimension 1
-            and ``M = B * S`` positions in ``(B, S)`` order (segmentation maps,
-            chunked in their own layout, no class-last copy). Any floating
-            dtype. 16-bit logits: the loss and the gradient are computed in
-            float32 (a float32 copy of each chunk); the gradient is rounded
-            once to the logits' dtype.
-        targets: ``(M,)`` or ``(M, K)`` int64 class indices or ``ignore_index``.
-        target_weights: ``(M, K)`` mixing weights ``lam``; ``None`` means 1.
-        smoothing: ``s`` (may exceed 1 after the "others" conversion).
-        prior: ``(C,)`` smoothing distribution, ``None`` for uniform.
-        weight: ``(C,)`` class weights or ``None``. Treated as constants: when
-            ``weight`` or ``prior`` requires grad, the reference kernel runs instead.
-        ignore_index: index value that contributes nothing.
-        inplace_backward: write the gradient over ``logits``' storage instead of
-            allocating one. Hazard: after backward the logits hold the gradient,
-            so anything that reads them later (a metric, another loss, a second
-            backward through ``retain_graph``) sees wrong values. Autograd's
-            version counter catches other nodes that saved these logits, but
-            not plain reads. Use it only when the logits are dead after the loss.
-        chunk_size: rows (``B`` entries for ``(B, C, S)`` logits) per chunk;
-            default about 2^22 elements.
-        divisor: ``None`` to return the row losses; else a float or a 0-dim
-            tensor (no gradient) to return ``sum_i loss_i / divisor`` (the
-            ``"sum"`` and ``"mean"`` reductions), whose gradient for an
-            incoming gradient of 1 then needs no pass in the backward.
-
-    Returns:
-        ``(M,)`` losses, or their sum over ``divisor``, in the compute dtype.
-
-    Example:
-        >>> import torch
-        >>> logits = torch.tensor([[2.0, 0.0, 0.0]])
-        >>> loss = index_cross_entropy_rows(
-        ...     logits, torch.tensor([0]), smoothing=0.1, prior=None, weight=None, ignore_index=-100)
-        >>> round(loss.item(), 4)
-        0.3729
-    """
-    if (weight is not None and weight.requires_grad) or (prior is not None and prior.requires_grad):
-        from labelsmooth.kernels import reference
-
-        rows_2d = logits.movedim(1, -1).reshape(-1, logits.shape[1]) if logits.dim() == 3 else logits
-        rows = reference.index_cross_entropy_rows(
-            rows_2d, targets, target_weights, smoothing=smoothing, prior=prior, weight=weight,
-            ignore_index=ignore_index,
-        )
-        return rows if divisor is None else rows.sum() / divisor
-    if logits.numel() == 0:
-        # Nothing to chunk; keep the graph so backward gives an empty gradient.
-        rows = logits.sum(1).reshape(-1).to(compute_dtype(logits.dtype))
-        return rows if divisor is None else rows.sum() / divisor
+    """The chunked kernel on non-empty logits; arguments as
+    :func:`labelsmooth.kernels.index_cross_entropy_rows`."""
     precompute = torch.is_grad_enabled() and logits.requires_grad and not inplace_backward
     loss: Tensor = ChunkedIndexCrossEntropy.apply(  # type: ignore[no-untyped-call]
         logits, targets, target_weights, float(smoothing), prior, weight, int(ignore_index),

@@ -1,7 +1,10 @@
-"""The row-chunked kernel against PyTorch and a dense float64 formula.
+"""Both index kernels, fused and chunked, against PyTorch and a dense float64 formula.
 
 Oracles: ``F.cross_entropy(label_smoothing=)`` (index targets) and the dense
 target ``q`` written out in float64 (mixtures, priors). Never our own code.
+Every test runs once per backend; ``chunk_size`` and ``inplace_backward``
+options apply to the chunked kernel only, so the fused run drops
+``chunk_size`` (tests of ``inplace_backward`` run the chunked kernel either way).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import labelsmooth
-from labelsmooth.kernels import chunked
+from labelsmooth import kernels
 
 DTYPE_TOL = {
     torch.float64: (1e-10, 1e-10),
@@ -20,9 +23,18 @@ DTYPE_TOL = {
 }
 
 
+@pytest.fixture(autouse=True, params=["inductor", "chunked"])
+def kernel(request):
+    kernels.set_backend(request.param)
+    yield request.param
+    kernels.set_backend("auto")
+
+
 def rows_loss(logits, targets, target_weights=None, *, smoothing=0.0, prior=None, weight=None,
               ignore_index=-100, **options):
-    return chunked.index_cross_entropy_rows(
+    if kernels.backend() == "inductor" and not options.get("inplace_backward"):
+        options.pop("chunk_size", None)
+    return kernels.index_cross_entropy_rows(
         logits, targets, target_weights, smoothing=smoothing, prior=prior, weight=weight,
         ignore_index=ignore_index, **options,
     )

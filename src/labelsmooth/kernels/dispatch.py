@@ -1,0 +1,132 @@
+"""Which kernel runs: the one dispatch rule, and the Inductor-compiled row functions.
+
+Two backends compute the same math (:mod:`labelsmooth.kernels.rowmath`):
+
+* ``"inductor"``: the row functions compiled by ``torch.compile`` (dynamic
+  shapes, cached on disk by Inductor) into one loop over rows, a single
+  parallel region per call: C++ with OpenMP on CPU, Triton on CUDA. A
+  descheduled thread then delays only its own rows, which is what keeps the
+  kernel fast on a busy machine.
+* ``"chunked"``: :mod:`labelsmooth.kernels.chunked`, eager ATen operations
+  over row chunks. It needs no compiler and always works.
+
+The rule, for ``LABELSMOOTH_KERNEL=auto`` (the default): ``"inductor"`` when
+Inductor can build code for the device (a C++ compiler on CPU, Triton on
+CUDA), else ``"chunked"``. ``LABELSMOOTH_KERNEL=chunked|inductor`` or
+:func:`set_backend` force one. If compiling fails at run time, a warning says
+so once and the process stays on ``"chunked"``; :func:`backend` reports it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import shutil
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from labelsmooth import _validation as v
+from labelsmooth.kernels import rowmath
+
+__all__ = ["BACKENDS", "COMPILE_ERRORS", "backend", "compiled", "failure", "set_backend"]
+
+BACKENDS = ("auto", "inductor", "chunked")
+
+#: What a failed compilation raises (Dynamo wraps Inductor's and the C++
+#: compiler's errors in these); anything else propagates.
+COMPILE_ERRORS: tuple[type[Exception], ...] = (
+    torch._dynamo.exc.BackendCompilerFailed,
+    torch._dynamo.exc.Unsupported,
+)
+
+_requested = os.environ.get("LABELSMOOTH_KERNEL", "auto")
+#: Device types whose compilation failed in this process, with the reason.
+_failed: dict[str, str] = {}
+
+
+def set_backend(name: str) -> None:
+    """Choose the kernel backend for this process: ``"auto"``, ``"inductor"`` or ``"chunked"``."""
+    global _requested
+    _requested = v.check_choice(name, "backend", BACKENDS)
+
+
+def backend(device: torch.device | str = "cpu") -> str:
+    """The backend that a call on ``device`` runs now: ``"inductor"`` or ``"chunked"``.
+
+    Example:
+        >>> backend("cpu") in ("inductor", "chunked")
+        True
+    """
+    device_type = torch.device(device).type
+    requested = v.check_choice(_requested, "LABELSMOOTH_KERNEL", BACKENDS)
+    if requested == "chunked" or device_type in _failed:
+        return "chunked"
+    if requested == "inductor" or _inductor_supports(device_type):
+        return "inductor"
+    return "chunked"
+
+
+def failure(device: torch.device | str = "cpu") -> str | None:
+    """Why the Inductor backend was given up on ``device`` in this process, or ``None``."""
+    return _failed.get(torch.device(device).type)
+
+
+@functools.cache
+def _inductor_supports(device_type: str) -> bool:
+    if device_type == "cpu":
+        compiler = os.environ.get("CXX", "g++")
+        return any(shutil.which(name) for name in (compiler, "g++", "c++", "clang++"))
+    if device_type == "cuda":
+        return importlib.util.find_spec("triton") is not None
+    return False
+
+
+def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
+    compiled_fn = torch.compile(fn, dynamic=True, fullgraph=True)
+
+    @functools.wraps(fn)
+    def run(*args: Any) -> Any:
+        # One graph per dtype, layout, component count and class-mass form:
+        # more than Dynamo's default of 8 recompiles, so raise the limit for
+        # these calls only.
+        with torch._dynamo.config.patch(recompile_limit=64):
+            return compiled_fn(*args)
+
+    return run
+
+
+_COMPILED = {
+    name: _compile(getattr(rowmath, name)) for name in ("fused_rows", "row_statistics", "row_gradient")
+}
+
+
+def _eager_only() -> bool:
+    """Plain torch code instead of the compiled functions: while an outer
+    ``torch.compile`` traces (it compiles them in place) or a dispatch mode
+    (fake tensors, operator counters) is active, under which Dynamo does not run."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None
+
+
+def compiled(name: str) -> Callable[..., Any]:
+    """The row function ``name`` of :mod:`rowmath` as the inductor backend runs it."""
+    if _eager_only():
+        return getattr(rowmath, name)  # type: ignore[no-any-return]
+    return _COMPILED[name]
+
+
+def give_up(device: torch.device, error: Exception) -> None:
+    """Record that Inductor failed on ``device``; warn once; later calls run ``"chunked"``."""
+    reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    _failed[device.type] = reason
+    warnings.warn(
+        f"labelsmooth: compiling the fused kernel failed on {device.type} ({reason}); "
+        "using the chunked kernel from now on (set LABELSMOOTH_KERNEL=chunked to skip the attempt)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
