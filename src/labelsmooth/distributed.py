@@ -125,14 +125,16 @@ class _VocabParallelRows(torch.autograd.Function):
         ])
         sum_exp, target_logit, smooth_logits = _all_reduce(stats, "sum", where.group, where.world_size)
         lse = row_max + torch.log(sum_exp)
+        # In x's dtype: a bool times a Python float would make a float32 tensor.
+        valid_x = valid.to(x.dtype)
         # sum_c q_c w_c, the row's total target mass: lse enters the loss that many times.
-        mass = (1.0 - smoothing) * terms.target_weight + smoothing * terms.smooth_mass * valid
+        mass = (1.0 - smoothing) * terms.target_weight + smoothing * terms.smooth_mass * valid_x
         rows: Tensor = (
             mass * lse - (1.0 - smoothing) * terms.target_weight * target_logit
-            - smoothing * smooth_logits * valid
+            - smoothing * smooth_logits * valid_x
         )
 
-        ctx.save_for_backward(shard, row_max, sum_exp, local, in_shard, valid, mass)
+        ctx.save_for_backward(shard, row_max, sum_exp, local, in_shard, valid_x, mass)
         ctx.smoothing = smoothing
         ctx.terms = terms
         ctx.num_classes = where.num_classes
@@ -140,14 +142,14 @@ class _VocabParallelRows(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_rows: Tensor) -> tuple[Tensor | None, ...]:
-        shard, row_max, sum_exp, local, in_shard, valid, mass = ctx.saved_tensors
+        shard, row_max, sum_exp, local, in_shard, valid_x, mass = ctx.saved_tensors
         smoothing: float = ctx.smoothing
         terms: _RowTerms = ctx.terms
         x = shard.to(compute_dtype(shard.dtype))
         # softmax of the local columns, normalized by the global sum.
         grad = torch.exp(x - row_max.unsqueeze(-1)) / sum_exp.unsqueeze(-1) * mass.unsqueeze(-1)
         smooth = 1.0 / ctx.num_classes if terms.smooth_weight is None else terms.smooth_weight
-        grad = grad - smoothing * smooth * valid.unsqueeze(-1)
+        grad = grad - smoothing * smooth * valid_x.unsqueeze(-1)
         true_class = -(1.0 - smoothing) * terms.target_weight * in_shard
         grad.scatter_add_(-1, local.unsqueeze(-1), true_class.unsqueeze(-1))
         grad = grad * grad_rows.unsqueeze(-1)
