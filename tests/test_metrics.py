@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import pytest
 import torch
 
+from labelsmooth.functional import cross_entropy
 from labelsmooth.metrics import expected_calibration_error, reliability_bins, template_plane_projection
 
 
@@ -209,10 +209,24 @@ def test_template_plane_projection_collinear_templates():
         template_plane_projection(torch.zeros(1, 2), weights, (0, 1, 2))
 
 
-def test_loss_floor_number_used_in_docs():
-    """The README and `explain` quote about 1.01 nats for alpha 0.1 over 1000 classes."""
-    alpha, c = 0.1, 1000
-    top, rest = 1 - alpha + alpha / c, alpha / c
-    entropy = -(top * math.log(top) + (c - 1) * rest * math.log(rest))
-    assert entropy == pytest.approx(1.0149, abs=1e-4)
-    assert np.isfinite(entropy)
+@pytest.mark.parametrize(
+    ("convention", "alpha", "quoted"),
+    [("uniform", 0.1, "1.0148"), ("others", 0.1, "1.0158"), ("others", 0.1 * 999 / 1000, "1.0148")],
+    ids=["uniform", "others-same-alpha", "others-converted"],
+)
+def test_loss_floor_number_used_in_docs(convention, alpha, quoted):
+    """The README and `explain` quote the loss floor for alpha 0.1 over 1000 classes, the target's entropy.
+
+    The library's cross-entropy of the smoothed target with itself (logits log q) is compared with
+    scipy's entropy of q built here in numpy from the conventions' definitions.
+    """
+    scipy_stats = pytest.importorskip("scipy.stats")
+    c = 1000
+    rest = alpha / c if convention == "uniform" else alpha / (c - 1)
+    q = np.full(c, rest)
+    q[0] = 1 - alpha + alpha / c if convention == "uniform" else 1 - alpha
+    expected = scipy_stats.entropy(q)
+    logits = torch.from_numpy(np.log(q))[None, :]
+    floor = cross_entropy(logits, torch.tensor([0]), alpha=alpha, convention=convention).item()
+    assert floor == pytest.approx(expected, abs=1e-12)
+    assert f"{floor:.4f}" == quoted
