@@ -88,13 +88,23 @@ def ratio(case: dict[str, Any], provider: str, baseline: str, what: str, mode: s
     return ratio_value(case, provider, baseline, what, mode)[1]
 
 
+def _amount(value: float | str, what: str) -> str:
+    if isinstance(value, str):
+        return value
+    return seconds(value) if what == "time" else f"{value / MIB:.1f} MiB"
+
+
 def _target_rows(case: dict[str, Any], target: Target, modes: list[str]) -> list[str]:
+    """One row per mode (time) or one row (memory): ratio to 3 decimals, both amounts, met."""
     rows = []
     for mode in modes if target.what == "time" else ["-"]:
-        value, text = ratio_value(case, target.provider, target.baseline, target.what,
-                                  "idle" if mode == "-" else mode)
+        timing_mode = "idle" if mode == "-" else mode
+        value, text = ratio_value(case, target.provider, target.baseline, target.what, timing_mode)
         if value is not None:
-            text, met = f"{text}x", "yes" if value <= target.bound else "**NO**"
+            amounts = [_amount(_value(case, p, target.what, timing_mode), target.what)
+                       for p in (target.provider, target.baseline)]
+            text = f"{value:.3f}x ({amounts[0]} vs {amounts[1]})"
+            met = "yes" if value <= target.bound else "**NO**"
         else:
             met = "**NO**" if text in ("error", "not run") else "-"
         rows.append(f"| {target.text} | {case['name']} | {mode} | {text} | {met} |")
@@ -186,6 +196,8 @@ def header(results: dict[str, Any]) -> str:
     m = results["machine"]
     gpu = f"; GPU {m['gpu']} (CUDA {m['cuda']})" if m.get("device") == "cuda" else ""
     dirty = " (with uncommitted changes in src/)" if m.get("uncommitted_src_changes") else ""
+    if m.get("src_digest_at_end") not in (None, m.get("src_digest_at_start")):
+        dirty += " (**src/ changed during the run**)"
     return (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['cpu_capability']}), "
             f"{m['torch_threads']} threads{gpu}; labelsmooth backend {m.get('labelsmooth_backend')}; "
             f"commit {m['commit']}{dirty}; {m['date_utc']} UTC; load average at start "

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import platform
@@ -295,18 +296,29 @@ def _git(*args: str) -> str:
         return "unknown"
 
 
+def src_digest() -> str:
+    """A digest of the library's sources, to tell a run whose code changed under it (shared trees)."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def machine(device: str) -> dict[str, Any]:
     cpu = "unknown"
     with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
         cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    backend = getattr(labelsmooth.kernels, "backend", None)
+    kernel = None
+    with contextlib.suppress(Exception):  # labelsmooth.kernels.backend(device), where this version has it
+        kernel = str(labelsmooth.kernels.backend(device))
     info: dict[str, Any] = {
         "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": platform.python_version(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "device": device,
         "commit": _git("rev-parse", "--short", "HEAD"),
         "uncommitted_src_changes": _git("status", "--porcelain", "src") not in ("", "unknown"),
-        "labelsmooth_backend": str(backend()) if callable(backend) else None,
+        "src_digest_at_start": src_digest(),
+        "labelsmooth_backend": kernel,
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "loadavg_at_start": os.getloadavg(),
     }
     if device == "cuda":
@@ -390,7 +402,7 @@ def main() -> None:
         results["cases"].append(entry)
         write_json(args.out, results)
         log(f"{case.name}: {entry['seconds']:.0f} s")
-    results["machine"]["loadavg_at_end"] = os.getloadavg()
+    results["machine"].update(loadavg_at_end=os.getloadavg(), src_digest_at_end=src_digest())
     results["complete"] = True
     write_json(args.out, results)
     print(report.render(results))
