@@ -7,20 +7,17 @@ case, with PyTorch's ``F.cross_entropy`` on the full logits in one process.
 
 from __future__ import annotations
 
-import socket
-from datetime import timedelta
-from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import labelsmooth as ls
+from gloo_helpers import cached_spawner, reference_loss, reference_rows
 from labelsmooth.distributed import global_num_items, vocab_parallel_cross_entropy
 
 V_LOCAL = {2: 6, 4: 5}  # classes per rank; C = world size * V_LOCAL
@@ -69,12 +66,6 @@ def _case_inputs(name: str, num_classes: int):
     weight = torch.rand(num_classes, generator=gen) * 2 + 0.1 if case.weight else None
     prior = torch.softmax(torch.randn(num_classes, generator=gen), 0) if case.prior else None
     return logits, targets, grad_output, weight, prior
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ---------------------------------------------------------------- worker side
@@ -129,77 +120,20 @@ def _ddp_job(rank: int, world_size: int) -> dict:
     }
 
 
-def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
-        timeout=timedelta(seconds=60),
-    )
-    try:
-        result = _vocab_parallel_job(rank, world_size)
-        if world_size == 2:
-            result.update(_ddp_job(rank, world_size))
-        torch.save(result, Path(out_dir) / f"rank{rank}.pt")
-        # Every rank is past its last collective before any tears gloo down: a rank
-        # whose peer closed the connection mid-send aborts ("terminate called without
-        # an active exception"), seen once in a CI-like run.
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-def _spawn(world_size: int, out_dir: Path) -> list[dict] | str:
-    """The workers' results, or a message saying how they failed."""
-    ctx = mp.get_context("spawn")
-    port = _free_port()
-    procs = [
-        ctx.Process(target=_worker, args=(rank, world_size, port, str(out_dir))) for rank in range(world_size)
-    ]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join(timeout=180)  # a hang guard, far above the few seconds a run takes
-    for proc in procs:
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-    codes = [proc.exitcode for proc in procs]
-    if codes != [0] * world_size:
-        return f"gloo workers exited with {codes} (their output is in the captured stderr)"
-    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(world_size)]
+def _job(rank: int, world_size: int) -> dict:
+    result = _vocab_parallel_job(rank, world_size)
+    if world_size == 2:
+        result.update(_ddp_job(rank, world_size))
+    return result
 
 
 @pytest.fixture(scope="module")
 def spawned(tmp_path_factory):
     """``spawned(world_size)``: the workers' results; each world size is spawned once per module."""
-    cache: dict[int, list[dict] | str] = {}
-
-    def results(world_size: int) -> list[dict]:
-        if world_size not in cache:  # failures are cached too: one spawn per world size, whatever happens
-            cache[world_size] = _spawn(world_size, tmp_path_factory.mktemp(f"world{world_size}"))
-        outcome = cache[world_size]
-        if isinstance(outcome, str):
-            pytest.fail(outcome)
-        return outcome
-
-    return results
+    return cached_spawner(_job, tmp_path_factory)
 
 
 # ---------------------------------------------------------------- references
-
-
-def _reference_rows(full, targets, alpha, convention, weight, prior):
-    """Per-position loss from F.cross_entropy: index targets, or the dense smoothed target for a prior."""
-    num_classes = full.shape[-1]
-    smoothing = alpha * num_classes / (num_classes - 1) if convention == "others" else alpha
-    weight = None if weight is None else weight.double()
-    if prior is None:
-        return F.cross_entropy(full.movedim(-1, 1), targets, weight=weight, reduction="none",
-                               label_smoothing=smoothing)
-    # PyTorch has no prior: the dense target q = (1 - a) onehot + a prior, zero at ignored positions.
-    valid = targets != -100
-    onehot = F.one_hot(torch.where(valid, targets, 0), num_classes).double()
-    dense = ((1 - smoothing) * onehot + smoothing * prior.double()) * valid.unsqueeze(-1)
-    return F.cross_entropy(full.movedim(-1, 1), dense.movedim(-1, 1), weight=weight, reduction="none")
 
 
 def _reference(name: str, num_classes: int):
@@ -207,19 +141,9 @@ def _reference(name: str, num_classes: int):
     case = CASES[name]
     logits, targets, grad_output, weight, prior = _case_inputs(name, num_classes)
     full = logits.double().requires_grad_()
-    per_row = _reference_rows(full, targets, case.alpha, case.convention, weight, prior)
-    if case.reduction == "none":
-        loss = per_row
-    elif case.reduction == "sum":
-        loss = per_row.sum()
-    else:
-        valid = targets != -100
-        # PyTorch's index-target mean: divide by sum_i w_{y_i} over the non-ignored positions.
-        row_weight = valid.double()
-        if weight is not None:
-            row_weight = weight.double()[torch.where(valid, targets, 0)] * valid
-        count = row_weight.sum() if case.num_items is None else case.num_items
-        loss = per_row.sum() / max(float(count), 1.0)
+    per_row = reference_rows(full, targets, alpha=case.alpha, convention=case.convention, weight=weight,
+                             prior=prior)
+    loss = reference_loss(per_row, targets, case.reduction, weight=weight, num_items=case.num_items)
     loss.backward(grad_output.double() if case.reduction == "none" else None)
     return loss.detach(), full.grad
 
