@@ -106,9 +106,10 @@ def _dense_targets(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return -(smoothed * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
-def _ours(alpha: float, **options: bool) -> Callable[[Case, str], Loss]:
+def _ours(alpha: float, inplace_backward: bool = False) -> Callable[[Case, str], Loss]:
     def build(case: Case, device: str) -> Loss:
-        return lambda x: ls.cross_entropy(x["logits"], x["targets"], alpha=alpha, dim=1, **options)
+        return lambda x: ls.cross_entropy(x["logits"], x["targets"], alpha=alpha, dim=1,
+                                          inplace_backward=inplace_backward)
 
     return build
 

@@ -125,19 +125,19 @@ def build_all(case: pv.Case, inputs: dict[str, torch.Tensor], device: str,
     """Build each provider and call it once at the case's shape; record skips and errors."""
     fns = {}
     for provider in pv.providers_for(case):
+        pristine = _pristine(inputs, provider)
         try:
             fn = provider.build(case, device)
             log(f"{case.name}: first call of {provider.name}")
-            pv.reset(inputs, None)
-            pristine = _pristine(inputs, provider)
             pv.step(fn, inputs)
-            pv.reset(inputs, pristine)
             fns[provider.name] = fn
         except pv.Unavailable as reason:
             entry["skipped"][provider.name] = str(reason)
         except Exception as error:
             entry["errors"][provider.name] = _error(error)
             log(f"{case.name}: {provider.name} failed: {entry['errors'][provider.name]}")
+        finally:  # also after a failure halfway through overwriting the logits
+            pv.reset(inputs, pristine)
     return fns
 
 
@@ -383,7 +383,8 @@ def new_entry(case: pv.Case, device: str, repeats: int, bandwidth: float) -> dic
 def main() -> None:
     args = _arguments()
     if args.probe_child:
-        probe_child(*args.probe_child, args.quick, args.device, args.probe_first_call_only)
+        case_name, provider = args.probe_child
+        probe_child(case_name, provider, args.quick, args.device, args.probe_first_call_only)
         return
     modes = ["idle", "busy"] if args.mode == "both" else [args.mode]
     results: dict[str, Any] = {"machine": machine(args.device), "modes": modes, "complete": False,
