@@ -192,6 +192,19 @@ def problems(results: dict[str, Any]) -> str:
     return "\n".join(lines) or "none"
 
 
+def _load(loadavg: list[float] | None) -> str:
+    return "/".join(f"{x:.2f}" for x in loadavg) if loadavg else "?"
+
+
+def case_table(results: dict[str, Any]) -> str:
+    """Wall time of each case and the load average (1, 5, 15 min) around it: a busy neighbour shows here."""
+    lines = ["| case | repeats | wall time | load average before | after |", "|---|---|---|---|---|"]
+    for case in results["cases"]:
+        lines.append(f"| {case['name']} | {case['repeats']} | {case['seconds']:.0f} s | "
+                     f"{_load(case['loadavg_before'])} | {_load(case['loadavg_after'])} |")
+    return "\n".join(lines)
+
+
 def header(results: dict[str, Any]) -> str:
     m = results["machine"]
     gpu = f"; GPU {m['gpu']} (CUDA {m['cuda']})" if m.get("device") == "cuda" else ""
@@ -201,7 +214,7 @@ def header(results: dict[str, Any]) -> str:
     return (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['cpu_capability']}), "
             f"{m['torch_threads']} threads{gpu}; labelsmooth backend {m.get('labelsmooth_backend')}; "
             f"commit {m['commit']}{dirty}; {m['date_utc']} UTC; load average at start "
-            f"{m['loadavg_at_start']}, at end {m.get('loadavg_at_end')}; copy bandwidth "
+            f"{_load(m['loadavg_at_start'])}, at end {_load(m.get('loadavg_at_end'))}; copy bandwidth "
             f"{results['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s (read + write)"
             f"{'' if results.get('complete') else '; INCOMPLETE run'}.")
 
@@ -212,7 +225,7 @@ def render(results: dict[str, Any]) -> str:
         title = "Idle machine" if mode == "idle" else "Busy machine (one extra process spinning on one core)"
         parts += [f"## {title}", time_table(results, mode)]
     parts += ["## First-call latency", latency_table(results)]
-    parts += ["## Errors, skips and notes", problems(results)]
+    parts += ["## Errors, skips and notes", problems(results), "## Cases", case_table(results)]
     return "\n\n".join(parts)
 
 

@@ -7,6 +7,15 @@ Run from the repository root::
     python benchmarks/run.py --device cuda        # on a GPU; writes benchmarks/results-cuda.json
     python benchmarks/report.py benchmarks/results.json    # the tables again, from the JSON
 
+``--mode idle|busy|both`` (``--busy`` = ``--mode busy``), ``--only NAME``
+(cases whose name contains NAME), ``--latency auto|none|NAME,...`` (cases
+whose first-call latency is measured; "auto": those marked in
+``providers.cases``), ``--repeats N``. Progress goes to stderr, the Markdown
+report to stdout; the JSON is rewritten (atomically) after every case.
+Timm and Liger-Kernel are optional peers, skipped with the reason when they
+cannot run; a provider that fails (say, ``torch.compile(fullgraph=True)`` of
+ours) is an error cell, and the run goes on.
+
 Method:
 * time: per case, every provider is built and called once at the case's
   shape (untimed: compiles what compiles), then all run interleaved (A, B,
@@ -35,6 +44,11 @@ Method:
   gives the provider's memory.
 * floor: the time to read the logits twice and write the gradient once at
   the measured copy bandwidth (best of 5 copies of 256 MiB).
+* machine: CPU, cores, torch, commit (and whether src/ has uncommitted
+  changes, and a digest of src/ at start and end: the report flags a run
+  whose code changed under it), date, load average at start and end and
+  around each case (it counts this run itself, about the number of torch
+  threads, and the spinner).
 """
 
 from __future__ import annotations
