@@ -1,0 +1,278 @@
+r"""Label smoothing for DTensor logits sharded on the class dim (tensor parallelism).
+
+A tensor-parallel output layer (``ColwiseParallel(output_layouts=Shard(-1),
+use_local_output=False)``, as torchtitan shards its ``output`` projection)
+returns logits as a ``DTensor`` whose class dim is split over one dim of the
+``DeviceMesh``. PyTorch's ``loss_parallel()`` computes ``F.cross_entropy`` of
+such logits without gathering them, but documents ``label_smoothing`` as
+"Currently not supported" (torch 2.13). :func:`dtensor_cross_entropy` is the
+smoothed loss of the full logits, exact, with the global class count ``C`` in
+the smoothing term: it runs the math of
+:func:`labelsmooth.distributed.vocab_parallel_cross_entropy` on each rank's
+local shard, with the process group of the mesh dim that shards the classes.
+Two all-reduces per call, none in backward.
+
+Placements follow ``torch/distributed/tensor/parallel/loss.py``: with
+``tp`` the mesh dim holding ``Shard(dim)``,
+
+* targets (and ``reduction="none"``'s loss) have ``Replicate()`` on ``tp``,
+  and on every other mesh dim the logits' placement, with ``Shard(d)`` for
+  ``d > dim`` moved to ``Shard(d - 1)`` (the class dim is gone);
+* ``reduction="sum"`` gives ``Replicate()`` on ``tp`` and on replicating
+  dims, and ``Partial()`` on batch-sharding dims (each rank holds the sum of
+  its own rows);
+* ``reduction="mean"`` gives a replicated scalar and needs every other mesh
+  dim to replicate the batch: where a dim shards it, a rank's count of items
+  is local, so divide ``"sum"`` by :func:`labelsmooth.distributed.global_num_items`
+  over that dim's group yourself.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from labelsmooth import _validation as v
+from labelsmooth.distributed import ClassShard, sharded_cross_entropy_rows
+from labelsmooth.targets import check_prior_convention, effective_alpha
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor.placement_types import Placement
+
+__all__ = ["dtensor_cross_entropy", "is_dtensor"]
+
+
+def is_dtensor(value: object) -> bool:
+    """Whether ``value`` is a ``torch.distributed.tensor.DTensor`` (False without torch.distributed)."""
+    if not dist.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(value, DTensor)
+
+
+def _class_mesh_dim(placements: tuple[Placement, ...], dim: int, ndim: int) -> int:
+    """The one mesh dim whose placement is ``Shard(dim)``; the others must be Shard or Replicate."""
+    from torch.distributed.tensor import Replicate, Shard
+
+    expected = (f"a DTensor with Shard({dim}) (the class dim) on exactly one mesh dim and "
+                "Shard of another dim or Replicate on the others")
+    if any(not (type(p) is Shard or isinstance(p, Replicate)) for p in placements):
+        raise v.fail("logits", expected, placements)
+    class_dims = [i for i, p in enumerate(placements) if isinstance(p, Shard) and p.dim % ndim == dim]
+    if len(class_dims) != 1:
+        raise v.fail("logits", expected, placements)
+    return class_dims[0]
+
+
+def _target_placements(
+    placements: tuple[Placement, ...], tp: int, dim: int, ndim: int
+) -> tuple[Placement, ...]:
+    """``loss_parallel``'s target placements: Replicate on ``tp``, Shard dims past ``dim`` shifted down."""
+    from torch.distributed.tensor import Replicate, Shard
+
+    out: list[Placement] = []
+    for i, p in enumerate(placements):
+        if i == tp:
+            out.append(Replicate())
+        elif isinstance(p, Shard):
+            d = p.dim % ndim
+            out.append(Shard(d - 1 if d > dim else d))
+        else:
+            out.append(p)
+    return tuple(out)
+
+
+def _local_targets(targets: object, mesh: DeviceMesh, placements: tuple[Placement, ...]) -> Tensor:
+    """The local block of ``targets``: a DTensor of ``placements``, or a plain tensor where all replicate."""
+    from torch.distributed.tensor import DTensor, Replicate
+
+    if isinstance(targets, DTensor):
+        if targets.device_mesh != mesh or tuple(targets.placements) != placements:
+            raise v.fail("targets", f"a DTensor on the logits' mesh with placements {placements}",
+                         f"{tuple(targets.placements)} on {targets.device_mesh}")
+        return targets.to_local()
+    targets = v.check_tensor(targets, "targets")
+    if not all(isinstance(p, Replicate) for p in placements):
+        # As in loss_parallel: a plain tensor could be the global targets or this rank's block.
+        raise v.fail("targets", f"a DTensor with placements {placements} (DTensor.from_local) where a "
+                     "mesh dim shards the batch", "a plain torch.Tensor")
+    return targets
+
+
+def _replicated_vector(value: object, arg: str) -> object:
+    """A class vector given as a DTensor must be replicated; its local tensor is then the full vector."""
+    from torch.distributed.tensor import DTensor, Replicate
+
+    if not isinstance(value, DTensor):
+        return value
+    if not all(isinstance(p, Replicate) for p in value.placements):
+        raise v.fail(arg, "a plain tensor or a replicated DTensor", tuple(value.placements))
+    return value.to_local()
+
+
+def _class_shard(num_classes: int, mesh: DeviceMesh, tp: int, local_size: int) -> ClassShard:
+    """This rank's classes: ``torch.chunk``'s split of ``C`` over mesh dim ``tp``, as DTensor's Shard does."""
+    world_size = mesh.size(tp)
+    chunk = math.ceil(num_classes / world_size)
+    # Decided from global sizes alone, so every rank refuses together (no rank left in a collective).
+    if chunk * (world_size - 1) >= num_classes:
+        raise v.fail("logits", f"at least one class on each of the {world_size} ranks of mesh dim {tp}",
+                     f"{num_classes} classes")
+    offset = mesh.get_local_rank(tp) * chunk
+    expected = min(chunk, num_classes - offset)
+    if local_size != expected:
+        raise v.fail("logits", f"a local class block of {expected} (torch.chunk's split)", local_size)
+    return ClassShard(offset, num_classes, mesh.get_group(tp), world_size)
+
+
+class _AsDTensor(torch.autograd.Function):
+    """Wrap a local tensor as a DTensor; backward hands the gradient's local block back as it is.
+
+    ``DTensor.from_local`` would redistribute a ``Partial`` gradient of a
+    ``Partial`` loss to ``Replicate``, an all-reduce in backward. The local
+    block of the gradient of a summed loss is already the right one for this
+    rank's rows, as in ``loss_parallel``'s backward.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, local: Tensor, mesh: DeviceMesh, placements: tuple[Placement, ...], shape: torch.Size,
+    ) -> DTensor:
+        from torch.distributed.tensor import DTensor
+
+        ctx.mesh, ctx.placements = mesh, placements
+        stride = torch.empty(shape, device="meta").stride()
+        return DTensor.from_local(local, mesh, placements, run_check=False, shape=shape, stride=stride)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Any) -> tuple[Tensor | None, ...]:
+        from torch.distributed.tensor import DTensor
+
+        if isinstance(grad, DTensor):
+            if grad.dim() > 0 and tuple(grad.placements) != ctx.placements:
+                grad = grad.redistribute(ctx.mesh, ctx.placements)  # a user's grad_output of other placements
+            grad = grad.to_local()
+        return grad, None, None, None
+
+
+def _reduce(
+    rows: Tensor, row_weight: Tensor, reduction: str, local_targets: Tensor, targets_shape: torch.Size,
+    mesh: DeviceMesh, placements: tuple[Placement, ...],
+) -> DTensor:
+    """The loss as a DTensor; ``placements`` are the targets' (Replicate on the class mesh dim)."""
+    from torch.distributed.tensor import Partial, Replicate, Shard
+
+    wrap: Any = _AsDTensor.apply
+    if reduction == "none":
+        return wrap(rows.reshape(local_targets.shape), mesh, placements, targets_shape)  # type: ignore[no-any-return]
+    total = rows.sum()
+    batch_sharded = any(isinstance(p, Shard) for p in placements)
+    if reduction == "sum":
+        scalar: tuple[Placement, ...] = tuple(Partial() if isinstance(p, Shard) else p for p in placements)
+        return wrap(total, mesh, scalar, torch.Size())  # type: ignore[no-any-return]
+    if batch_sharded:
+        raise v.fail("reduction", "'sum' or 'none' where a mesh dim shards the batch (a rank's count is "
+                     "local: divide the sum by global_num_items over that dim's group)", reduction)
+    count = row_weight.sum()
+    mean = total / torch.where(count > 0, count, torch.ones_like(count))  # all ignored: 0, not NaN
+    return wrap(mean, mesh, (Replicate(),) * mesh.ndim, torch.Size())  # type: ignore[no-any-return]
+
+
+def dtensor_cross_entropy(
+    logits: DTensor,
+    targets: Tensor,
+    *,
+    alpha: float = 0.0,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    prior: Tensor | None = None,
+    convention: str = "uniform",
+    dim: int = 1,
+) -> DTensor:
+    r"""Smoothed cross-entropy of DTensor logits sharded on the class dim, without gathering them.
+
+    Equals :func:`labelsmooth.cross_entropy` of the full logits (index
+    targets), loss and gradient: with ``u`` uniform (``1 / C``, ``C`` the
+    *global* class count) or ``prior``, and ``w`` the class ``weight``,
+
+    .. math::
+        \ell = (1 - a)\, w_y (\operatorname{lse}(z) - z_y)
+             + a \sum_{c<C} u_c w_c (\operatorname{lse}(z) - z_c),
+
+    and ``"mean"`` divides the sum by ``sum_i w_{y_i}`` over the
+    non-ignored positions (PyTorch's rule). The gradient reaches ``logits``
+    as a DTensor with the logits' placements. Two all-reduces over the class
+    mesh dim's group per call, none in backward.
+
+    Args:
+        logits: a DTensor with ``Shard(dim)`` on one mesh dim (1-D or 2-D
+            mesh) and ``Shard`` of a batch dim or ``Replicate`` on the other.
+            Global shape ``(N, C)``, ``(N, C, d1, ..., dK)`` or, with
+            ``dim=-1``, ``(B, T, C)``.
+        targets: global class indices of the logits' global shape without
+            ``dim``: a DTensor with the placements in the module docstring, or
+            a plain tensor (the full targets) where those are all Replicate.
+        alpha: smoothing mass in [0, 1].
+        weight: ``(C,)`` class weights for all classes: a plain tensor or a
+            replicated DTensor.
+        ignore_index: target value left out of the loss and the mean.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``; placements in the
+            module docstring.
+        prior: ``(C,)`` distribution to smooth towards instead of uniform.
+        convention: ``"uniform"`` or ``"others"`` (``alpha / (C - 1)`` on the
+            other classes), with the global ``C``.
+        dim: the class dim of ``logits``.
+
+    Returns:
+        A DTensor: a scalar, or with ``reduction="none"`` the per-position
+        loss with the targets' placements. Float32 for 16-bit logits.
+
+    Example:
+        >>> import torch
+        >>> from torch.distributed.device_mesh import init_device_mesh
+        >>> from torch.distributed.tensor import Shard, distribute_tensor
+        >>> mesh = init_device_mesh("cpu", (4,))  # doctest: +SKIP
+        >>> logits = distribute_tensor(torch.randn(8, 32000), mesh, [Shard(1)])  # doctest: +SKIP
+        >>> loss = dtensor_cross_entropy(logits, torch.randint(32000, (8,)), alpha=0.1)  # doctest: +SKIP
+
+    References:
+        Shoeybi et al., "Megatron-LM: Training Multi-Billion Parameter Language
+        Models Using Model Parallelism", 2019 (the vocabulary-parallel layout).
+    """
+    if not is_dtensor(logits):
+        raise v.fail("logits", "a torch.distributed.tensor.DTensor", type(logits).__name__, error=TypeError)
+    _, dim = v.check_logits(logits, dim)
+    alpha = v.check_probability(alpha, "alpha")
+    reduction = v.check_reduction(reduction)
+    convention = v.check_convention(convention)
+    ignore_index = v.check_int(ignore_index, "ignore_index")
+    num_classes = logits.shape[dim]
+    weight = v.check_class_vector(_replicated_vector(weight, "weight"), "weight", num_classes,
+                                  distribution=False)
+    prior = v.check_class_vector(_replicated_vector(prior, "prior"), "prior", num_classes,
+                                 distribution=True)
+    check_prior_convention(prior, convention)
+    mesh, placements = logits.device_mesh, tuple(logits.placements)
+    tp = _class_mesh_dim(placements, dim, logits.dim())
+    target_placements = _target_placements(placements, tp, dim, logits.dim())
+    if v.target_form(logits, targets, dim) != "index":
+        raise v.fail("targets", "class indices (dense targets are not tensor-parallel)", tuple(targets.shape))
+    local_targets = _local_targets(targets, mesh, target_placements)
+    v.check_index_values(local_targets, num_classes, ignore_index)
+    local = logits.to_local()  # differentiable: the gradient comes back as a DTensor of these placements
+    where = _class_shard(num_classes, mesh, tp, local.shape[dim])
+    rows, row_weight = sharded_cross_entropy_rows(
+        local.movedim(dim, -1).reshape(-1, local.shape[dim]),
+        local_targets.reshape(-1).to(device=local.device, dtype=torch.long),
+        smoothing=effective_alpha(alpha, num_classes, convention),
+        weight=weight, prior=prior, ignore_index=ignore_index, where=where,
+    )
+    return _reduce(rows, row_weight, reduction, local_targets, targets.shape, mesh, target_placements)
