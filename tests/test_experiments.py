@@ -18,12 +18,15 @@ from PIL import Image
 from labelsmooth import Engine, Event
 from labelsmooth.experiments import DataError, compare, load_dataset
 from labelsmooth.experiments.data import flip_labels, load_shapes
+from labelsmooth.experiments.models import build_model
 from labelsmooth.experiments.report import atomic_write
 from labelsmooth.experiments.stats import inside_noise, mean_ci, paired_difference
 from labelsmooth.experiments.train import TrainConfig, train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-RUN_KEYS = {"alpha", "seed", "accuracy", "nll", "ece"}
+RUN_KEYS = {"alpha", "seed", "accuracy", "nll", "ece", "learned", "learned_check", "history"}
+HISTORY_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"}
+FILES = ["curves.png", "metrics.json", "penultimate.png", "reliability.png", "report.md", "runs.jsonl"]
 SUMMARY_KEYS = {"alpha", "accuracy_mean", "accuracy_ci95", "nll_mean", "nll_ci95", "ece_mean", "ece_ci95"}
 
 
@@ -55,9 +58,8 @@ def make_table(path: Path, n: int = 90) -> Path:
 
 
 def check_outputs(out: Path, task: str) -> dict:
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "penultimate.png", "reliability.png",
-                                                     "report.md"]
-    for name in ("reliability.png", "penultimate.png"):
+    assert sorted(p.name for p in out.iterdir()) == FILES
+    for name in ("reliability.png", "penultimate.png", "curves.png"):
         data = (out / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE)
         with Image.open(out / name) as image:
@@ -68,11 +70,15 @@ def check_outputs(out: Path, task: str) -> dict:
     for run in document["runs"]:
         assert set(run) >= RUN_KEYS
         assert 0 <= run["accuracy"] <= 1 and run["nll"] >= 0 and 0 <= run["ece"] <= 1
+        epochs = document["config"]["epochs"]
+        assert [entry["epoch"] for entry in run["history"]] == list(range(1, epochs + 1))
+        assert all(set(entry) == HISTORY_KEYS for entry in run["history"])
     for row in document["summary"]:
         assert set(row) >= SUMMARY_KEYS
     report = (out / "report.md").read_text()
     assert "![reliability diagrams](reliability.png)" in report
     assert "![penultimate-layer activations](penultimate.png)" in report
+    assert "![training curves](curves.png)" in report
     assert "noise" in report and "| alpha |" in report
     return document
 
@@ -257,7 +263,7 @@ def test_training_runs_label_smoothing_at_the_loss_events(monkeypatch):
 
     monkeypatch.setattr(Engine, "run_event", spy)
     data = load_shapes(n_train=4, n_test=2)
-    train(data, 0.1, 0, TrainConfig(epochs=1, batch_size=4, lr=1e-3))
+    train(data, lambda c: build_model(data), 0.1, 0, TrainConfig(epochs=1, batch_size=4, lr=1e-3))
     assert seen == [
         (Event.BEFORE_FORWARD, False, [False]),
         (Event.BEFORE_LOSS, True, [True]),

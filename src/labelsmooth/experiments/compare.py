@@ -31,7 +31,7 @@ from labelsmooth.experiments.data import (
     tensor_bytes,
 )
 from labelsmooth.experiments.evaluate import ECE_BINS, METRICS, metric_names
-from labelsmooth.experiments.executors import run_local, run_processes, run_ray
+from labelsmooth.experiments.executors import check_picklable, run_local, run_processes, run_ray
 from labelsmooth.experiments.models import BuiltinModel, last_layer
 from labelsmooth.experiments.run import RunContext, RunResult
 from labelsmooth.experiments.stats import inside_noise, mean_ci, paired_difference
@@ -427,8 +427,10 @@ def compare(
                            image_size=image_size, jobs=jobs, executor=executor, threads=threads)
     options.check_augmentation(label_noise, convention, mixup, cutmix)
     options.check_device(device)
-    if model is not None and not callable(model):
-        raise fail("model", "a callable(num_classes) returning a torch.nn.Module", type(model).__name__)
+    if model is not None and (not callable(model) or isinstance(model, nn.Module)):
+        # A model instance would be shared by every run; a factory gives each run a fresh one.
+        raise fail("model", "a callable(num_classes) returning a torch.nn.Module (a factory, not a model)",
+                   type(model).__name__)
     out_path = None if out is None else Path(out)
     if out_path is not None:
         check_out(out_path, resume=resume, overwrite=overwrite)
@@ -446,6 +448,9 @@ def compare(
         1, dtype=torch.long))[0].shape[1:]))
     layer, note, init = probe(factory, loaded, config, penultimate)
     settings = _settings(loaded, factory, config, layer, init)
+    context = RunContext(loaded, factory, config, layer)
+    if executor == "local" and jobs > 1:
+        check_picklable(context)
     store, done = RunStore.open(out_path, settings, resume=resume) if out_path is not None else (None, [])
     todo, finished = _grid(checked, seeds, done)
     result = CompareResult(loaded.name, loaded.task, loaded.num_classes, loaded.class_names, checked,
@@ -453,6 +458,6 @@ def compare(
                            notes=loaded.notes + ((f"No penultimate-layer picture: {note}.",) if note else ()))
     steps = config.epochs * -(-len(loaded.train) // config.batch_size)  # type: ignore[arg-type]
     tracker = _Tracker(progress, len(todo), steps * len(todo))
-    _execute(result, RunContext(loaded, factory, config, layer), todo, store, tracker, ci=ci, out=out_path,
+    _execute(result, context, todo, store, tracker, ci=ci, out=out_path,
              jobs=jobs, executor=executor, ray_address=ray_address)
     return result

@@ -282,6 +282,11 @@ def _read_item(dataset: Dataset[Any], index: int, arg: str) -> tuple[Tensor, Ten
     return _as_tensor(item[0], arg, index, "input"), _as_tensor(item[1], arg, index, "label")
 
 
+def _check_integer(labels: Tensor, arg: str) -> None:
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise fail(arg, "integer class labels", labels.dtype)
+
+
 def read_split(dataset: object, arg: str, digest: Any) -> tuple[Tensor, tuple[int, ...]]:
     """Every label of ``dataset`` (stacked) and the input shape; feeds every input and label to ``digest``.
 
@@ -292,9 +297,10 @@ def read_split(dataset: object, arg: str, digest: Any) -> tuple[Tensor, tuple[in
         raise fail(arg, "a map-style torch Dataset of (input, label) pairs (with len())",
                    type(dataset).__name__)
     if isinstance(dataset, Split):
+        _check_integer(dataset.targets, arg)
         for tensor in (dataset.inputs, dataset.targets):
             digest.update(tensor_bytes(tensor))
-        return dataset.targets, tuple(dataset.inputs.shape[1:])
+        return dataset.targets.long(), tuple(dataset.inputs.shape[1:])
     if len(dataset) == 0:
         raise fail(arg, "a Dataset with at least one item", "an empty one")
     torch.manual_seed(SPLIT_SEED)
@@ -309,8 +315,7 @@ def read_split(dataset: object, arg: str, digest: Any) -> tuple[Tensor, tuple[in
         digest.update(tensor_bytes(x))
         labels.append(y)
     stacked = torch.stack(labels)
-    if stacked.is_floating_point() or stacked.is_complex() or stacked.dtype == torch.bool:
-        raise fail(arg, "integer class labels", stacked.dtype)
+    _check_integer(stacked, arg)
     digest.update(tensor_bytes(stacked.long()))
     return stacked.long(), shape
 

@@ -59,8 +59,10 @@ def _work(job: tuple[float, int]) -> RunResult:
 
 
 def run_processes(context: RunContext, grid: Grid, jobs: int) -> Iterator[RunResult]:
-    """The runs of ``grid`` in ``jobs`` spawned worker processes, yielded as they finish."""
-    check_picklable(context)
+    """The runs of ``grid`` in ``jobs`` spawned worker processes, yielded as they finish.
+
+    ``context`` must pickle (:func:`check_picklable` says what does not).
+    """
     pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(grid)), initializer=_start_worker,
                                                     initargs=(context,))
     try:

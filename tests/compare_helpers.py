@@ -1,0 +1,143 @@
+"""User-side pieces for the compare tests: models, generated data sets, loaders (importable by workers).
+
+Worker processes (``jobs=2``, Ray) and ``--model``/``--data`` import these by name, so they live at
+module level here rather than inside a test.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+DIM = 6
+CLASSES = 3
+
+
+def blobs(n: int, *, seed: int, classes: int = CLASSES, dim: int = DIM) -> TensorDataset:
+    """Gaussian blobs, one centre per class, well separated: any working model learns them."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(99)) * 3
+    labels = torch.arange(n) % classes
+    inputs = centres[labels] + torch.randn(n, dim, generator=generator)
+    return TensorDataset(inputs, labels)
+
+
+class TinyNet(nn.Module):
+    """A user's own network: attribute names the library knows nothing about."""
+
+    def __init__(self, num_classes: int, dim: int = DIM) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(dim, 16), nn.Tanh())
+        self.classifier = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.trunk(x))
+
+
+def make_model(num_classes: int) -> nn.Module:
+    return TinyNet(num_classes)
+
+
+class WithProbe(nn.Module):
+    """Its last nn.Linear (``probe``) is not the classifier: the picture needs ``penultimate=...``."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(DIM, 16), nn.Tanh())
+        self.classifier = nn.Linear(16, num_classes)
+        self.probe = nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.classifier(self.trunk(x))
+
+
+class Constant(nn.Module):
+    """Ignores its input: it can only learn the class frequencies."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+
+    def forward(self, x):
+        return self.bias.expand(x.shape[0], -1)
+
+
+class Diverging(nn.Module):
+    """Outputs NaN: its loss is never finite."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(DIM, num_classes)
+
+    def forward(self, x):
+        return self.linear(x) * float("nan")
+
+
+class SegNet(nn.Module):
+    """A fully convolutional segmentation net with a 1x1 convolution head."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=2,
+                                                                                     dilation=2), nn.ReLU())
+        self.head = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def make_segnet(num_classes: int) -> nn.Module:
+    return SegNet(num_classes)
+
+
+def options() -> dict:
+    """The user-side arguments of every compare test: blobs, :func:`make_model`, short settings that learn."""
+    return {"model": make_model, "train": blobs(90, seed=1), "test": blobs(60, seed=2), "seeds": 2,
+            "epochs": 3, "batch_size": 16, "lr": 0.01}
+
+
+def loader():
+    """``--data compare_helpers:loader``: (train, test)."""
+    return blobs(90, seed=1), blobs(60, seed=2)
+
+
+def loader_with_val():
+    return blobs(90, seed=1), blobs(30, seed=3), blobs(60, seed=2)
+
+
+def not_a_loader():
+    return blobs(90, seed=1)
+
+
+def not_a_factory(num_classes: int) -> int:
+    return num_classes
+
+
+class Slow(Dataset):
+    """Blobs read one item at a time with a short pause: a run lasts long enough to be interrupted."""
+
+    def __init__(self, n: int, seed: int, pause: float = 0.002) -> None:
+        self.data = blobs(n, seed=seed)
+        self.pause = pause
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        time.sleep(self.pause)
+        return self.data[index]
+
+
+def slow_loader():
+    return Slow(90, seed=1), Slow(60, seed=2)
+
+
+def run_for_resume(out: str, pause: float) -> None:
+    """The comparison the resume test kills partway (:func:`options`, 3 seeds), with a ``pause`` per step,
+    which changes no number."""
+    from labelsmooth.experiments import compare
+
+    compare(**{**options(), "seeds": 3}, out=out, resume=True, progress=lambda _: time.sleep(pause))
