@@ -81,8 +81,8 @@ def _check_numeric(name: str, column: Any) -> bool:
     if (present & ~bad).sum() < NUMERIC_SHARE * present.sum():
         return False
     row = int(np.flatnonzero(bad.to_numpy())[0])
-    raise fail(f"column {name!r}", "numbers (the other cells of this column are numbers)",
-               f"{column.iloc[row]!r} in row {row + 1} (counting data rows from 1)")
+    raise fail(f"column {name!r}, row {row + 1} (counting data rows from 1)",
+               "a number, as in the column's other cells", column.iloc[row])
 
 
 def _features(frame: Any, train_rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
