@@ -300,6 +300,19 @@ def test_smooth_ece_matches_relplot(name, bandwidth):
     assert smooth_ece(probs, labels, bandwidth=bandwidth) == pytest.approx(expected, abs=1e-3)
 
 
+def test_smooth_ece_weighs_confidences_near_one_fully_where_relplot_halves_them():
+    """Pins what the docstring says: relplot counts a confidence within 1e-3 of 1 at half weight."""
+    relplot = pytest.importorskip("relplot")
+    conf = torch.tensor([0.9995] * 100 + [0.6] * 100, dtype=torch.float64)
+    probs = torch.stack([conf, 1 - conf], dim=1)
+    labels = torch.tensor([0] * 80 + [1] * 20 + [0] * 60 + [1] * 40)  # 80% and 60% right
+    f, y = top_label(probs, labels)
+    expected = dense_smooth_ece(f, y, 0.05)
+    assert smooth_ece(probs, labels, bandwidth=0.05) == pytest.approx(expected, abs=1e-6)
+    # Measured: relplot 0.0874, the definition 0.0998 (the residual at 0.9995 counts half).
+    assert abs(relplot.smECE_sigma(f, y, 0.05) - expected) > 0.01
+
+
 SMOOTH_EXTREMES = {
     "confidence-1-all-right": (torch.tensor([[1.0, 0.0]] * 3), torch.tensor([0, 0, 0])),
     "confidence-1-all-wrong": (torch.tensor([[1.0, 0.0]] * 3), torch.tensor([1, 1, 1])),
