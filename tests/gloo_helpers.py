@@ -103,6 +103,17 @@ def reference_rows(full, targets, *, alpha, convention, weight=None, prior=None,
     return F.cross_entropy(logits, dense.movedim(-1, 1), weight=weight, reduction="none")
 
 
+def reference_loss_and_grad(logits, targets, grad_output, *, alpha, convention, reduction, weight=None,
+                            prior=None, dim=-1, num_items=None):
+    """Loss and full-logits gradient from F.cross_entropy in float64 (``grad_output`` for ``"none"``)."""
+    full = logits.double().requires_grad_()
+    per_row = reference_rows(full, targets, alpha=alpha, convention=convention, weight=weight, prior=prior,
+                             dim=dim)
+    loss = reference_loss(per_row, targets, reduction, weight=weight, num_items=num_items)
+    loss.backward(grad_output.double() if reduction == "none" else None)
+    return loss.detach(), full.grad
+
+
 def reference_loss(per_row, targets, reduction, *, weight=None, num_items=None):
     """Reduce ``reference_rows`` by PyTorch's index-target rule: the mean divides by sum_i w_{y_i}."""
     if reduction == "none":
