@@ -1,6 +1,7 @@
 """labelsmooth: label smoothing for PyTorch that is exact, lean and composable."""
 
-from labelsmooth import schedules
+from labelsmooth import kernels, schedules
+from labelsmooth._validation import content_checks
 from labelsmooth.algorithms import (
     Algorithm,
     CutMix,
@@ -50,9 +51,11 @@ __all__ = [
     "State",
     "Trace",
     "binary_cross_entropy_with_logits",
+    "content_checks",
     "cross_entropy",
     "dice_loss",
     "ensure_targets_one_hot",
+    "kernels",
     "linear_cross_entropy",
     "schedules",
     "smooth_labels",

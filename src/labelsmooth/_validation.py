@@ -1,16 +1,26 @@
 """Every argument check of the library, with one error vocabulary.
 
 Each message names the argument, what is allowed and what was received:
-``alpha: expected a real number in [0, 1], got nan``. Python values are
-checked where they are given (a module's ``__init__``); tensor contents are
-checked per call. Nothing here uses ``assert``, which ``python -O`` removes.
+``alpha: expected a real number in [0, 1], got nan``. Nothing here uses
+``assert``, which ``python -O`` removes. Checks come in three tiers:
+
+1. Python values (``alpha``, ``reduction``, ...): where they are given, a
+   module's ``__init__`` or the top of a function.
+2. Shapes and dtypes: on every call. They cost nothing under ``torch.compile``
+   (the traced graph is specialized on them).
+3. Tensor contents (index range, finite or negative values, rows that sum to
+   1): in eager mode only, and only while :func:`content_checks` allows them.
+   Each needs a host read of the result (a sync on a GPU); under tracing they
+   are skipped, so a compiled graph never syncs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 import torch
@@ -24,6 +34,42 @@ CONVENTIONS = ("uniform", "others")
 PROBABILITY_ATOL = 1e-3
 
 TargetForm = Literal["index", "dense"]
+
+_CONTENT_CHECKS = contextvars.ContextVar("labelsmooth_content_checks", default=True)
+
+
+@contextlib.contextmanager
+def content_checks(enabled: bool) -> Iterator[None]:
+    """Turn tier-3 checks (tensor contents) on or off inside a ``with`` block.
+
+    ``with labelsmooth.content_checks(False):`` skips every check that reads
+    tensor values, for GPU training that must never wait on the host. Bad
+    values then give wrong numbers (or a device-side assertion) instead of
+    a ``ValueError``. Shape, dtype and argument checks always run.
+
+    Example:
+        >>> import torch, labelsmooth
+        >>> with labelsmooth.content_checks(False):
+        ...     loss = labelsmooth.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 2]))
+        >>> round(loss.item(), 4)
+        1.0986
+    """
+    token = _CONTENT_CHECKS.set(check_flag(enabled, "enabled"))
+    try:
+        yield
+    finally:
+        _CONTENT_CHECKS.reset(token)
+
+
+def may_read_host(device: torch.device) -> bool:
+    """Whether a shortcut may read a tensor value on the host: eager mode, content
+    checks on, and a CPU tensor, where a read costs no device sync."""
+    return device.type == "cpu" and checks_contents()
+
+
+def checks_contents() -> bool:
+    """Whether tier-3 checks run now: eager mode, and not turned off by :func:`content_checks`."""
+    return not torch.compiler.is_compiling() and _CONTENT_CHECKS.get()
 
 
 def fail(arg: str, expected: str, got: object, *, error: type[Exception] = ValueError) -> Exception:
@@ -142,7 +188,9 @@ def target_form(logits: Tensor, targets: object, dim: int) -> TargetForm:
 
 
 def check_index_values(targets: Tensor, num_classes: int, ignore_index: int | None) -> None:
-    """Every index is in ``[0, num_classes)`` or equal to ``ignore_index``."""
+    """Every index is in ``[0, num_classes)`` or equal to ``ignore_index`` (tier 3)."""
+    if not checks_contents():
+        return
     valid = (targets >= 0) & (targets < num_classes)
     if ignore_index is not None:
         valid |= targets == ignore_index
@@ -155,11 +203,33 @@ def check_index_values(targets: Tensor, num_classes: int, ignore_index: int | No
 
 
 def check_dense_values(targets: Tensor, arg: str = "targets") -> None:
-    """Dense targets are finite and non-negative."""
-    if not bool(torch.isfinite(targets).all()):
-        raise fail(arg, "finite probabilities", "a tensor with NaN or infinite entries")
-    if bool((targets < 0).any()):
-        raise fail(arg, "non-negative probabilities", float(targets.min().item()))
+    """Dense targets are finite and non-negative (tier 3)."""
+    check_values(targets, arg, "probabilities")
+
+
+def check_values(
+    value: Tensor, arg: str, what: str = "entries", *, low: float = 0.0, high: float = math.inf,
+) -> None:
+    """Every entry of ``value`` is finite and in ``[low, high]`` (tier 3)."""
+    if not checks_contents():
+        return
+    if not bool(torch.isfinite(value).all()):
+        raise fail(arg, f"finite {what}", "a tensor with NaN or infinite entries")
+    allowed = f"non-negative {what}" if high == math.inf and low == 0 else f"{what} in [{low:g}, {high:g}]"
+    if bool((value < low).any()):
+        raise fail(arg, allowed, float(value.min().item()))
+    if bool((value > high).any()):
+        raise fail(arg, allowed, float(value.max().item()))
+
+
+def check_sums_to_one(total: Tensor, arg: str, what: str) -> None:
+    """Every entry of ``total`` is 1 up to rounding (tier 3)."""
+    if not checks_contents():
+        return
+    error = (total.double() - 1.0).abs()
+    if bool((error > PROBABILITY_ATOL).any()):
+        worst = float(total.flatten()[error.argmax()].item())
+        raise fail(arg, what, f"sum {worst:.6g}")
 
 
 def check_class_vector(
@@ -176,14 +246,9 @@ def check_class_vector(
         raise fail(arg, "a floating-point tensor", vector.dtype, error=TypeError)
     if vector.shape != (num_classes,):
         raise fail(arg, f"a vector of shape ({num_classes},), one entry per class", tuple(vector.shape))
-    if not bool(torch.isfinite(vector).all()):
-        raise fail(arg, "finite entries", "a tensor with NaN or infinite entries")
-    if bool((vector < 0).any()):
-        raise fail(arg, "non-negative entries", float(vector.min().item()))
+    check_values(vector, arg)
     if distribution:
-        total = float(vector.double().sum().item())
-        if abs(total - 1.0) > PROBABILITY_ATOL:
-            raise fail(arg, "entries that sum to 1", f"sum {total:.6g}")
+        check_sums_to_one(vector.double().sum(), arg, "entries that sum to 1")
     return vector
 
 

@@ -19,8 +19,7 @@ def _check_broadcast_vector(value: Tensor | None, arg: str, shape: torch.Size) -
     trailing = zip(reversed(value.shape), reversed(shape), strict=False)
     if value.dim() > len(shape) or any(a not in (1, b) for a, b in trailing):
         raise v.fail(arg, f"a shape that broadcasts to the logits' {tuple(shape)}", tuple(value.shape))
-    if not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
-        raise v.fail(arg, "finite non-negative entries", "a tensor with negative or non-finite entries")
+    v.check_values(value, arg)
     return value
 
 
@@ -88,8 +87,7 @@ def binary_cross_entropy_with_logits(
     pos_weight = _check_broadcast_vector(pos_weight, "pos_weight", logits.shape)
     dtype = compute_dtype(logits.dtype)
     target = targets.to(dtype)
-    if not bool(torch.isfinite(target).all()) or bool(((target < 0) | (target > 1)).any()):
-        raise v.fail("targets", "values in [0, 1]", "a tensor with values outside [0, 1] or NaN")
+    v.check_values(target, "targets", "values", high=1.0)
     return F.binary_cross_entropy_with_logits(
         logits.to(dtype), smooth_binary_labels(target, alpha),
         weight=None if weight is None else weight.to(dtype),

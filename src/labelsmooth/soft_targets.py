@@ -126,12 +126,7 @@ class SoftTargets:
         if weights.shape[0] != indices.shape[0]:
             raise v.fail("weights", f"one weight per component (K={indices.shape[0]})", weights.shape[0])
         v.check_dense_values(weights, "weights")
-        total = weights.double().sum(0)
-        if bool(((total - 1.0).abs() > v.PROBABILITY_ATOL).any()):
-            worst = float(total.flatten()[(total - 1.0).abs().argmax()].item())
-            raise v.fail(
-                "weights", "mixing weights that sum to 1 over K at every position", f"sum {worst:.6g}"
-            )
+        v.check_sums_to_one(weights.sum(0), "weights", "mixing weights that sum to 1 over K at every position")
         object.__setattr__(self, "weights", weights)
         object.__setattr__(self, "alpha", v.check_probability(self.alpha, "alpha"))
         object.__setattr__(self, "ignore_index", v.check_int(self.ignore_index, "ignore_index"))
@@ -330,9 +325,7 @@ class SoftTargets:
         if isinstance(lam, Tensor):
             if not lam.is_floating_point():
                 raise v.fail("lam", "a floating-point tensor", lam.dtype, error=TypeError)
-            v.check_dense_values(lam, "lam")
-            if bool((lam > 1).any()):
-                raise v.fail("lam", "values in [0, 1]", float(lam.max().item()))
+            v.check_values(lam, "lam", "values", high=1.0)
             lam_t = self._along_batch(lam, "lam")
         else:
             lam_t = torch.tensor(v.check_probability(lam, "lam"), device=self.device)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from labelsmooth import _validation as v
 from labelsmooth._dtypes import compute_dtype
 from labelsmooth.kernels import dispatch
 from labelsmooth.kernels.rowmath import Layout, class_mass, gradient_scales, row_coefficients
@@ -89,9 +90,9 @@ class FusedIndexCrossEntropy(torch.autograd.Function):
             return tuple(grads)
         if grad is not None:
             # Computed in the forward for an incoming gradient of 1: scale it
-            # (one host read to skip the pass) and let go, so autograd adopts
-            # it as .grad without a copy.
-            if not bool(grad_out == 1):
+            # (on CPU one host read skips the pass) and let go, so autograd
+            # adopts it as .grad without a copy.
+            if not (v.may_read_host(grad_out.device) and bool(grad_out == 1)):
                 grad.mul_(grad_out)
             grads[0] = grad
             return tuple(grads)

@@ -4,17 +4,20 @@ For hidden states ``h`` ``(N, H)``, a projection ``W`` ``(V, H)`` and bias
 ``b`` ``(V,)``, row ``i`` has logits ``z_i = W h_i + b``. With the smoothing
 mass ``s`` (uniform over the ``V`` classes)::
 
-    loss_i  = lse(z_i) - (1 - s) z_{i, y_i} - s mean(z_i),   mean(z_i) = h_i . mean_c(W_c) + mean(b)
+    loss_i  = lse(z_i) - (1 - s) z_{i, y_i} - s mean(z_i)
     dz_i    = c_i (softmax(z_i) - (1 - s) onehot(y_i) - s / V)
     dh_i    = dz_i W,   dW = sum_i dz_i^T h_i,   db = sum_i dz_i
 
 where ``c_i`` is the reduction's weight of row ``i`` (``1``, or ``1 / count``
-for ``"mean"``; 0 for ignored rows). For ``"mean"`` and ``"sum"`` the
-gradients are computed inside the forward's chunk loop, while the chunk's
-logits are still in cache, and the backward only scales them by the incoming
-gradient (the trick of Liger-Kernel's fused linear cross-entropy). With
-``"none"`` the per-row incoming gradient is unknown in the forward, so the
-backward recomputes each chunk's logits (one more projection).
+for ``"mean"``; 0 for ignored rows). Per chunk, one matrix product makes the
+logits and one pass of :func:`labelsmooth.kernels.rowmath.fused_rows` (the
+compiled kernel of :mod:`labelsmooth.kernels.dispatch`) turns them into the
+row statistics and ``dz``. For ``"mean"`` and ``"sum"`` the gradients are
+computed inside the forward's chunk loop and the backward only scales them by
+the incoming gradient (the trick of Liger-Kernel's fused linear
+cross-entropy). With ``"none"`` the per-row incoming gradient is unknown in
+the forward, so the backward recomputes each chunk's logits (one more
+projection).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from labelsmooth.targets import compute_dtype
+from labelsmooth import _validation as v
+from labelsmooth._dtypes import compute_dtype
+from labelsmooth.kernels import dispatch
 
 #: Logit elements per chunk: 3 * 2^21 float32 (24 MiB; 196 rows at V=32000).
 #: The peak is dW, dh and one chunk (plus BLAS packing buffers), and each chunk
@@ -37,45 +42,25 @@ DEFAULT_CHUNK_ELEMENTS = 3 << 21
 MIN_CHUNK_ROWS = 128
 
 
-def _mean_projection(
-    weight: Tensor, bias: Tensor | None, dtype: torch.dtype
-) -> tuple[Tensor, Tensor | float]:
-    """``(mean_c W_c, mean(b))`` in the compute dtype, without a converted copy of ``W``."""
-    mean_bias: Tensor | float = 0.0 if bias is None else torch.mean(bias, dtype=dtype)
-    return torch.mean(weight, 0, dtype=dtype), mean_bias
-
-
-def _row_statistics(
-    hidden: Tensor, weight: Tensor, bias: Tensor | None, index: Tensor, mean_weight: Tensor,
-    mean_bias: Tensor | float, *, smoothing: float, dtype: torch.dtype,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One chunk: ``(exp(z - max) (n, V), sum of it (n,), unreduced loss (n,))``."""
+def _chunk(
+    hidden: Tensor, weight: Tensor, bias: Tensor | None, index: Tensor, coef: Tensor | None, *,
+    smoothing: float,
+) -> tuple[Tensor | None, Tensor]:
+    """One chunk: ``(dz (n, V) for row weights coef, or None; unreduced loss (n,))``."""
     logits = torch.nn.functional.linear(hidden, weight, bias)
-    if logits.dtype != dtype:
-        logits = logits.to(dtype)
-    row_max = logits.amax(1, keepdim=True)
-    # In place: the chunk's logits become exp(z - max), then the gradient.
-    centered = logits.sub_(row_max)
-    z_y = centered.gather(1, index[:, None]).squeeze(1)
-    row_sum = centered.exp_().sum(1)
-    loss = row_sum.log() - (1.0 - smoothing) * z_y
-    if smoothing != 0.0:
-        # mean_c z_c from one dot product per row instead of a pass over V.
-        mean_z = (hidden.to(dtype) @ mean_weight).add_(mean_bias).sub_(row_max.squeeze(1))
-        loss = loss - smoothing * mean_z
-    return centered, row_sum, loss
-
-
-def _logit_gradient_(
-    exp_centered: Tensor, row_sum: Tensor, index: Tensor, coef: Tensor, *, smoothing: float,
-) -> Tensor:
-    """Turn ``exp(z - max)`` into ``coef * (softmax - (1 - s) onehot - s / V)`` in place."""
-    num_classes = exp_centered.shape[1]
-    grad = exp_centered.mul_((coef / row_sum)[:, None])
-    if smoothing != 0.0:
-        grad.sub_((coef * (smoothing / num_classes))[:, None])
-    grad.scatter_add_(1, index[:, None], (-(1.0 - smoothing) * coef)[:, None])
-    return grad
+    dtype = compute_dtype(logits.dtype)
+    index = index[:, None]
+    if coef is None:
+        row_max, exp_sum, mean_z, z_y = dispatch.compiled("row_statistics")(logits, index, None, dtype)
+        grad = None
+    else:
+        scales = (coef[:, None], (coef * (smoothing / logits.shape[1]))[:, None],
+                  (-(1.0 - smoothing) * coef)[:, None])
+        grad, row_max, exp_sum, mean_z, z_y = dispatch.compiled("fused_rows")(
+            logits.to(dtype), index, *scales, None
+        )
+    loss = row_max + exp_sum.log() - (1.0 - smoothing) * z_y - smoothing * mean_z
+    return grad, loss.squeeze(1)
 
 
 class LinearCrossEntropyFunction(torch.autograd.Function):
@@ -94,7 +79,6 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         if reduction == "mean":
             count = coef.sum()
             coef = coef / torch.where(count > 0, count, torch.ones_like(count))
-        mean_weight, mean_bias = _mean_projection(weight, bias, dtype)
         step = chunk_size or max(MIN_CHUNK_ROWS, DEFAULT_CHUNK_ELEMENTS // max(1, num_classes))
         needs_grad = any(ctx.needs_input_grad[:3])
         fused = needs_grad and reduction != "none"
@@ -103,14 +87,11 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         for start in range(0, rows, step):
             stop = min(start + step, rows)
             part = slice(start, stop)
-            exp_centered, row_sum, losses[part] = _row_statistics(
-                hidden[part], weight, bias, index[part], mean_weight, mean_bias,
-                smoothing=smoothing, dtype=dtype,
+            grad_logits, losses[part] = _chunk(
+                hidden[part], weight, bias, index[part], None if grads is None else coef[part],
+                smoothing=smoothing,
             )
-            if grads is not None:
-                grad_logits = _logit_gradient_(
-                    exp_centered, row_sum, index[part], coef[part], smoothing=smoothing
-                )
+            if grads is not None and grad_logits is not None:
                 grads.add(part, grad_logits)
         row_weight = coef if reduction == "mean" else valid.to(dtype)
         losses = losses * row_weight
@@ -134,16 +115,13 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         hidden, weight, bias, index, row_weight = ctx.saved_tensors
         dtype = row_weight.dtype
         coef = grad_loss.to(dtype) * row_weight
-        mean_weight, mean_bias = _mean_projection(weight, bias, dtype)
         recomputed = _GradientAccumulator(hidden, weight, bias, ctx.needs_input_grad)
         for start in range(0, hidden.shape[0], ctx.step):
             part = slice(start, min(start + ctx.step, hidden.shape[0]))
-            exp_centered, row_sum, _ = _row_statistics(
-                hidden[part], weight, bias, index[part], mean_weight, mean_bias,
-                smoothing=0.0, dtype=dtype,
-            )
-            recomputed.add(part, _logit_gradient_(exp_centered, row_sum, index[part], coef[part],
-                                                  smoothing=ctx.smoothing))
+            grad_logits, _ = _chunk(hidden[part], weight, bias, index[part], coef[part],
+                                    smoothing=ctx.smoothing)
+            if grad_logits is not None:
+                recomputed.add(part, grad_logits)
         return (*recomputed.result(None), None, None, None, None, None)
 
 
@@ -178,8 +156,9 @@ class _GradientAccumulator:
         With ``scale`` 1 (a plain ``loss.backward()``) the stored tensors are
         handed out without a copy; they are never modified here.
         """
-        # One host read of a scalar per step, to skip three (V, H)-sized products.
-        unit = scale is None or bool(scale == 1)
+        # One host read of a scalar per step (CPU only: no device sync), to
+        # skip three (V, H)-sized products.
+        unit = scale is None or (v.may_read_host(scale.device) and bool(scale == 1))
         pairs = [
             (self.grad_hidden, self.hidden.dtype),
             (self.grad_weight, self.weight.dtype),
