@@ -126,7 +126,9 @@ class SoftTargets:
         if weights.shape[0] != indices.shape[0]:
             raise v.fail("weights", f"one weight per component (K={indices.shape[0]})", weights.shape[0])
         v.check_dense_values(weights, "weights")
-        v.check_sums_to_one(weights.sum(0), "weights", "mixing weights that sum to 1 over K at every position")
+        v.check_sums_to_one(
+            weights.sum(0), "weights", "mixing weights that sum to 1 over K at every position"
+        )
         object.__setattr__(self, "weights", weights)
         object.__setattr__(self, "alpha", v.check_probability(self.alpha, "alpha"))
         object.__setattr__(self, "ignore_index", v.check_int(self.ignore_index, "ignore_index"))
