@@ -137,24 +137,33 @@ def _time_cells(case: dict[str, Any], provider: str, mode: str) -> str:
             f"{ratio(case, provider, case['eager_baseline'], 'time', mode)} | {floor}")
 
 
+def _memory_cells(case: dict[str, Any], provider: str) -> str:
+    growth = _value(case, provider, "memory", "idle")
+    shown = f"{growth / MIB:.0f}" if isinstance(growth, float) else growth
+    return f"{shown} | {ratio(case, provider, case['compiled_baseline'], 'memory')} |"
+
+
+def _slowdown_cell(case: dict[str, Any], provider: str, mode: str) -> str:
+    busy, idle = (case["time"].get(m, {}).get(provider) for m in (mode, "idle"))
+    return f"{busy['median_s'] / idle['median_s']:.2f} |" if busy and idle else "- |"
+
+
 def time_table(results: dict[str, Any], mode: str) -> str:
-    """Median time (20-80% quantiles) and ratios; the idle table adds peak growth, the busy one x idle."""
-    idle = mode == "idle"
-    extra = "peak growth (MiB) | x compiled |" if idle else "x own idle |"
-    lines = [f"| case | provider | time, median (q20-q80) | x compiled | x eager | x floor | {extra}",
-             "|---|---|---|---|---|---|---|" + ("---|" if idle else "")]
+    """Median time (20-80% quantiles) and ratios; the first mode's table adds peak growth, busy x idle."""
+    with_memory = mode == results["modes"][0]
+    with_slowdown = mode == "busy" and "idle" in results["modes"]
+    header = "| case | provider | time, median (q20-q80) | x compiled | x eager | x floor |"
+    header += " peak growth (MiB) | x compiled |" if with_memory else ""
+    header += " x own idle |" if with_slowdown else ""
+    lines = [header, "|---" * header.count(" |") + "|"]
     for case in results["cases"]:
         for provider in case["providers"]:
             if provider in case["skipped"]:
                 continue
-            if idle:
-                growth = _value(case, provider, "memory", mode)
-                shown = f"{growth / MIB:.0f}" if isinstance(growth, float) else growth
-                tail = f"{shown} | {ratio(case, provider, case['compiled_baseline'], 'memory')} |"
-            else:
-                busy, own = (case["time"].get(m, {}).get(provider) for m in (mode, "idle"))
-                tail = f"{busy['median_s'] / own['median_s']:.2f} |" if busy and own else "- |"
-            lines.append(f"| {case['name']} | {provider} | {_time_cells(case, provider, mode)} | {tail}")
+            row = f"| {case['name']} | {provider} | {_time_cells(case, provider, mode)} |"
+            row += f" {_memory_cells(case, provider)}" if with_memory else ""
+            row += f" {_slowdown_cell(case, provider, mode)}" if with_slowdown else ""
+            lines.append(row)
     return "\n".join(lines)
 
 
