@@ -6,6 +6,7 @@ module level here rather than inside a test.
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -93,6 +94,11 @@ def make_segnet(num_classes: int) -> nn.Module:
     return SegNet(num_classes)
 
 
+def too_wide(num_classes: int) -> nn.Module:
+    """Two more outputs than there are classes."""
+    return TinyNet(num_classes + 2)
+
+
 def options() -> dict:
     """The user-side arguments of every compare test: blobs, :func:`make_model`, short settings that learn."""
     return {"model": make_model, "train": blobs(90, seed=1), "test": blobs(60, seed=2), "seeds": 2,
@@ -117,11 +123,14 @@ def not_a_factory(num_classes: int) -> int:
 
 
 class Slow(Dataset):
-    """Blobs read one item at a time with a short pause: a run lasts long enough to be interrupted."""
+    """Blobs read one item at a time, with a pause of ``$COMPARE_HELPERS_PAUSE`` seconds (default 0) each.
 
-    def __init__(self, n: int, seed: int, pause: float = 0.002) -> None:
+    The pause makes a run last long enough to be interrupted, and changes no number.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
         self.data = blobs(n, seed=seed)
-        self.pause = pause
+        self.pause = float(os.environ.get("COMPARE_HELPERS_PAUSE", "0"))
 
     def __len__(self) -> int:
         return len(self.data)

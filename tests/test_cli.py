@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,14 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("click")
+import compare_helpers as helpers
 from labelsmooth.cli import _join_variadic, main
 from test_experiments import make_image_folder, make_table
+
+HELPERS = Path(helpers.__file__).parent
+#: --model/--data for compare_helpers' blobs and net, with settings that learn them.
+USER = ["--model", "compare_helpers:make_model", "--epochs", "3", "--batch-size", "16", "--lr", "0.01"]
+BLOBS = [*USER, "--data", "compare_helpers:loader", "--seeds", "2"]
 
 
 def run(capsys, *args):
@@ -45,7 +52,7 @@ def test_compare_digits_end_to_end(capsys, tmp_path):
     status, out, _ = run(capsys, "compare", "--epochs", "1", "--seeds", "2", "--alphas", "0", "0.05", "0.1",
                          "--out", tmp_path / "out")
     assert status == 0
-    assert "| alpha | accuracy (%) | NLL | ECE |" in out
+    assert "| alpha | seeds | accuracy (%) | NLL | ECE |" in out
     document = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert [row["alpha"] for row in document["summary"]] == [0.0, 0.05, 0.1]
     assert len(document["runs"]) == 6
@@ -90,6 +97,11 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[object], str]]:
     broken = make_image_folder(tmp_path / "broken", per_class=2)
     (broken / "dog" / "x.png").write_text("not an image")
     (tmp_path / "file").write_text("x")
+    empty = tmp_path / "empty_classes"
+    for name in ("a", "b"):
+        (empty / name).mkdir(parents=True)
+        (empty / name / "notes.txt").write_text("no image")
+    data = ["--data", "compare_helpers:loader"]
     return {
         "missing-path": (["compare", "--dataset", tmp_path / "nope"], "dataset: expected"),
         "no-class-subfolders": (["compare", "--dataset", flat], "at least two class subfolders"),
@@ -98,7 +110,31 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[object], str]]:
         "alpha-above-one": (["compare", "--alphas", "0", "1.5"], "alphas: expected a real number in [0, 1]"),
         "alpha-negative": (["compare", "--alphas", "-0.1"], "alphas: expected a real number in [0, 1]"),
         "alpha-not-a-number": (["compare", "--alphas", "abc"], "alphas: expected numbers"),
-        "one-seed-with-ci": (["compare", "--seeds", "1"], "seeds: expected at least 2 seeds"),
+        "one-seed-with-ci": (["compare", "--seeds", "1"], "seeds: expected at least 2 seeds for a confidence "
+                             "interval (or --no-ci), got 1"),
+        "subfolders-without-images": (["compare", "--dataset", empty],
+                                      "subfolders holding images (.png, .jpg, .jpeg, ...), got"),
+        "device-mps": (["compare", "--device", "mps"], "device: expected an available device (no mps device"),
+        "device-xpu": (["compare", "--device", "xpu"], "device: expected an available device (no xpu device"),
+        "device-meta": (["compare", "--device", "meta"], "device: expected a device that holds data"),
+        "model-does-not-import": (["compare", "--model", "no_such_module:f", *data],
+                                  "model: expected an importable 'pkg.module:name', got \"no_such_module:f "
+                                  "(ModuleNotFoundError"),
+        "model-name-missing": (["compare", "--model", "compare_helpers:nope", *data],
+                               "model: expected a name defined in compare_helpers"),
+        "model-returns-int": (["compare", "--model", "compare_helpers:not_a_factory", *data],
+                              "model: expected a callable(num_classes) returning a torch.nn.Module"),
+        "model-output-shape": (["compare", "--model", "compare_helpers:too_wide", *data],
+                               "model: expected logits of shape (2, 3) for labels of shape (2,) (3 classes), "
+                               "got (2, 5)"),
+        "model-rejects-input": (["compare", "--model", "compare_helpers:make_segnet", *data],
+                                "model: expected a model that takes a batch of inputs of shape (2, 6), "
+                                "got 'RuntimeError: Expected 3D"),
+        "data-returns-one": (["compare", "--data", "compare_helpers:not_a_loader"],
+                             "data: expected a loader returning (train, test) or (train, val, test)"),
+        "data-and-dataset": (["compare", *data, "--dataset", "digits"], "data: expected either --data or"),
+        "resume-and-overwrite": (["compare", "--resume", "--overwrite"],
+                                 "--resume: expected either --resume"),
         "out-is-a-file": (["compare", "--out", tmp_path / "file"], "out: expected a directory"),
         "bad-device": (["compare", "--device", "tpu9"], "device: expected"),
         "negative-mixup": (["compare", "--mixup", "-0.5"], "mixup: expected a finite real number >= 0"),
@@ -112,7 +148,11 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[object], str]]:
 
 CASES = ["missing-path", "no-class-subfolders", "unreadable-image", "no-label-column", "alpha-above-one",
          "alpha-negative", "alpha-not-a-number", "one-seed-with-ci", "out-is-a-file", "bad-device",
-         "negative-mixup", "cutmix-on-table", "unknown-option", "explain-alpha", "explain-classes"]
+         "negative-mixup", "cutmix-on-table", "unknown-option", "explain-alpha", "explain-classes",
+         "subfolders-without-images", "device-mps", "device-xpu", "device-meta", "model-does-not-import",
+         "model-name-missing", "model-returns-int", "model-output-shape", "model-rejects-input",
+         "data-returns-one", "data-and-dataset",
+         "resume-and-overwrite"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -155,3 +195,121 @@ def test_join_variadic():
     assert _join_variadic(["compare", "--alphas", "0", "0.1", "--seeds", "2"]) == [
         "compare", "--alphas", "0,0.1", "--seeds", "2"]
     assert _join_variadic(["--alphas", "0,0.2"]) == ["--alphas", "0,0.2"]
+
+
+def test_out_with_results_is_refused_in_one_line(capsys, tmp_path):
+    out = tmp_path / "out"
+    assert run(capsys, "compare", *BLOBS, "--out", out)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    status, _, err = run(capsys, "compare", *BLOBS, "--out", out)
+    assert status == 2 and err.count("\n") == 1
+    assert "out: expected an empty or new folder (--resume continues the runs in it, --overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    status, _, err = run(capsys, "compare", *BLOBS, "--epochs",
+                         "4", "--resume", "--out", out)
+    assert status == 2 and "out: expected the settings of the runs in" in err and "epochs 3 -> 4" in err
+    assert run(capsys, "compare", *BLOBS, "--overwrite",
+               "--out", out)[0] == 0
+
+
+def test_progress_off_a_terminal_is_one_line_per_run(capsys, tmp_path):
+    status, out, err = run(capsys, "compare", *USER, "--data", "compare_helpers:loader", "--seeds", "2",
+                           "--out", tmp_path / "o")
+    assert status == 0
+    lines = [line for line in err.splitlines() if line.startswith("run ")]
+    assert [line.split(":")[0] for line in lines] == ["run 1/4 alpha=0 seed=0", "run 2/4 alpha=0.1 seed=0",
+                                                     "run 3/4 alpha=0 seed=1", "run 4/4 alpha=0.1 seed=1"]
+    assert all("accuracy " in line and "% " in line.replace("%,", "% ") and "elapsed, ETA" in line
+               for line in lines)
+    header = "compare_helpers:loader: classification, 3 classes, 81 train / 9 validation / 60 test examples"
+    assert err.splitlines()[0] == header
+    assert "| alpha | seeds |" in out
+
+
+def test_runs_that_did_not_learn_get_one_warning_line(capsys, tmp_path):
+    status, out, err = run(capsys, "compare", *USER, "--model", "compare_helpers:Constant", "--data",
+                           "compare_helpers:loader", "--seeds", "2", "--out", tmp_path / "o")
+    assert status == 0
+    warnings = [line for line in err.splitlines() if line.startswith("labelsmooth: warning:")]
+    assert len(warnings) == 1 and "4 of 4 runs did not learn" in warnings[0]
+    assert "(did not learn)" in err and "**Not comparable**" in out
+
+
+def test_dropped_columns_are_said(capsys, tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "ids.csv"
+    frame = pd.read_csv(make_table(tmp_path / "t.csv"))
+    frame["user"] = [f"user{i}" for i in range(len(frame))]
+    frame.to_csv(path, index=False)
+    status, _, err = run(capsys, "compare", "--dataset", path, "--label-column", "species", "--seeds", "2",
+                         "--epochs", "1", "--out", tmp_path / "o")
+    assert status == 0
+    assert "note: dropped text column 'user' (90 distinct values in 90 rows: an id or free text)" in err
+    assert "dropped text column 'user'" in (tmp_path / "o" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("args", "executor", "address"),
+                         [(["--ray"], "ray", None), (["--ray", "auto"], "ray", "auto"),
+                          (["--ray", "--seeds", "2"], "ray", None), ([], "local", None)],
+                         ids=["local-cluster", "address", "flag-then-option", "no-ray"])
+def test_ray_option(capsys, tmp_path, monkeypatch, args, executor, address):
+    import labelsmooth.experiments
+
+    seen = {}
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt  # stop before any training; the command reports an interruption
+
+    monkeypatch.setattr(labelsmooth.experiments, "compare", fake)
+    status, _, err = run(capsys, "compare", "--data", "compare_helpers:loader", *args, "--out",
+                         tmp_path / "o")
+    assert status == 130 and "interrupted" in err
+    assert (seen["executor"], seen["ray_address"]) == (executor, address)
+
+
+def test_ctrl_c_keeps_the_runs_writes_a_partial_report_and_resume_finishes(capsys, tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "labelsmooth", "compare", *USER, "--data", "compare_helpers:slow_loader",
+               "--seeds", "3", "--out", str(out)]
+    process = subprocess.Popen(command, cwd=HELPERS, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True, env={**os.environ, "COMPARE_HELPERS_PAUSE": "0.002"})
+    for line in process.stderr:
+        if line.startswith("run 1/6"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 130, rest
+    assert "interrupted" in rest and "Traceback" not in rest
+    report = (out / "report.md").read_text()
+    assert "> **Partial report**: interrupted after" in report
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["partial"] is True and 1 <= len(document["runs"]) < 6
+    arguments = command[3:-1]  # after "python -m labelsmooth", without the --out folder
+    status, _, err = run(capsys, *arguments, out, "--resume")
+    assert status == 0, err
+    assert run(capsys, *arguments, tmp_path / "whole")[0] == 0
+    assert (out / "metrics.json").read_text() == (tmp_path / "whole" / "metrics.json").read_text()
+
+
+def test_without_click_the_command_says_to_install_the_cli_extra():
+    code = ("import sys; sys.modules['click'] = None  # as if not installed\n"
+            "from labelsmooth.cli import main; sys.exit(main(['compare']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert result.stderr == 'labelsmooth compare needs the cli extra: pip install "labelsmooth[cli]"\n'
+
+
+@pytest.mark.parametrize(("missing", "command"),
+                         [("sklearn", "compare"), ("PIL", "compare"), ("click", "explain")],
+                         ids=["sklearn", "pillow", "click-for-explain"])
+def test_each_module_of_the_cli_extra_is_checked(capsys, monkeypatch, missing, command):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == missing else real(name, *a))
+    status, _, err = run(capsys, command)
+    assert status == 2
+    assert err == f'labelsmooth {command} needs the cli extra: pip install "labelsmooth[cli]"\n'

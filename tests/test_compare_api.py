@@ -217,7 +217,7 @@ def test_resume_after_a_kill_gives_the_same_metrics(tmp_path):
 
 def test_resume_refuses_other_settings(tmp_path):
     user_compare(out=tmp_path / "out", seeds=1, ci=False)
-    with pytest.raises(ValueError, match=r"resume: expected the settings of the runs in .*epochs 3 -> 4"):
+    with pytest.raises(ValueError, match=r"out: expected the settings of the runs in .*epochs 3 -> 4"):
         user_compare(out=tmp_path / "out", seeds=1, ci=False, epochs=4, resume=True)
 
 

@@ -106,15 +106,26 @@ def _duration(seconds: float) -> str:
 
 
 class _Progress:
-    """``compare``'s progress: a tqdm bar on a terminal; off one, a line per finished run."""
+    """``compare``'s progress: a tqdm bar on a terminal; off one, a line per finished run.
+
+    ``header`` (what data, which notes) is printed when training starts: input
+    that turns out bad before then leaves nothing but the one error line.
+    """
 
     def __init__(self) -> None:
         self.bar: Any = None
         self.started = False
         self.terminal = sys.stderr.isatty()
+        self.header: list[str] = []
+
+    def start(self) -> None:
+        if not self.started:
+            self.started = True
+            for line in self.header:
+                click.echo(line, err=True)
 
     def __call__(self, progress: Any) -> None:
-        self.started = True
+        self.start()
         if self.terminal:
             self._bar(progress)
         elif progress.finished is not None:
@@ -167,7 +178,7 @@ def _user_data(opts: dict[str, Any]) -> Any:
                 image_size=opts["image_size"])
 
 
-def _plan(opts: dict[str, Any]) -> dict[str, Any]:
+def _plan(opts: dict[str, Any], progress: _Progress) -> dict[str, Any]:
     """Check the options in the CLI's words, load the data; return ``compare``'s arguments."""
     from labelsmooth.experiments import options
     from labelsmooth.experiments.imports import load_object
@@ -178,13 +189,13 @@ def _plan(opts: dict[str, Any]) -> dict[str, Any]:
     options.check_device(opts["device"])
     check_out(opts["out"], resume=opts["resume"], overwrite=opts["overwrite"],
               flags=("--resume", "--overwrite"))
-    model = load_object(opts.pop("model"), "model") if opts["model"] is not None else opts.pop("model")
+    spec = opts.pop("model")
+    model = None if spec is None else load_object(spec, "model")
     data = _user_data(opts)
-    click.echo(f"{data.name}: {data.task}, {data.num_classes} classes, {len(data.train)} train / "
-               f"{0 if data.val is None else len(data.val)} validation / {len(data.test)} test examples",
-               err=True)
-    for note in data.notes:
-        click.echo(f"note: {note}", err=True)
+    validation = 0 if data.val is None else len(data.val)
+    progress.header = [f"{data.name}: {data.task}, {data.num_classes} classes, {len(data.train)} train / "
+                       f"{validation} validation / {len(data.test)} test examples",
+                       *(f"note: {note}" for note in data.notes)]
     ray = opts.pop("ray")
     for name in ("dataset", "data"):
         opts.pop(name)
@@ -196,8 +207,11 @@ def _plan(opts: dict[str, Any]) -> dict[str, Any]:
 def _interrupted(out: Path) -> None:
     from labelsmooth.experiments.store import STORE
 
-    click.echo(f"labelsmooth: interrupted; the finished runs are in {out / STORE} and the partial report in "
-               f"{out / 'report.md'}; --resume runs the rest", err=True)
+    if (out / "report.md").exists():
+        click.echo(f"labelsmooth: interrupted; the finished runs are in {out / STORE} and a partial report "
+                   f"in {out / 'report.md'}; --resume runs the rest", err=True)
+    else:
+        click.echo("labelsmooth: interrupted before any run started; nothing was written", err=True)
     raise click.exceptions.Exit(130)
 
 
@@ -210,7 +224,7 @@ def compare(**opts: Any) -> None:
 
     progress = _Progress()
     try:
-        plan = _plan(opts)
+        plan = _plan(opts, progress)
         result = run_compare(**plan, progress=progress)
     except KeyboardInterrupt:
         progress.close()
@@ -220,6 +234,7 @@ def compare(**opts: Any) -> None:
         if progress.started:  # raised by training, not by the input: keep the traceback
             raise
         raise UsageError(str(error)) from None
+    progress.start()
     progress.close()
     for note in result.notes[len(plan["data"].notes):]:
         click.echo(f"note: {note}", err=True)

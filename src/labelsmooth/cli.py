@@ -66,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from labelsmooth._cli import cli
 
     try:
-        cli.main(args=_join_variadic(args), prog_name="labelsmooth", standalone_mode=False)
+        # Without standalone mode, click returns a command's exit status (Exit) instead of exiting.
+        status = cli.main(args=_join_variadic(args), prog_name="labelsmooth", standalone_mode=False)
     except click.exceptions.Exit as done:
         return int(done.exit_code)
     except click.exceptions.Abort:
@@ -78,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         click.echo(f"labelsmooth: error: {error}".splitlines()[0], err=True)
         return USAGE_ERROR
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

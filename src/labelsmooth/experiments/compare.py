@@ -213,8 +213,12 @@ def probe(factory: ModelFactory, data: DataSet, config: TrainConfig,
                        f"a {type(model).__name__} from {_identity(factory)}({data.num_classes})")
         inputs, targets = take(data.train, torch.arange(min(2, len(data.train))))  # type: ignore[arg-type]
         model = model.to(device).eval()
-        with torch.no_grad():
-            logits = model(inputs.to(device))
+        try:
+            with torch.no_grad():
+                logits = model(inputs.to(device))
+        except Exception as error:  # the model does not take these inputs: say so in one line
+            raise fail("model", f"a model that takes a batch of inputs of shape {tuple(inputs.shape)}",
+                       f"{type(error).__name__}: {error}".splitlines()[0]) from None
     expected = (targets.shape[0], data.num_classes, *targets.shape[1:])
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__

@@ -83,8 +83,7 @@ class RunStore:
     digest: str
 
     @classmethod
-    def open(cls, out: Path, settings: dict[str, Any], *, resume: bool,
-             flag: str = "resume") -> tuple[RunStore, list[RunResult]]:
+    def open(cls, out: Path, settings: dict[str, Any], *, resume: bool) -> tuple[RunStore, list[RunResult]]:
         """Start the store (``resume``: continue it) and return it with the runs it already holds."""
         digest = settings_hash(settings)
         store = cls(out / STORE, digest)
@@ -92,9 +91,9 @@ class RunStore:
             lines, good = _lines(store.path)
             header = lines[0] if lines and lines[0].get("type") == "settings" else None
             if header is None:
-                raise fail(flag, f"a {STORE} that starts with its settings", str(store.path))
+                raise fail("out", f"a {STORE} that starts with its settings", str(store.path))
             if header["hash"] != digest:
-                raise fail(flag, f"the settings of the runs in {store.path}",
+                raise fail("out", f"the settings of the runs in {store.path} (to resume them)",
                            f"different ones ({_differences(header['settings'], settings)})")
             with store.path.open("r+b") as stream:
                 stream.truncate(good)
