@@ -1,0 +1,32 @@
+"""``examples/compare_your_model.py`` runs: a user-defined network on generated data, end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "compare_your_model.py"
+
+
+def test_compare_your_model_example_learns_and_writes_the_report(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, str(EXAMPLE), str(out)], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("alpha=0: accuracy ") and lines[1].startswith("alpha=0.1: accuracy ")
+    assert lines[-1] == f"learned: True; report: {out}/report.md"
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["config"]["model"] == "__main__.make_model"
+    assert len(document["runs"]) == 6 and all(run["learned"] for run in document["runs"])
+    assert all(run["accuracy"] > 0.8 for run in document["runs"])
+    assert document["config"]["penultimate"] == "classify"
+    report = (out / "report.md").read_text()
+    assert all(f"]({name}.png)" in report for name in ("curves", "reliability", "penultimate"))
