@@ -1,5 +1,10 @@
 """The fused kernel: each row's max, sum of exp, target logits, class sum and gradient in one pass.
 
+For ``(B, C, S)`` logits (classes not last) a row is strided, so Inductor
+cannot keep it in cache between the reductions and the gradient's write;
+there the forward keeps ``O(M)`` numbers and the backward writes the
+gradient, as compiled PyTorch does.
+
 The math is :mod:`labelsmooth.kernels.rowmath`'s; :mod:`labelsmooth.kernels.dispatch`
 compiles it. When the logits need a gradient and the loss is reduced
 (``divisor`` given), the forward writes the gradient for an incoming gradient
@@ -49,7 +54,8 @@ class FusedIndexCrossEntropy(torch.autograd.Function):
         )
         column, index_view = layout.class_column(cm), layout.view(index)
         precompute = (
-            ctx.needs_input_grad[0] and divisor is not None and not torch.compiler.is_compiling()
+            ctx.needs_input_grad[0] and divisor is not None and logits.dim() == 2
+            and not torch.compiler.is_compiling()
         )
         grad = None
         if precompute:
@@ -64,7 +70,10 @@ class FusedIndexCrossEntropy(torch.autograd.Function):
             )
         lse = layout.flat(row_max + exp_sum.log()).reshape(-1)
         nll_y = lse[:, None] - layout.flat(z_y)
-        nll_smooth = lse * mass_sum - layout.flat(class_sum).reshape(-1)
+        class_sum = layout.flat(class_sum).reshape(-1)
+        if cm is None:
+            class_sum = class_sum / layout.num_classes
+        nll_smooth = lse * mass_sum - class_sum
         loss = (tw * nll_y).sum(1) + smooth_mass * nll_smooth
         ctx.grad = grad
         ctx.divisor = divisor

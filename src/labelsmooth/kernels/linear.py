@@ -51,15 +51,15 @@ def _chunk(
     dtype = compute_dtype(logits.dtype)
     index = index[:, None]
     if coef is None:
-        row_max, exp_sum, mean_z, z_y = dispatch.compiled("row_statistics")(logits, index, None, dtype)
+        row_max, exp_sum, sum_z, z_y = dispatch.compiled("row_statistics")(logits, index, None, dtype)
         grad = None
     else:
         scales = (coef[:, None], (coef * (smoothing / logits.shape[1]))[:, None],
                   (-(1.0 - smoothing) * coef)[:, None])
-        grad, row_max, exp_sum, mean_z, z_y = dispatch.compiled("fused_rows")(
+        grad, row_max, exp_sum, sum_z, z_y = dispatch.compiled("fused_rows")(
             logits.to(dtype), index, *scales, None
         )
-    loss = row_max + exp_sum.log() - (1.0 - smoothing) * z_y - smoothing * mean_z
+    loss = row_max + exp_sum.log() - (1.0 - smoothing) * z_y - (smoothing / logits.shape[1]) * sum_z
     return grad, loss.squeeze(1)
 
 

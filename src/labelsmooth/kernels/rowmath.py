@@ -118,16 +118,21 @@ def gradient_scales(
 
 
 def _class_sum(z: Tensor, class_column: Tensor | None) -> Tensor:
-    """``sum_c cm_c z_c`` (the mean when ``cm`` is the uniform ``1 / C``), kept as a class dim of 1."""
+    """``sum_c cm_c z_c`` (the plain sum when ``cm`` is ``None``), kept as a class dim of 1."""
     if class_column is None:
-        return z.sum(1, keepdim=True) / z.shape[1]
+        return z.sum(1, keepdim=True)
     return (z * class_column).sum(1, keepdim=True)
 
 
 def row_statistics(
     logits: Tensor, index: Tensor, class_column: Tensor | None, dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(max z, sum exp(z - max), z . cm, z at the targets)``, each with the class dim kept."""
+    """``(max z, sum exp(z - max), z . cm, z at the targets)``, each with the class dim kept.
+
+    With ``class_column=None`` the third is ``sum_c z_c``: the caller divides
+    by ``C``, since any arithmetic on a reduction here would cost Inductor its
+    one-loop fusion.
+    """
     z = logits.to(dtype)
     row_max = z.amax(1, keepdim=True)
     exp_sum = torch.exp(z - row_max).sum(1, keepdim=True)
@@ -140,14 +145,22 @@ def row_gradient(
 ) -> Tensor:
     """``scale_p softmax(z) - scale_u cm + sum_k scale_y_k onehot(y_k)``, in the logits' dtype."""
     z = logits.to(row_max.dtype)
-    grad = (scale_p / exp_sum) * torch.exp(z - row_max)
+    return _gradient(torch.exp(z - row_max), exp_sum, index, scale_p, scale_u, scale_y, class_column,
+                     logits.dtype)
+
+
+def _gradient(
+    exp_centered: Tensor, exp_sum: Tensor, index: Tensor, scale_p: Tensor, scale_u: Tensor,
+    scale_y: Tensor, class_column: Tensor | None, dtype: torch.dtype,
+) -> Tensor:
+    grad = (scale_p / exp_sum) * exp_centered
     grad = grad - (scale_u if class_column is None else scale_u * class_column)
     # The one-hot terms as a select against the class index: a scatter would
     # be its own pass (and its own parallel region) over the gradient.
-    classes = torch.arange(z.shape[1], device=z.device).reshape(-1, *([1] * (z.dim() - 2)))
+    classes = torch.arange(grad.shape[1], device=grad.device).reshape(-1, *([1] * (grad.dim() - 2)))
     for k in range(index.shape[1]):
         grad = torch.where(classes == index[:, k : k + 1], grad + scale_y[:, k : k + 1], grad)
-    return grad.to(logits.dtype)
+    return grad.to(dtype)
 
 
 def fused_rows(
@@ -159,8 +172,11 @@ def fused_rows(
     Only the reductions themselves are returned (no per-row arithmetic on
     them): Inductor then keeps the max, the sum, the class sum and the
     gradient's write in one loop body per row, so the row is read from memory
-    once and stays in cache for the rest.
+    once and stays in cache for the rest, and ``exp`` is taken once per element.
     """
-    row_max, exp_sum, class_sum, z_y = row_statistics(logits, index, class_column, scale_p.dtype)
-    grad = row_gradient(logits, row_max, exp_sum, index, scale_p, scale_u, scale_y, class_column)
-    return grad, row_max, exp_sum, class_sum, z_y
+    z = logits.to(scale_p.dtype)
+    row_max = z.amax(1, keepdim=True)
+    exp_centered = torch.exp(z - row_max)
+    exp_sum = exp_centered.sum(1, keepdim=True)
+    grad = _gradient(exp_centered, exp_sum, index, scale_p, scale_u, scale_y, class_column, logits.dtype)
+    return grad, row_max, exp_sum, _class_sum(z, class_column), z.gather(1, index)
