@@ -77,7 +77,7 @@ def train(steps: int, compute_loss_func=None) -> tuple[SFTTrainer, LlamaForCausa
     untrained = copy.deepcopy(model)
     data = sentences()
     with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
-        # TRL 1.x marks compute_loss_func deprecated for v2.0 (an extra no-grad forward for its metrics).
+        # TRL 1.16 marks compute_loss_func deprecated for v2.0 (an extra no-grad forward for its metrics).
         warnings.filterwarnings("ignore", message=".*compute_loss_func.*", category=FutureWarning)
         args = SFTConfig(
             output_dir=out, per_device_train_batch_size=len(data), max_steps=steps, learning_rate=0.1,

@@ -128,6 +128,7 @@ def _run_case(name: str, layout: Layout, mesh) -> dict:
         "loss_placements": tuple(loss.placements),
         "grad": x.grad.to_local(),
         "grad_is_dtensor": isinstance(x.grad, DTensor),
+        "is_dtensor": (is_dtensor(x), is_dtensor(x.to_local())),
         "grad_placements": tuple(x.grad.placements),
         "logits_placements": tuple(x.placements),
         "coordinate": mesh.get_coordinate(),
@@ -256,6 +257,7 @@ def test_loss_and_every_shard_gradient_equal_full_logits(spawned, layout_name, n
     for result in _results(spawned, layout_name, name):
         torch.testing.assert_close(result["loss"].double(), ref_loss, **tol)
         assert result["grad_is_dtensor"]
+        assert result["is_dtensor"] == (True, False)
         assert result["grad_placements"] == result["logits_placements"]
         assert result["grad"].dtype == case.dtype
         placements, coordinate = result["logits_placements"], result["coordinate"]

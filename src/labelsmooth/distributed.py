@@ -21,7 +21,9 @@ Tensor parallelism
     the *local* vocabulary size in ``alpha * K / (K - 1)``, so every rank
     computes a different loss and none of them is the loss of the full logits
     (Megatron-LM issue 737). ``tests/test_distributed.py`` computes that formula
-    next to this one.
+    next to this one. For logits that are a DTensor sharded on the class dim,
+    :func:`labelsmooth.tensor_parallel.dtensor_cross_entropy` runs the same
+    math with the process group of the mesh dim that shards the classes.
 
 Data parallelism
     Under DDP every rank computes a loss on its own micro-batch and DDP

@@ -30,10 +30,10 @@ Placements follow ``torch/distributed/tensor/parallel/loss.py``: with
 from __future__ import annotations
 
 import math
+import sys
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from labelsmooth import _validation as v
@@ -49,12 +49,14 @@ __all__ = ["dtensor_cross_entropy", "is_dtensor"]
 
 
 def is_dtensor(value: object) -> bool:
-    """Whether ``value`` is a ``torch.distributed.tensor.DTensor`` (False without torch.distributed)."""
-    if not dist.is_available():
-        return False
-    from torch.distributed.tensor import DTensor
+    """Whether ``value`` is a ``torch.distributed.tensor.DTensor``, without importing that module.
 
-    return isinstance(value, DTensor)
+    No DTensor can exist before ``torch.distributed.tensor`` is imported, so
+    the check never triggers the import itself. ``torch.compile`` traces it
+    (``fullgraph=True``).
+    """
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(value, module.DTensor)
 
 
 def _class_mesh_dim(placements: tuple[Placement, ...], dim: int, ndim: int) -> int:
