@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import pickle
-from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import labelsmooth as ls
+from gloo_helpers import spawn
 from labelsmooth import Event, State
 from labelsmooth.schedules import Linear
-from test_distributed import _free_port
 
 # Five samples, three classes; the logits are log-probabilities, so softmax gives these rows back.
 PROBS = torch.tensor([
@@ -202,7 +198,18 @@ def test_composition_on_the_same_targets_is_refused_at_start_up(others, first):
 
 
 def test_other_target_keys_compose():
-    ls.Engine(State(), [ls.OnlineLabelSmoothing(target_key="y"), ls.LabelSmoothing(0.1, target_key="aux")])
+    """OLS on "y" and LabelSmoothing on "aux" start up together, and each changes only its own targets."""
+    y, aux = torch.tensor([0, 2]), torch.tensor([1, 1])
+    logits = torch.zeros(2, 3)
+    algorithms = [ls.OnlineLabelSmoothing(0.5, target_key="y"), ls.LabelSmoothing(0.3, target_key="aux")]
+    engine = ls.Engine(State(batch={"y": y, "aux": aux}, outputs=logits), algorithms)
+    with engine.loss_events() as state:
+        seen_y, seen_aux = state.batch["y"], state.batch["aux"]
+    # OLS's first epoch trains on one-hot rows (init="onehot"); LabelSmoothing gives 0.7 + 0.1 and 0.1.
+    torch.testing.assert_close(seen_y, F.one_hot(y, 3).float())
+    torch.testing.assert_close(seen_aux, torch.tensor([[0.1, 0.8, 0.1], [0.1, 0.8, 0.1]]))
+    assert engine.state.batch["y"] is y
+    assert engine.state.batch["aux"] is aux
 
 
 def test_refuses_dense_targets_and_wrong_class_count():
@@ -263,45 +270,22 @@ def _gloo_data() -> tuple[torch.Tensor, torch.Tensor]:
     return logits, labels
 
 
-def _gloo_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
-        timeout=timedelta(seconds=60),
-    )
-    try:
-        logits, labels = _gloo_data()
-        ols = ls.OnlineLabelSmoothing(0.5, num_classes=GLOO_CLASSES)
-        # Rank 0 takes the first 10 samples (5 batches), rank 1 the last 4 (2 batches).
-        part = slice(0, 10) if rank == 0 else slice(10, None)
-        _epoch(ls.Engine(State(), [ols]), logits[part], labels[part])
-        torch.save(ols.state_dict(), Path(out_dir) / f"rank{rank}.pt")
-        # Every rank is past its last collective before any tears gloo down: a rank
-        # whose peer closed the connection mid-send aborts ("terminate called without
-        # an active exception"), seen once in a CI-like run.
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+def _gloo_job(rank: int, world_size: int) -> dict:
+    """One rank's epoch: rank 0 takes the first 10 samples (5 batches), rank 1 the last 4 (2 batches)."""
+    logits, labels = _gloo_data()
+    ols = ls.OnlineLabelSmoothing(0.5, num_classes=GLOO_CLASSES)
+    part = slice(0, 10) if rank == 0 else slice(10, None)
+    _epoch(ls.Engine(State(), [ols]), logits[part], labels[part])
+    return ols.state_dict()
 
 
 def test_two_gloo_processes_equal_one_process_on_the_combined_data(tmp_path):
-    context = mp.start_processes(
-        _gloo_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
-    )
-    try:
-        # Each join returns when a worker ends (a failed one raises with its traceback) or after
-        # its timeout, a hang guard far above the few seconds a run takes.
-        finished = any(context.join(timeout=120) for _ in range(3))
-    finally:
-        for proc in context.processes:
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-    assert finished
+    states = spawn(_gloo_job, 2, tmp_path)
+    assert not isinstance(states, str), states
     single = ls.OnlineLabelSmoothing(0.5, num_classes=GLOO_CLASSES)
     _epoch(ls.Engine(State(), [single]), *_gloo_data())
     assert not torch.equal(single.matrix, torch.eye(GLOO_CLASSES, dtype=torch.float64))
-    for rank in range(2):
-        state = torch.load(tmp_path / f"rank{rank}.pt")
+    for state in states:
         torch.testing.assert_close(state["matrix"], single.matrix, atol=1e-12, rtol=0)
         assert state["epochs"] == 1
         assert not state["counts"].any()
