@@ -56,7 +56,12 @@ def fail(arg: str, expected: str, got: object) -> DataError:
 
 
 def shorten(values: list[Any]) -> str:
-    """``values`` as a list, cut after :data:`SHOWN` entries (a message stays one short line)."""
+    """``values`` as a list, cut after :data:`SHOWN` entries (a message stays one short line).
+
+    Example:
+        >>> shorten(list(range(12)))
+        '[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ... (12 in all)]'
+    """
     if len(values) <= SHOWN:
         return str(values)
     return "[" + ", ".join(map(str, values[:SHOWN])) + f", ... ({len(values)} in all)]"

@@ -42,7 +42,12 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def number(value: float | None, spec: str) -> str:
-    """``value`` formatted with ``spec``; rounding noise around 0 (``-9.25e-16``) prints as 0, NaN as n/a."""
+    """``value`` formatted with ``spec``; rounding noise around 0 (``-9.25e-16``) prints as 0, NaN as n/a.
+
+    Example:
+        >>> number(-9.25e-16, "+.3g"), number(-4.16334e-17, ".3g"), number(0.0123, "+.3g")
+        ('0', '0', '+0.0123')
+    """
     if value is None or not math.isfinite(value):
         return "n/a"
     if abs(value) < ZERO:

@@ -118,10 +118,13 @@ def _algorithms(data: DataSet, alpha: float, seed: int, config: TrainConfig) -> 
     return algorithms
 
 
-def _correct(logits: Tensor, targets: Tensor, ignore_index: int | None) -> tuple[Tensor, Tensor]:
-    """Correct predictions and counted items of a batch (ignored pixels left out), as 0-d tensors."""
-    keep = targets != ignore_index if ignore_index is not None else torch.ones_like(targets, dtype=torch.bool)
-    return ((logits.detach().argmax(1) == targets) & keep).sum(), keep.sum()
+def _correct(logits: Tensor, targets: Tensor, ignore_index: int | None) -> tuple[Tensor, int | Tensor]:
+    """Correct predictions and counted items of a batch (ignored pixels left out); no host sync."""
+    hits = logits.detach().argmax(1) == targets
+    if ignore_index is None:
+        return hits.sum(), targets.numel()
+    keep = targets != ignore_index
+    return (hits & keep).sum(), keep.sum()
 
 
 def validation_scores(model: nn.Module, val: Dataset[Any], ignore_index: int | None,
