@@ -93,8 +93,13 @@ def test_bad_prior(prior, match):
 
 
 def test_prior_rounding_is_allowed():
-    prior = torch.full((3,), 1 / 3, dtype=torch.float16)
-    ls.smooth_labels(LOGITS, TARGETS, 0.1, prior=prior.float())
+    """A prior rounded through float16 (sum 0.99976) is used as given; one off by 1% is refused."""
+    prior = torch.full((3,), 1 / 3, dtype=torch.float16).float()
+    assert abs(prior.double().sum().item() - 1.0) > 1e-4  # really rounded, not exact
+    expected = 0.9 * torch.nn.functional.one_hot(TARGETS, 3).float() + 0.1 * prior
+    torch.testing.assert_close(ls.smooth_labels(LOGITS, TARGETS, 0.1, prior=prior), expected)
+    with pytest.raises(ValueError, match="prior: expected entries that sum to 1"):
+        ls.smooth_labels(LOGITS, TARGETS, 0.1, prior=prior * 1.01)
 
 
 @pytest.mark.parametrize(
