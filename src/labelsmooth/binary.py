@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from labelsmooth import _validation as v
-from labelsmooth.targets import compute_dtype
+from labelsmooth._dtypes import compute_dtype
 
 
 def _check_broadcast_vector(value: Tensor | None, arg: str, shape: torch.Size) -> Tensor | None:

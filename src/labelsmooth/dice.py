@@ -6,8 +6,9 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validation as v
+from labelsmooth._dtypes import compute_dtype
 from labelsmooth.soft_targets import SoftTargets
-from labelsmooth.targets import compute_dtype, smooth_labels
+from labelsmooth.targets import smooth_labels
 
 
 def _dense_targets(

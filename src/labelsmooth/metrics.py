@@ -50,6 +50,7 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validation as v
+from labelsmooth._dtypes import compute_dtype
 
 __all__ = [
     "BINNINGS",
@@ -773,5 +774,4 @@ def template_plane_projection(
     b2 = residual / residual.norm()
     basis = torch.stack([b1, b2], dim=1)
     out = (features.detach().to(dtype) - templates[0]) @ basis
-    result_dtype = torch.float32 if features.dtype in (torch.float16, torch.bfloat16) else features.dtype
-    return out.to(result_dtype)
+    return out.to(compute_dtype(features.dtype))

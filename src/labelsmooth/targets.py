@@ -27,6 +27,9 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validation as v
+# ``as``: functional, distributed and kernels.reference still import it from here; it is not
+# in ``__all__`` (its home is ``_dtypes``).
+from labelsmooth._dtypes import compute_dtype as compute_dtype
 
 if TYPE_CHECKING:
     from labelsmooth.soft_targets import SoftTargets
@@ -60,11 +63,6 @@ def smoothing_distribution(
     if prior is None:
         return torch.full((num_classes,), 1.0 / num_classes, dtype=dtype, device=device)
     return prior.to(dtype=dtype, device=device)
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Float32 for 16-bit inputs, the input's own dtype otherwise."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def along_dim(vector: Tensor, ndim: int, dim: int) -> Tensor:

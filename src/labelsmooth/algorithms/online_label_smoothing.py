@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from labelsmooth import _validation as v
+from labelsmooth._dtypes import compute_dtype
 from labelsmooth.algorithms.base import Algorithm
 from labelsmooth.algorithms.events import Event
 from labelsmooth.algorithms.label_smoothing import logits_of
@@ -32,7 +33,6 @@ from labelsmooth.algorithms.schedules import Schedule, alpha_at, check_alpha, pl
 from labelsmooth.algorithms.state import BatchKey, State
 from labelsmooth.algorithms.target_pipeline import TargetOp, TargetPipeline, TargetTransform
 from labelsmooth.soft_targets import SoftTargets
-from labelsmooth.targets import compute_dtype
 
 INITS = ("onehot", "uniform")
 

@@ -23,10 +23,11 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validation as v
+from labelsmooth._dtypes import compute_dtype
 from labelsmooth.algorithms.base import Algorithm
 from labelsmooth.algorithms.state import BatchKey, State
 from labelsmooth.soft_targets import SoftTargets
-from labelsmooth.targets import compute_dtype, effective_alpha, smooth_labels
+from labelsmooth.targets import effective_alpha, smooth_labels
 
 EXTRAS_KEY = "labelsmooth/target_pipelines"
 
