@@ -12,27 +12,13 @@ from labelsmooth.algorithms.base import Algorithm
 from labelsmooth.algorithms.events import Event
 from labelsmooth.algorithms.logger import Logger
 from labelsmooth.algorithms.schedules import Schedule, alpha_at, check_alpha, plain_hparams
-from labelsmooth.algorithms.state import BatchKey, State
+from labelsmooth.algorithms.state import BatchKey, State, logits_of
 from labelsmooth.algorithms.target_pipeline import (
     TargetOp,
     TargetPipeline,
     TargetTransform,
 )
 from labelsmooth.soft_targets import same_prior
-
-
-def logits_of(outputs: Any) -> Tensor:
-    """The logits in a model's outputs: a Tensor, a ``"logits"`` entry, or a ``logits`` attribute."""
-    if isinstance(outputs, Tensor):
-        return outputs
-    logits = outputs.get("logits") if isinstance(outputs, dict) else getattr(outputs, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    raise v.fail(
-        "state.outputs", "a Tensor, a dict with 'logits' or an object with .logits",
-        type(outputs).__name__, error=TypeError,
-    )
-
 
 #: Marks ``alpha`` as not given, so ``smoothing=`` can stand in for it and an
 #: explicit ``alpha=None`` is still refused.

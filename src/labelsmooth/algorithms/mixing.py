@@ -10,9 +10,8 @@ from torch import Tensor
 
 from labelsmooth import _validation as v
 from labelsmooth.algorithms.events import Event
-from labelsmooth.algorithms.label_smoothing import logits_of
 from labelsmooth.algorithms.logger import Logger
-from labelsmooth.algorithms.state import BatchKey, State
+from labelsmooth.algorithms.state import BatchKey, State, logits_of
 from labelsmooth.algorithms.target_pipeline import TargetOp, TargetPipeline, TargetTransform
 
 

@@ -9,9 +9,8 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validation as v
-from labelsmooth.algorithms.label_smoothing import logits_of
 from labelsmooth.algorithms.mixing import Mixing
-from labelsmooth.algorithms.state import BatchKey, State, batch_set
+from labelsmooth.algorithms.state import BatchKey, State, batch_set, logits_of
 from labelsmooth.algorithms.target_pipeline import TargetOp, TargetPipeline
 
 

@@ -27,10 +27,9 @@ from labelsmooth import _validation as v
 from labelsmooth._dtypes import compute_dtype
 from labelsmooth.algorithms.base import Algorithm
 from labelsmooth.algorithms.events import Event
-from labelsmooth.algorithms.label_smoothing import logits_of
 from labelsmooth.algorithms.logger import Logger
 from labelsmooth.algorithms.schedules import Schedule, alpha_at, check_alpha, plain_hparams
-from labelsmooth.algorithms.state import BatchKey, State
+from labelsmooth.algorithms.state import BatchKey, State, logits_of
 from labelsmooth.algorithms.target_pipeline import TargetOp, TargetPipeline, TargetTransform
 from labelsmooth.soft_targets import SoftTargets
 

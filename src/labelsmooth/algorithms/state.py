@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import Tensor
+
 from labelsmooth import _validation as v
 
 #: A batch key: a position, a name, or a ``(getter, setter)`` pair where
@@ -57,6 +59,19 @@ def batch_set(batch: Any, key: BatchKey, value: Any) -> Any:
     if isinstance(batch, dict):
         return {**batch, key: value}
     raise v.fail("batch", "a tuple, list, dict or namedtuple", type(batch).__name__, error=TypeError)
+
+
+def logits_of(outputs: Any) -> Tensor:
+    """The logits in a model's outputs: a Tensor, a ``"logits"`` entry, or a ``logits`` attribute."""
+    if isinstance(outputs, Tensor):
+        return outputs
+    logits = outputs.get("logits") if isinstance(outputs, dict) else getattr(outputs, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    raise v.fail(
+        "state.outputs", "a Tensor, a dict with 'logits' or an object with .logits",
+        type(outputs).__name__, error=TypeError,
+    )
 
 
 @dataclass(kw_only=True)

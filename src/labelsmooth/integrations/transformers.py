@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validation as v
-from labelsmooth.algorithms.label_smoothing import logits_of
+from labelsmooth.algorithms.state import logits_of
 from labelsmooth.functional import cross_entropy
 
 __all__ = ["CausalLMLoss"]
