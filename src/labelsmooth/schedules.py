@@ -1,8 +1,282 @@
-"""Schedules for ``alpha``: ``LabelSmoothing(alpha=schedules.Cosine(0.1, 0.0, duration=10_000))``.
+r"""Schedules for ``alpha``: ``LabelSmoothing(alpha=schedules.Cosine(0.1, 0.0, duration=10_000))``.
 
-Re-exports :mod:`labelsmooth.algorithms.schedules`, where they are defined.
+A schedule is a small callable object: ``schedule(state)`` reads
+``state.step`` (``unit="step"``) or ``state.epoch`` (``unit="epoch"``) and
+returns a smoothing mass in [0, 1]. :class:`~labelsmooth.LabelSmoothing` and
+:class:`~labelsmooth.OnlineLabelSmoothing` accept one wherever they take
+``alpha`` and read it at every ``BEFORE_LOSS``. Every schedule's values lie in
+[0, 1] by construction: its end points are checked when it is built, and
+interpolation between two of them cannot leave the interval.
+
+With ``t`` the counter, ``T`` the ``duration`` and ``a0``/``a1`` the
+``start``/``end`` values:
+
+- :class:`Constant`: ``a0``.
+- :class:`Linear`: ``a0 + (a1 - a0) * min(t / T, 1)``.
+- :class:`Cosine`: ``a1 + (a0 - a1) * (1 + cos(pi * min(t / T, 1))) / 2``.
+- :class:`Step`: ``a0 * gamma ** (number of milestones <= t)`` (PyTorch's ``MultiStepLR``).
+- :class:`WarmupDecay`: linear from ``start`` to ``peak`` over ``warmup``, then
+  linear or cosine from ``peak`` to ``end`` until ``total``.
+
+Example:
+    >>> from labelsmooth import State
+    >>> schedule = Linear(0.2, 0.0, duration=100)
+    >>> schedule(State(step=0)), schedule(State(step=50)), schedule(State(step=500))
+    (0.2, 0.1, 0.0)
 """
 
-from labelsmooth.algorithms.schedules import Constant, Cosine, Linear, Schedule, Step, WarmupDecay
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from labelsmooth import _validation as v
+
+if TYPE_CHECKING:  # a schedule reads only state.step and state.epoch
+    from labelsmooth.algorithms.state import State
 
 __all__ = ["Constant", "Cosine", "Linear", "Schedule", "Step", "WarmupDecay"]
+
+UNITS = ("step", "epoch")
+
+
+def _check_count(value: object, arg: str, *, minimum: int) -> int:
+    number = v.check_int(value, arg)
+    if number < minimum:
+        raise v.fail(arg, f"an int >= {minimum}", number)
+    return number
+
+
+def _clip(value: float) -> float:
+    # Interpolating between two values in [0, 1] stays in [0, 1] up to rounding; clip that away.
+    return min(max(value, 0.0), 1.0)
+
+
+def _cosine(start: float, end: float, fraction: float) -> float:
+    return _clip(end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * fraction)))
+
+
+def _linear(start: float, end: float, fraction: float) -> float:
+    return _clip(start + (end - start) * fraction)
+
+
+class Schedule(ABC):
+    """A smoothing mass that depends on ``state.step`` or ``state.epoch``.
+
+    Subclasses implement :meth:`value` of the counter ``t``; calling the
+    schedule with a :class:`~labelsmooth.State` reads the counter named by
+    ``unit``. ``hparams`` (the constructor's arguments) drives ``__repr__``.
+    """
+
+    def __init__(self, unit: str) -> None:
+        self.unit = v.check_choice(unit, "unit", UNITS)
+
+    @property
+    @abstractmethod
+    def hparams(self) -> dict[str, Any]:
+        """The constructor's arguments."""
+
+    @abstractmethod
+    def value(self, t: int) -> float:
+        """The smoothing mass at counter value ``t`` (>= 0)."""
+
+    def __call__(self, state: State) -> float:
+        t = v.check_int(state.step if self.unit == "step" else state.epoch, f"state.{self.unit}")
+        return self.value(max(t, 0))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={x!r}" for k, x in {**self.hparams, "unit": self.unit}.items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and repr(other) == repr(self)
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
+
+
+class Constant(Schedule):
+    """The same ``alpha`` at every step: what a plain float means.
+
+    Example:
+        >>> Constant(0.1).value(10**6)
+        0.1
+    """
+
+    def __init__(self, alpha: float, *, unit: str = "step") -> None:
+        super().__init__(unit)
+        self.alpha = v.check_probability(alpha, "alpha")
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return {"alpha": self.alpha}
+
+    def value(self, t: int) -> float:
+        return self.alpha
+
+
+class _Interpolated(Schedule):
+    """From ``start`` at ``t = 0`` to ``end`` at ``t = duration``, then ``end``."""
+
+    def __init__(self, start: float, end: float, *, duration: int, unit: str) -> None:
+        super().__init__(unit)
+        self.start = v.check_probability(start, "start")
+        self.end = v.check_probability(end, "end")
+        self.duration = _check_count(duration, "duration", minimum=1)
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return {"start": self.start, "end": self.end, "duration": self.duration}
+
+    def fraction(self, t: int) -> float:
+        return min(t / self.duration, 1.0)
+
+
+class Linear(_Interpolated):
+    """``alpha`` moves linearly from ``start`` to ``end`` over ``duration`` steps (or epochs), then stays.
+
+    Example:
+        >>> [Linear(0.0, 0.1, duration=4).value(t) for t in (0, 2, 4, 9)]
+        [0.0, 0.05, 0.1, 0.1]
+    """
+
+    def __init__(self, start: float, end: float, *, duration: int, unit: str = "step") -> None:
+        super().__init__(start, end, duration=duration, unit=unit)
+
+    def value(self, t: int) -> float:
+        return _linear(self.start, self.end, self.fraction(t))
+
+
+class Cosine(_Interpolated):
+    """``alpha`` follows half a cosine from ``start`` to ``end`` over ``duration``, then stays.
+
+    Example:
+        >>> [round(Cosine(0.2, 0.0, duration=4).value(t), 6) for t in (0, 2, 4, 9)]
+        [0.2, 0.1, 0.0, 0.0]
+
+    References:
+        Loshchilov and Hutter, "SGDR: Stochastic Gradient Descent with Warm
+        Restarts", 2017 (the cosine shape, without restarts).
+    """
+
+    def __init__(self, start: float, end: float, *, duration: int, unit: str = "step") -> None:
+        super().__init__(start, end, duration=duration, unit=unit)
+
+    def value(self, t: int) -> float:
+        return _cosine(self.start, self.end, self.fraction(t))
+
+
+class Step(Schedule):
+    """``alpha`` is multiplied by ``gamma`` at each milestone, as PyTorch's ``MultiStepLR``.
+
+    ``value(t) = alpha * gamma ** k`` where ``k`` counts the milestones ``<= t``.
+    ``gamma > 1`` raises the smoothing; every value reached must lie in [0, 1].
+
+    Example:
+        >>> schedule = Step(0.2, milestones=[2, 4], gamma=0.5, unit="epoch")
+        >>> [schedule.value(t) for t in (0, 1, 2, 3, 4, 10)]
+        [0.2, 0.2, 0.1, 0.1, 0.05, 0.05]
+    """
+
+    def __init__(
+        self, alpha: float, milestones: Sequence[int], *, gamma: float = 0.1, unit: str = "epoch"
+    ) -> None:
+        super().__init__(unit)
+        self.alpha = v.check_probability(alpha, "alpha")
+        if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
+            raise v.fail("milestones", "a sequence of ints", milestones, error=TypeError)
+        marks = [_check_count(m, "milestones", minimum=0) for m in milestones]
+        if marks != sorted(set(marks)):
+            raise v.fail("milestones", "strictly increasing ints", list(milestones))
+        self.milestones = tuple(marks)
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
+            raise v.fail("gamma", "a finite real number >= 0", gamma, error=TypeError)
+        if not math.isfinite(gamma) or gamma < 0:
+            raise v.fail("gamma", "a finite real number >= 0", gamma)
+        self.gamma = float(gamma)
+        for k in range(len(marks) + 1):
+            reached = self.alpha * self.gamma**k
+            if reached > 1.0:
+                expected = f"a factor that keeps alpha in [0, 1] (alpha * gamma**{k} = {reached:g})"
+                raise v.fail("gamma", expected, gamma)
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "milestones": list(self.milestones), "gamma": self.gamma}
+
+    def value(self, t: int) -> float:
+        passed = sum(1 for m in self.milestones if m <= t)
+        return _clip(self.alpha * self.gamma**passed)
+
+
+class WarmupDecay(Schedule):
+    """Linear warm-up from ``start`` to ``peak`` over ``warmup``, then decay to ``end`` at ``total``.
+
+    ``total`` counts from ``t = 0`` (warm-up included), as optax's
+    ``warmup_cosine_decay_schedule``; after ``total`` the value is ``end``.
+
+    Args:
+        peak: the value at ``t = warmup``.
+        warmup: length of the warm-up (>= 0).
+        total: where the decay ends (>= ``warmup``).
+        start, end: the values at ``t = 0`` and ``t >= total``.
+        decay: ``"cosine"`` or ``"linear"``.
+        unit: ``"step"`` or ``"epoch"``.
+
+    Example:
+        >>> schedule = WarmupDecay(0.2, warmup=2, total=6, decay="linear")
+        >>> [round(schedule.value(t), 6) for t in (0, 1, 2, 4, 6, 8)]
+        [0.0, 0.1, 0.2, 0.1, 0.0, 0.0]
+    """
+
+    def __init__(
+        self, peak: float, *, warmup: int, total: int, start: float = 0.0, end: float = 0.0,
+        decay: str = "cosine", unit: str = "step",
+    ) -> None:
+        super().__init__(unit)
+        self.peak = v.check_probability(peak, "peak")
+        self.start = v.check_probability(start, "start")
+        self.end = v.check_probability(end, "end")
+        self.warmup = _check_count(warmup, "warmup", minimum=0)
+        self.total = _check_count(total, "total", minimum=self.warmup)
+        self.decay = v.check_choice(decay, "decay", ("cosine", "linear"))
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return {
+            "peak": self.peak, "warmup": self.warmup, "total": self.total, "start": self.start,
+            "end": self.end, "decay": self.decay,
+        }
+
+    def value(self, t: int) -> float:
+        if t < self.warmup:
+            return _linear(self.start, self.peak, t / self.warmup)
+        if t >= self.total:
+            return self.end
+        fraction = (t - self.warmup) / (self.total - self.warmup)
+        interpolate = _cosine if self.decay == "cosine" else _linear
+        return interpolate(self.peak, self.end, fraction)
+
+
+def check_alpha(alpha: object) -> float | Schedule:
+    """``alpha`` as given to an algorithm: a :class:`Schedule`, or a float in [0, 1]."""
+    if isinstance(alpha, Schedule):
+        return alpha
+    return v.check_probability(alpha, "alpha")
+
+
+def alpha_at(alpha: float | Schedule, state: State) -> float:
+    """The smoothing mass now: ``alpha`` itself, or the schedule's value at ``state``."""
+    return alpha(state) if isinstance(alpha, Schedule) else alpha
+
+
+def plain_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+    """``hparams`` with each schedule replaced by its ``repr``, for a ``state_dict``.
+
+    A checkpoint then holds no objects of this library, so ``torch.load``'s
+    default ``weights_only=True`` reads it. A schedule has no state of its own:
+    it is a function of the counters that the training loop restores.
+    """
+    return {k: repr(x) if isinstance(x, Schedule) else x for k, x in hparams.items()}

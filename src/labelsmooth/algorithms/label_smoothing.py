@@ -11,13 +11,13 @@ from labelsmooth import _validation as v
 from labelsmooth.algorithms.base import Algorithm
 from labelsmooth.algorithms.events import Event
 from labelsmooth.algorithms.logger import Logger
-from labelsmooth.algorithms.schedules import Schedule, alpha_at, check_alpha, plain_hparams
 from labelsmooth.algorithms.state import BatchKey, State, logits_of
 from labelsmooth.algorithms.target_pipeline import (
     TargetOp,
     TargetPipeline,
     TargetTransform,
 )
+from labelsmooth.schedules import Schedule, alpha_at, check_alpha, plain_hparams
 from labelsmooth.soft_targets import same_prior
 
 #: Marks ``alpha`` as not given, so ``smoothing=`` can stand in for it and an
@@ -43,7 +43,7 @@ class LabelSmoothing(TargetTransform):
 
     Args:
         alpha: smoothing mass in [0, 1], default 0.1, or a
-            :class:`~labelsmooth.algorithms.schedules.Schedule` of the step or
+            :class:`~labelsmooth.schedules.Schedule` of the step or
             epoch (read at every ``BEFORE_LOSS``); ``smoothing=`` is accepted
             as an alias (Composer's later name).
         target_key: where the targets are in the batch: an index, a dict key, or

@@ -28,9 +28,9 @@ from labelsmooth._dtypes import compute_dtype
 from labelsmooth.algorithms.base import Algorithm
 from labelsmooth.algorithms.events import Event
 from labelsmooth.algorithms.logger import Logger
-from labelsmooth.algorithms.schedules import Schedule, alpha_at, check_alpha, plain_hparams
 from labelsmooth.algorithms.state import BatchKey, State, logits_of
 from labelsmooth.algorithms.target_pipeline import TargetOp, TargetPipeline, TargetTransform
+from labelsmooth.schedules import Schedule, alpha_at, check_alpha, plain_hparams
 from labelsmooth.soft_targets import SoftTargets
 
 INITS = ("onehot", "uniform")
@@ -83,7 +83,7 @@ class OnlineLabelSmoothing(TargetTransform):
 
     Args:
         alpha: mass of ``S[y]`` in [0, 1] (default 0.5, the paper's), or a
-            :class:`~labelsmooth.algorithms.schedules.Schedule`.
+            :class:`~labelsmooth.schedules.Schedule`.
         target_key: where the index targets are in the batch.
         num_classes: ``C``; when ``None`` it is taken from the first batch's
             logits. Give it in distributed runs, so that every process can
