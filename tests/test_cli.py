@@ -226,6 +226,14 @@ def test_progress_off_a_terminal_is_one_line_per_run(capsys, tmp_path):
     assert "| alpha | seeds |" in out
 
 
+def test_progress_on_a_terminal_is_a_bar(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    status, _, err = run(capsys, "compare", *BLOBS, "--out", tmp_path / "o")
+    assert status == 0
+    assert "72/72" in err and "step" in err  # 4 runs of 3 epochs of 6 steps (81 items, batches of 16)
+    assert not any(line.startswith("run ") for line in err.splitlines())
+
+
 def test_runs_that_did_not_learn_get_one_warning_line(capsys, tmp_path):
     status, out, err = run(capsys, "compare", *USER, "--model", "compare_helpers:Constant", "--data",
                            "compare_helpers:loader", "--seeds", "2", "--out", tmp_path / "o")

@@ -181,6 +181,12 @@ def test_progress_reports_every_step_and_run():
     assert steps == list(range(1, seen[0].steps_total + 1))
 
 
+def test_worker_processes_report_runs_not_steps():
+    seen: list[Progress] = []
+    user_compare(seeds=2, jobs=2, progress=seen.append)
+    assert [p.runs_done for p in seen] == [1, 2, 3, 4] and all(p.steps_total == 0 for p in seen)
+
+
 def test_runs_are_appended_as_they_finish(tmp_path):
     lines = []
 

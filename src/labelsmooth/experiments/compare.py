@@ -460,8 +460,9 @@ def compare(
     result = CompareResult(loaded.name, loaded.task, loaded.num_classes, loaded.class_names, checked,
                            list(range(seeds)), config, finished, settings=settings,
                            notes=loaded.notes + ((f"No penultimate-layer picture: {note}.",) if note else ()))
+    in_process = executor == "local" and (jobs == 1 or len(todo) <= 1)
     steps = config.epochs * -(-len(loaded.train) // config.batch_size)  # type: ignore[arg-type]
-    tracker = _Tracker(progress, len(todo), steps * len(todo))
+    tracker = _Tracker(progress, len(todo), steps * len(todo) if in_process else 0)
     _execute(result, context, todo, store, tracker, ci=ci, out=out_path,
              jobs=jobs, executor=executor, ray_address=ray_address)
     return result

@@ -81,18 +81,16 @@ def run_ray(context: RunContext, grid: Grid, address: str | None = None) -> Iter
     """The runs of ``grid`` as Ray tasks, yielded as they finish.
 
     Joins the cluster at ``address`` (or the one this process already joined);
-    with neither, starts a local one on 127.0.0.1 without a dashboard and
-    stops it at the end. A task asks for ``threads`` CPUs, and one GPU when
-    the device is CUDA.
+    with neither, starts a local one without a dashboard (Ray's defaults
+    otherwise) and stops it at the end. A task asks for ``threads`` CPUs, and
+    one GPU when the device is CUDA.
     """
     try:
         import ray
     except ModuleNotFoundError:
         raise fail("executor", 'Ray installed (pip install "labelsmooth[ray]")', "ray") from None
     started = not ray.is_initialized()
-    if started and address is None:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    elif started:
+    if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     cuda = context.config.device.startswith("cuda")
     task = ray.remote(_ray_run).options(num_cpus=context.config.threads, num_gpus=1 if cuda else 0,
