@@ -137,6 +137,24 @@ def _run_case(name: str, layout: Layout, mesh) -> dict:
     }
 
 
+FULL_TENSOR_CASE = "NCS-uniform-sum-weight"
+
+
+def _backward_through_full_tensor(name: str, layout: Layout, mesh) -> torch.Tensor:
+    """The local gradient when the loss is gathered (``full_tensor()``, as for logging) before backward."""
+    from torch.distributed.tensor import Replicate, distribute_tensor
+
+    case = CASES[name]
+    logits, targets, _, weight, prior = _inputs(name, layout)
+    x = distribute_tensor(logits, mesh, _placements(case, layout)).requires_grad_()
+    tp_replicated = [Replicate() if i == layout.tp else p for i, p in enumerate(x.placements)]
+    loss = dtensor_cross_entropy(x, distribute_tensor(targets, mesh, tp_replicated), alpha=case.alpha,
+                                 convention=case.convention, weight=weight, prior=prior, dim=case.dim,
+                                 reduction=case.reduction)
+    loss.full_tensor().backward()
+    return x.grad.to_local()
+
+
 def _sharded(layout: Layout, mesh, logits: torch.Tensor, targets: torch.Tensor):
     """(N, C) ``logits`` sharded like the (N, C) cases, ``targets`` a DTensor of the matching placements."""
     from torch.distributed.tensor import Replicate, distribute_tensor
@@ -198,6 +216,8 @@ def _job(rank: int, world_size: int) -> dict:
             out[layout_name] = {
                 "cases": {name: _run_case(name, layout, mesh) for name in CASES},
                 "errors": _errors(layout, mesh),
+                "through-full-tensor": _backward_through_full_tensor(FULL_TENSOR_CASE, layout, mesh),
+                "coordinate": mesh.get_coordinate(),
             }
     return out
 
@@ -264,6 +284,18 @@ def test_loss_and_every_shard_gradient_equal_full_logits(spawned, layout_name, n
         expected = _local_block(ref_grad, placements, layout.mesh_shape, coordinate)
         assert result["grad"].shape == expected.shape
         torch.testing.assert_close(result["grad"].double(), expected, **tol)
+
+
+@pytest.mark.parametrize("layout_name", LAYOUT_IDS)
+def test_backward_through_the_gathered_loss_gives_the_same_gradient(spawned, layout_name):
+    """``loss.full_tensor().backward()``: the Partial sum's gradient is not divided by the batch ranks."""
+    layout = LAYOUTS[layout_name]
+    _, ref_grad = _reference(FULL_TENSOR_CASE, layout)
+    placements = _placements(CASES[FULL_TENSOR_CASE], layout)
+    for rank_result in spawned(layout.world_size):
+        result = rank_result[layout_name]
+        expected = _local_block(ref_grad, placements, layout.mesh_shape, result["coordinate"])
+        torch.testing.assert_close(result["through-full-tensor"].double(), expected, atol=1e-12, rtol=1e-12)
 
 
 @pytest.mark.parametrize(
