@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validation as v
-from labelsmooth.targets import smoothing_distribution
+from labelsmooth._smoothing import along_dim, smoothing_distribution
 
 
 def same_prior(first: Tensor | None, second: Tensor | None) -> bool:
@@ -253,9 +253,7 @@ class SoftTargets:
             dense.scatter_add_(dim, index[k].unsqueeze(dim), (1.0 - self.alpha) * mass[k].unsqueeze(dim))
         if self.alpha != 0.0:
             u = smoothing_distribution(num_classes, self.prior, dtype=dtype, device=self.device)
-            u_shape = [1] * ndim
-            u_shape[dim] = num_classes
-            dense += self.alpha * u.reshape(u_shape) * mass.sum(0).unsqueeze(dim)
+            dense += self.alpha * along_dim(u, ndim, dim) * mass.sum(0).unsqueeze(dim)
         return dense
 
     def to(self, device: torch.device | str, *, non_blocking: bool = False) -> SoftTargets:

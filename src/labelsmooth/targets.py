@@ -21,18 +21,21 @@ kernel only knows the ``"uniform"`` form.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, overload
+from typing import overload
 
 import torch
 from torch import Tensor
 
 from labelsmooth import _validation as v
-# ``as``: functional, distributed and kernels.reference still import it from here; it is not
-# in ``__all__`` (its home is ``_dtypes``).
-from labelsmooth._dtypes import compute_dtype as compute_dtype
 
-if TYPE_CHECKING:
-    from labelsmooth.soft_targets import SoftTargets
+# The ``as`` names are re-exports for functional, distributed and kernels.reference, which
+# still import them from here; their homes are ``_dtypes`` and ``_smoothing``.
+from labelsmooth._dtypes import compute_dtype as compute_dtype
+from labelsmooth._smoothing import along_dim as along_dim
+from labelsmooth._smoothing import smoothing_distribution as smoothing_distribution
+from labelsmooth.soft_targets import SoftTargets
+
+__all__ = ["check_prior_convention", "effective_alpha", "ensure_targets_one_hot", "smooth_labels"]
 
 
 def effective_alpha(alpha: float, num_classes: int, convention: str) -> float:
@@ -54,22 +57,6 @@ def check_prior_convention(prior: Tensor | None, convention: str) -> None:
             "'uniform' when a prior is given ('others' spreads alpha evenly over the other classes)",
             convention,
         )
-
-
-def smoothing_distribution(
-    num_classes: int, prior: Tensor | None, *, dtype: torch.dtype, device: torch.device
-) -> Tensor:
-    """The length-C distribution ``u`` that smoothing mixes in."""
-    if prior is None:
-        return torch.full((num_classes,), 1.0 / num_classes, dtype=dtype, device=device)
-    return prior.to(dtype=dtype, device=device)
-
-
-def along_dim(vector: Tensor, ndim: int, dim: int) -> Tensor:
-    """Reshape a length-C vector so it broadcasts along ``dim`` of an ``ndim`` tensor."""
-    shape = [1] * ndim
-    shape[dim] = vector.numel()
-    return vector.reshape(shape)
 
 
 def _index_to_dense(
@@ -172,7 +159,6 @@ def smooth_labels(
     prior = v.check_class_vector(prior, "prior", num_classes, distribution=True)
     check_prior_convention(prior, convention)
     alpha = effective_alpha(alpha, num_classes, convention)
-    from labelsmooth.soft_targets import SoftTargets  # it imports this module
 
     if isinstance(targets, SoftTargets):
         # Structured in, structured out: smoothing composes without a dense tensor.
@@ -210,7 +196,6 @@ def ensure_targets_one_hot(
     """
     logits, dim = v.check_logits(logits, dim)
     ignore_index = v.check_optional_int(ignore_index, "ignore_index")
-    from labelsmooth.soft_targets import SoftTargets  # it imports this module
 
     if isinstance(targets, SoftTargets):
         return targets.to_dense(logits.shape[dim], compute_dtype(logits.dtype), dim=dim)
