@@ -27,6 +27,7 @@ from labelsmooth.experiments.data import (
     from_datasets,
     load_dataset,
     prepare,
+    size,
     take,
     tensor_bytes,
 )
@@ -211,7 +212,7 @@ def probe(factory: ModelFactory, data: DataSet, config: TrainConfig,
         if not isinstance(model, nn.Module):
             raise fail("model", "a callable(num_classes) returning a torch.nn.Module",
                        f"a {type(model).__name__} from {_identity(factory)}({data.num_classes})")
-        inputs, targets = take(data.train, torch.arange(min(2, len(data.train))))  # type: ignore[arg-type]
+        inputs, targets = take(data.train, torch.arange(min(2, size(data.train))))
         model = model.to(device).eval()
         try:
             with torch.no_grad():
@@ -461,7 +462,7 @@ def compare(
                            list(range(seeds)), config, finished, settings=settings,
                            notes=loaded.notes + ((f"No penultimate-layer picture: {note}.",) if note else ()))
     in_process = executor == "local" and (jobs == 1 or len(todo) <= 1)
-    steps = config.epochs * -(-len(loaded.train) // config.batch_size)  # type: ignore[arg-type]
+    steps = config.epochs * -(-size(loaded.train) // config.batch_size)
     tracker = _Tracker(progress, len(todo), steps * len(todo) if in_process else 0)
     _execute(result, context, todo, store, tracker, ci=ci, out=out_path,
              jobs=jobs, executor=executor, ray_address=ray_address)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -86,12 +87,24 @@ def tensor_bytes(tensor: Tensor) -> bytes:
     return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
+def size(dataset: Dataset[Any]) -> int:
+    """``len(dataset)``: every split here is map-style (:func:`read_split` checks it has a length)."""
+    return len(dataset)  # type: ignore[arg-type]
+
+
 def take(dataset: Dataset[Any], index: Tensor) -> tuple[Tensor, Tensor]:
     """The batch ``(inputs, targets)`` of the items at ``index`` (a 1-D int64 tensor)."""
     if isinstance(dataset, Split):
         return dataset.inputs[index], dataset.targets[index]
     inputs, targets = default_collate([dataset[i] for i in index.tolist()])
     return torch.as_tensor(inputs), torch.as_tensor(targets)
+
+
+def in_order(dataset: Dataset[Any], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Every item of ``dataset`` in order, as ``(inputs, targets)`` batches of ``batch_size``."""
+    n = size(dataset)
+    for start in range(0, n, batch_size):
+        yield take(dataset, torch.arange(start, min(start + batch_size, n)))
 
 
 @dataclass(frozen=True)

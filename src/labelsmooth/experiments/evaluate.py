@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from labelsmooth.experiments.data import DataSet, take
+from labelsmooth.experiments.data import DataSet, in_order
 from labelsmooth.experiments.models import class_weights
 from labelsmooth.experiments.stats import above_rate
 from labelsmooth.experiments.train import EVAL_BATCH
@@ -102,9 +102,7 @@ def predict(model: nn.Module, data: DataSet, device: torch.device,
     logits, targets = [], []
     try:
         with torch.no_grad():
-            for start in range(0, len(data.test), EVAL_BATCH):  # type: ignore[arg-type]
-                index = torch.arange(start, min(start + EVAL_BATCH, len(data.test)))  # type: ignore[arg-type]
-                inputs, batch_targets = take(data.test, index)
+            for inputs, batch_targets in in_order(data.test, EVAL_BATCH):
                 logits.append(_rows(model(inputs.to(device))).cpu().double())
                 targets.append(batch_targets.reshape(-1))
     finally:

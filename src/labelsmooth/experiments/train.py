@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from labelsmooth.algorithms import Algorithm, CutMix, Engine, Event, LabelSmoothing, MixUp, State
-from labelsmooth.experiments.data import DataSet, fail, flip_labels, take
+from labelsmooth.experiments.data import DataSet, fail, flip_labels, in_order, size, take
 from labelsmooth.functional import soft_cross_entropy
 from labelsmooth.losses import DiceCELoss
 
@@ -134,8 +134,7 @@ def validation_scores(model: nn.Module, val: Dataset[Any], ignore_index: int | N
     model.eval()
     loss, correct, count = torch.zeros((), dtype=torch.float64), 0, 0
     with torch.no_grad():
-        for start in range(0, len(val), EVAL_BATCH):  # type: ignore[arg-type]
-            inputs, targets = take(val, torch.arange(start, min(start + EVAL_BATCH, len(val))))  # type: ignore[arg-type]
+        for inputs, targets in in_order(val, EVAL_BATCH):
             targets = targets.to(device)
             logits = model(inputs.to(device))
             loss += F.cross_entropy(logits.double(), targets, ignore_index=ignore, reduction="sum").cpu()
@@ -210,7 +209,7 @@ def train(data: DataSet, model_factory: ModelFactory, alpha: float, seed: int, c
         state.epoch = epoch
         model.train()
         engine.run_event(Event.EPOCH_START)
-        order = torch.randperm(len(data.train), generator=generator)  # type: ignore[arg-type]
+        order = torch.randperm(size(data.train), generator=generator)
         scores = _epoch(engine, data, targets, order, config, loss_fn, on_step)
         val_loss = val_accuracy = None
         if data.val is not None:
