@@ -277,6 +277,7 @@ def test_ray_option(capsys, tmp_path, monkeypatch, args, executor, address):
     assert (seen["executor"], seen["ray_address"]) == (executor, address)
 
 
+@pytest.mark.slow  # a subprocess, interrupted partway
 def test_ctrl_c_keeps_the_runs_writes_a_partial_report_and_resume_finishes(capsys, tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "labelsmooth", "compare", *USER, "--data", "compare_helpers:slow_loader",

@@ -165,6 +165,7 @@ def test_one_run_that_did_not_learn_blocks_the_verdict():
     assert {c["verdict"] for c in result.comparisons} == {NOT_COMPARABLE}
 
 
+@pytest.mark.slow  # two spawned workers each import torch and the library
 def test_two_jobs_are_bit_identical_to_one():
     one = user_compare(seeds=2)
     two = user_compare(seeds=2, jobs=2)
@@ -181,6 +182,7 @@ def test_progress_reports_every_step_and_run():
     assert steps == list(range(1, seen[0].steps_total + 1))
 
 
+@pytest.mark.slow
 def test_worker_processes_report_runs_not_steps():
     seen: list[Progress] = []
     user_compare(seeds=2, jobs=2, progress=seen.append)
@@ -198,6 +200,7 @@ def test_runs_are_appended_as_they_finish(tmp_path):
     assert lines == [2, 3, 4, 5]  # the settings line, then one line per run, before the callback hears of it
 
 
+@pytest.mark.slow  # a subprocess, killed partway
 def test_resume_after_a_kill_gives_the_same_metrics(tmp_path):
     out = tmp_path / "out"
     code = "import sys, compare_helpers; compare_helpers.run_for_resume(sys.argv[1], float(sys.argv[2]))"

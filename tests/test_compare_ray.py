@@ -24,6 +24,7 @@ from labelsmooth.experiments import compare  # noqa: E402
 HELPERS = Path(helpers.__file__).parent
 
 
+@pytest.mark.slow
 def test_ray_executor_equals_the_local_one(tmp_path, monkeypatch):
     # Ray's workers import the model factory by name: they need this folder on their path.
     path = [str(HELPERS), os.environ.get("PYTHONPATH")]
