@@ -18,6 +18,8 @@ from labelsmooth.targets import (
     smoothing_distribution,
 )
 
+__all__ = ["cross_entropy", "linear_cross_entropy", "soft_cross_entropy"]
+
 
 def _mean_divisor(count: Tensor) -> Tensor:
     # Dividing by a clamped count keeps an all-ignored batch at loss 0 with zero

@@ -14,6 +14,8 @@ from labelsmooth.binary import binary_cross_entropy_with_logits
 from labelsmooth.dice import dice_loss
 from labelsmooth.soft_targets import SoftTargets
 
+__all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss", "DiceCELoss", "DiceLoss", "LinearCrossEntropyLoss"]
+
 
 class CrossEntropyLoss(nn.Module):
     """Module form of :func:`labelsmooth.cross_entropy`; see it for the math and shapes.
