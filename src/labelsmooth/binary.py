@@ -9,6 +9,8 @@ from torch import Tensor
 from labelsmooth import _validation as v
 from labelsmooth._dtypes import compute_dtype
 
+__all__ = ["binary_cross_entropy_with_logits", "smooth_binary_labels"]
+
 
 def _check_broadcast_vector(value: Tensor | None, arg: str, shape: torch.Size) -> Tensor | None:
     if value is None:

@@ -10,6 +10,8 @@ from labelsmooth._dtypes import compute_dtype
 from labelsmooth.soft_targets import SoftTargets
 from labelsmooth.targets import smooth_labels
 
+__all__ = ["dice_loss"]
+
 
 def _dense_targets(
     logits: Tensor, targets: Tensor | SoftTargets, alpha: float, ignore_index: int | None

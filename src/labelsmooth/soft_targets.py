@@ -26,6 +26,8 @@ from torch import Tensor
 from labelsmooth import _validation as v
 from labelsmooth._smoothing import along_dim, smoothing_distribution
 
+__all__ = ["SoftTargets", "compose_smoothing", "same_prior"]
+
 
 def same_prior(first: Tensor | None, second: Tensor | None) -> bool:
     """Whether two smoothing distributions are the same (``None`` is uniform)."""

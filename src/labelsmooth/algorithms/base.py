@@ -10,6 +10,8 @@ from labelsmooth.algorithms.events import Event
 from labelsmooth.algorithms.logger import Logger
 from labelsmooth.algorithms.state import State
 
+__all__ = ["Algorithm"]
+
 
 class Algorithm(ABC):
     """Something that changes training at chosen :class:`Event`\\ s.

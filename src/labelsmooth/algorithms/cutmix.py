@@ -14,6 +14,8 @@ from labelsmooth.algorithms.state import BatchKey, State
 from labelsmooth.algorithms.target_pipeline import TargetOp
 from labelsmooth.soft_targets import SoftTargets
 
+__all__ = ["CutMix", "random_box"]
+
 
 def random_box(
     height: int, width: int, lam: float, rng: np.random.Generator, *, uniform_sampling: bool

@@ -11,6 +11,8 @@ from labelsmooth.algorithms.events import Event
 from labelsmooth.algorithms.logger import Logger
 from labelsmooth.algorithms.state import State
 
+__all__ = ["Engine", "Trace"]
+
 
 @dataclass(frozen=True)
 class Trace:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+__all__ = ["Event"]
+
 
 class Event(Enum):
     """A point in the training, evaluation or prediction loop."""

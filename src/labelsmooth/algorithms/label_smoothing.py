@@ -20,6 +20,8 @@ from labelsmooth.algorithms.target_pipeline import (
 from labelsmooth.schedules import Schedule, alpha_at, check_alpha, plain_hparams
 from labelsmooth.soft_targets import same_prior
 
+__all__ = ["LabelSmoothing"]
+
 #: Marks ``alpha`` as not given, so ``smoothing=`` can stand in for it and an
 #: explicit ``alpha=None`` is still refused.
 _UNSET: Any = object()

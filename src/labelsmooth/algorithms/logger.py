@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+__all__ = ["Destination", "JSONLinesDestination", "Logger", "PrintDestination"]
+
 
 class Destination(Protocol):
     """Somewhere a :class:`Logger` sends records: ``{"kind": ..., "step": ..., "data": {...}}``."""

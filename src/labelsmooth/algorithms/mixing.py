@@ -14,6 +14,8 @@ from labelsmooth.algorithms.logger import Logger
 from labelsmooth.algorithms.state import BatchKey, State, logits_of
 from labelsmooth.algorithms.target_pipeline import TargetOp, TargetPipeline, TargetTransform
 
+__all__ = ["Mixing", "make_generator"]
+
 
 def make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
     """The generator an algorithm draws from: ``generator``, a new one seeded with ``seed``, or None.

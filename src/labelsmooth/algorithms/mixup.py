@@ -13,6 +13,8 @@ from labelsmooth.algorithms.mixing import Mixing
 from labelsmooth.algorithms.state import BatchKey, State, batch_set, logits_of
 from labelsmooth.algorithms.target_pipeline import TargetOp, TargetPipeline
 
+__all__ = ["MixUp"]
+
 
 class MixUp(Mixing):
     """Train on convex combinations of pairs of examples (Zhang et al., 2018).

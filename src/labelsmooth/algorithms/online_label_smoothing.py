@@ -33,6 +33,8 @@ from labelsmooth.algorithms.target_pipeline import TargetOp, TargetPipeline, Tar
 from labelsmooth.schedules import Schedule, alpha_at, check_alpha, plain_hparams
 from labelsmooth.soft_targets import SoftTargets
 
+__all__ = ["OnlineLabelSmoothing", "online_targets"]
+
 INITS = ("onehot", "uniform")
 
 

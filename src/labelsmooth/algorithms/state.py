@@ -10,6 +10,8 @@ from torch import Tensor
 
 from labelsmooth import _validation as v
 
+__all__ = ["BatchKey", "State", "batch_get", "batch_set", "logits_of"]
+
 #: A batch key: a position, a name, or a ``(getter, setter)`` pair where
 #: ``getter(batch) -> value`` and ``setter(batch, value) -> new batch``.
 BatchKey = int | str | tuple[Callable[[Any], Any], Callable[[Any, Any], Any]]

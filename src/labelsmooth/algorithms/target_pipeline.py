@@ -29,6 +29,8 @@ from labelsmooth.algorithms.state import BatchKey, State
 from labelsmooth.soft_targets import SoftTargets
 from labelsmooth.targets import effective_alpha, smooth_labels
 
+__all__ = ["EXTRAS_KEY", "TargetOp", "TargetPipeline", "TargetTransform", "current_pipeline", "join_pipeline"]
+
 EXTRAS_KEY = "labelsmooth/target_pipelines"
 
 

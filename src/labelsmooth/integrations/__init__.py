@@ -5,3 +5,6 @@
 * :mod:`labelsmooth.integrations.transformers`: smoothed causal-LM losses for
   Hugging Face's ``Trainer`` and models (``pip install labelsmooth[transformers]``).
 """
+
+# Nothing is re-exported: each submodule imports its framework, so a star import stays free of them.
+__all__: list[str] = []
