@@ -220,10 +220,14 @@ def test_bad_data_paths(tmp_path):
     (broken / "cat" / "notes.png").write_text("not an image")
     table = make_table(tmp_path / "t.csv")
     (tmp_path / "data.txt").write_text("x")
+    for name in ("a", "b"):  # two subfolders, no image in either
+        (tmp_path / "imageless" / name).mkdir(parents=True)
+        (tmp_path / "imageless" / name / "readme.txt").write_text("x")
     cases = {
         tmp_path / "missing": "that exists",
         tmp_path / "flat": "at least two class subfolders",
         tmp_path / "one": "at least two class subfolders",
+        tmp_path / "imageless": r"holding images .*imageless with 2 subfolder\(s\), 0 holding images'",
         broken: "readable image files.*notes.png",
         tmp_path / "data.txt": "a .csv/.parquet file",
     }
@@ -343,3 +347,23 @@ def test_deterministic_context_restores_torch_settings():
         assert torch.get_num_threads() == 1
     assert not torch.are_deterministic_algorithms_enabled()
     assert torch.get_num_threads() == threads
+
+
+def test_rounding_noise_prints_as_zero():
+    """A paired difference that is 0 in exact arithmetic but not in floats prints as 0, not 1.39e-17."""
+    from labelsmooth.experiments.compare import CompareResult, summarize
+    from labelsmooth.experiments.report import noise_statement
+    from labelsmooth.experiments.run import RunResult
+    from labelsmooth.metrics import reliability_bins
+
+    bins = reliability_bins(torch.tensor([[0.6, 0.4]]), torch.tensor([0]))
+    values = {(0.0, 0): 0.1, (0.0, 1): 0.7, (0.1, 0): 0.3, (0.1, 1): 0.5}
+    runs = [RunResult(a, s, {"accuracy": acc, "nll": 0.5, "ece": 0.1}, bins)
+            for (a, s), acc in values.items()]
+    result = CompareResult("t", "classification", 2, ("a", "b"), [0.0, 0.1], [0, 1], TrainConfig(1, 1, 1.0),
+                           runs)
+    summarize(result)
+    accuracy = next(c for c in result.comparisons if c["metric"] == "accuracy")
+    assert accuracy["difference_mean"] != 0.0  # (0.3 - 0.1) + (0.5 - 0.7) is not exactly 0 in floats
+    sentence = next(s for s in noise_statement(result) if s.startswith("- accuracy"))
+    assert "alpha=0.1 vs alpha=0: 0 points ± " in sentence and "e-1" not in sentence
