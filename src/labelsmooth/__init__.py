@@ -1,5 +1,7 @@
 """labelsmooth: label smoothing for PyTorch that is exact, lean and composable."""
 
+from importlib import metadata
+
 from labelsmooth import kernels, schedules
 from labelsmooth._validation import content_checks
 from labelsmooth.algorithms import (
@@ -29,7 +31,11 @@ from labelsmooth.losses import (
 from labelsmooth.soft_targets import SoftTargets
 from labelsmooth.targets import ensure_targets_one_hot, smooth_labels
 
-__version__ = "0.1.0"
+try:
+    # One source for the version: pyproject.toml, read back from the installed metadata.
+    __version__ = metadata.version("labelsmooth")
+except metadata.PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Algorithm",
