@@ -166,3 +166,30 @@ def test_checks_survive_python_dash_o():
     )
     out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("raised alpha:")
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(0, ValueError), (-3, ValueError), (True, TypeError), (1.5, TypeError), ("2", TypeError), (None, TypeError)],
+    ids=["zero", "negative", "bool", "float", "str", "none"],
+)
+def test_positive_int_check_names_the_argument_and_the_value(value, error):
+    from labelsmooth import _validation as v
+
+    with pytest.raises(error, match=f"^count: expected (a positive int|an int), got {value!r}$"):
+        v.check_positive_int(value, "count")
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: ls.OnlineLabelSmoothing(num_classes=0),
+        lambda: ls.SoftTargets.from_index(torch.tensor([0]), num_classes=0),
+        lambda: ls.schedules.Linear(0.1, 0.0, duration=0),
+        lambda: ls.LinearCrossEntropyLoss(chunk_size=0),
+    ],
+    ids=["ols-num-classes", "soft-targets-num-classes", "schedule-duration", "chunk-size"],
+)
+def test_every_positive_int_option_uses_one_message(build):
+    with pytest.raises(ValueError, match=r"^\w+: expected a positive int, got 0$"):
+        build()

@@ -130,6 +130,14 @@ def check_int(value: object, arg: str) -> int:
     return int(value)
 
 
+def check_positive_int(value: object, arg: str) -> int:
+    """Return ``value`` if it is an int >= 1 (not a bool), else raise naming ``arg``."""
+    number = check_int(value, arg)
+    if number < 1:
+        raise fail(arg, "a positive int", number)
+    return number
+
+
 def check_optional_int(value: object, arg: str) -> int | None:
     return None if value is None else check_int(value, arg)
 
@@ -274,12 +282,7 @@ def check_init_args(**kwargs: Any) -> None:
 
 def check_chunk_size(value: object) -> int | None:
     """``None`` or a positive int: rows per chunk of a chunked kernel."""
-    if value is None:
-        return None
-    number = check_int(value, "chunk_size")
-    if number < 1:
-        raise fail("chunk_size", "a positive int or None", number)
-    return number
+    return None if value is None else check_positive_int(value, "chunk_size")
 
 
 def check_linear_inputs(hidden: object, weight: object, bias: object, targets: object) -> None:

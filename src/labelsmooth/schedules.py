@@ -124,7 +124,7 @@ class _Interpolated(Schedule):
         super().__init__(unit)
         self.start = v.check_probability(start, "start")
         self.end = v.check_probability(end, "end")
-        self.duration = _check_count(duration, "duration", minimum=1)
+        self.duration = v.check_positive_int(duration, "duration")
 
     @property
     def hparams(self) -> dict[str, Any]:

@@ -134,9 +134,9 @@ class SoftTargets:
         object.__setattr__(self, "weights", weights)
         object.__setattr__(self, "alpha", v.check_probability(self.alpha, "alpha"))
         object.__setattr__(self, "ignore_index", v.check_int(self.ignore_index, "ignore_index"))
-        num_classes = v.check_optional_int(self.num_classes, "num_classes")
-        if num_classes is not None and num_classes < 1:
-            raise v.fail("num_classes", "a positive int", num_classes)
+        num_classes = self.num_classes
+        if num_classes is not None:
+            num_classes = v.check_positive_int(num_classes, "num_classes")
         if self.prior is not None:
             size = v.check_tensor(self.prior, "prior").numel()
             if num_classes is not None and size != num_classes:

@@ -139,9 +139,7 @@ class OnlineLabelSmoothing(TargetTransform):
         self.alpha = check_alpha(alpha)
         self.target_key = target_key
         v.check_init_args(ignore_index=ignore_index, dim=dim)
-        self.num_classes = v.check_optional_int(num_classes, "num_classes")
-        if self.num_classes is not None and self.num_classes < 1:
-            raise v.fail("num_classes", "a positive int", self.num_classes)
+        self.num_classes = None if num_classes is None else v.check_positive_int(num_classes, "num_classes")
         self.init = v.check_choice(init, "init", INITS)
         self.ignore_index = ignore_index
         self.dim = dim
