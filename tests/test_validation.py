@@ -170,7 +170,10 @@ def test_checks_survive_python_dash_o():
 
 @pytest.mark.parametrize(
     ("value", "error"),
-    [(0, ValueError), (-3, ValueError), (True, TypeError), (1.5, TypeError), ("2", TypeError), (None, TypeError)],
+    [
+        (0, ValueError), (-3, ValueError), (True, TypeError), (1.5, TypeError), ("2", TypeError),
+        (None, TypeError),
+    ],
     ids=["zero", "negative", "bool", "float", "str", "none"],
 )
 def test_positive_int_check_names_the_argument_and_the_value(value, error):
