@@ -317,3 +317,84 @@ def test_language_model_logits_with_class_dim_last(materialize):
     logp = torch.log_softmax(logits, -1)
     torch.testing.assert_close(state.loss, -(q * logp).sum() / q.sum())
     assert state.batch[1] is y
+
+
+def test_cutmix_takes_composers_arguments_in_composers_order():
+    """Composer's CutMix(alpha=1.0, interpolate_loss=False, uniform_sampling=False, input_key=0,
+    target_key=1): a positional call means the same in both libraries."""
+    import inspect
+
+    params = list(inspect.signature(CutMix).parameters.values())[:5]
+    assert [(p.name, p.default) for p in params] == [
+        ("alpha", 1.0), ("interpolate_loss", False), ("uniform_sampling", False), ("input_key", 0),
+        ("target_key", 1),
+    ]
+    cutmix = CutMix(1.0, True)
+    assert cutmix.interpolate_loss and not cutmix.uniform_sampling
+    assert CutMix(1.0, False, True).uniform_sampling
+
+
+@pytest.mark.parametrize("order", [["CutMix", "LS"], ["LS", "CutMix"]], ids=["CutMix-LS", "LS-CutMix"])
+def test_cutmix_interpolated_loss_is_two_smoothed_losses(order):
+    """(1 - area) CE(y) + area CE(y[perm]), both smoothed: for CE, also the loss on the mixed target."""
+    x, y, logits = _data(False)
+    cutmix = CutMix(1.0, True, seed=9, loss_fn=lambda out, t: ls.cross_entropy(out, t))
+    made = {"CutMix": cutmix, "LS": LabelSmoothing(ALPHA)}
+    state = State(batch=(x, y))
+    seen = _step(Engine(state, [made[name] for name in order]), state, logits)
+    area, perm = cutmix.mixing, cutmix.permutation
+    assert 0.0 < area < 1.0
+    expected = (1 - area) * F.cross_entropy(logits, y, label_smoothing=ALPHA) + area * F.cross_entropy(
+        logits, y[perm], label_smoothing=ALPHA
+    )
+    torch.testing.assert_close(state.loss, expected)
+    _, q = _reference(x, y, [cutmix], False, ALPHA)
+    torch.testing.assert_close(state.loss, _dense_loss(logits, q))
+    # The batch's target was left unmixed (smoothed only).
+    torch.testing.assert_close(seen["targets"], (1 - ALPHA) * _onehot(y) + ALPHA / C)
+    assert state.batch[1] is y
+
+
+def test_cutmix_cannot_interpolate_the_loss_of_a_pasted_target_map():
+    x, y, _ = _data(True)
+    state = State(batch=(x, y))
+    engine = Engine(state, [CutMix(1.0, True, seed=0, loss_fn=F.cross_entropy)])
+    with pytest.raises(ValueError, match=r"^interpolate_loss: expected False for targets with the inputs'"):
+        engine.run_event(Event.BEFORE_FORWARD)
+
+
+# Composer's own CutMix test (tests/algorithms/test_cutmix.py): (N, C, d1, d2) = (7, 11, 3, 5), 10
+# classes, keyword arguments, and the algorithm's apply() called at each event without an Engine.
+@pytest.mark.parametrize("interpolate_loss", [True, False], ids=["interp", "mixed"])
+@pytest.mark.parametrize("uniform_sampling", [True, False], ids=["uniform", "paper"])
+@pytest.mark.parametrize("alpha", [0.2, 1.0], ids=["a0.2", "a1"])
+def test_cutmix_in_composers_call_pattern(alpha, uniform_sampling, interpolate_loss):
+    g = torch.Generator().manual_seed(17)
+    x = torch.randn(7, 11, 3, 5, generator=g)
+    y = torch.randint(10, size=(7,), generator=g)
+    logits = torch.randn(7, 10, generator=g)
+    algorithm = CutMix(
+        alpha=alpha, uniform_sampling=uniform_sampling, interpolate_loss=interpolate_loss, seed=3
+    )
+    model = SimpleNamespace(loss=lambda outputs, batch: F.cross_entropy(outputs, batch[1]))
+    state, logger = State(batch=(x, y), model=model), ls.Logger()
+
+    algorithm.apply(Event.BEFORE_FORWARD, state, logger)
+    mixed, perm = state.batch[0], algorithm.permutation
+    top, left, bottom, right = algorithm.box
+    inside = torch.zeros(3, 5, dtype=torch.bool)
+    inside[top:bottom, left:right] = True
+    torch.testing.assert_close(mixed, torch.where(inside, x[perm], x))  # Composer's validate_cutmix
+    area = (bottom - top) * (right - left) / 15  # Composer's 1 - adjusted_lambda
+    assert algorithm.mixing == area
+
+    state.outputs = logits
+    algorithm.apply(Event.BEFORE_LOSS, state, logger)
+    onehot = F.one_hot(y, 10).float()
+    expected_target = onehot if interpolate_loss else (1 - area) * onehot + area * onehot[perm]
+    torch.testing.assert_close(state.batch[1], expected_target)
+    state.loss = F.cross_entropy(logits, state.batch[1])
+    algorithm.apply(Event.AFTER_LOSS, state, logger)
+    expected_loss = (1 - area) * F.cross_entropy(logits, y) + area * F.cross_entropy(logits, y[perm])
+    torch.testing.assert_close(state.loss, expected_loss)
+    assert state.batch[1] is y

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -58,17 +59,27 @@ class CutMix(Mixing):
     the targets become ``(1 - area) * t + area * t[perm]``, ``area`` being the
     box's actual share of the image. For segmentation (targets with the
     input's spatial size) the box is pasted into a new target map instead.
-    Smoothing by :class:`~labelsmooth.LabelSmoothing` composes in any list
-    order, and the original targets are back after ``AFTER_LOSS``. Inputs are
-    ``(N, C, H, W)`` (any number of spatial dims after the first two is not
-    supported: the box is over dims 2 and 3).
+    Smoothing by :class:`~labelsmooth.LabelSmoothing` composes with it in any
+    list order, and the original targets are back after ``AFTER_LOSS``.
+    Inputs are ``(N, C, H, W)`` (the box is over dims 2 and 3).
+
+    The arguments are Composer's, in Composer's order, so
+    ``CutMix(1.0, True)`` interpolates the loss in both libraries. With
+    ``interpolate_loss=True`` the targets are left unmixed (smoothed when
+    smoothing is on) and at ``AFTER_LOSS`` the loss becomes
+    ``(1 - area) * loss + area * loss_fn(outputs, targets[perm])``, as
+    :class:`~labelsmooth.MixUp` does; a pasted target map (segmentation)
+    cannot be interpolated that way and raises ``ValueError``, as in Composer.
 
     Args:
         alpha: Beta concentration (>= 0; 0 gives an empty box).
+        interpolate_loss: interpolate two losses instead of mixing the targets.
         uniform_sampling: every pixel equally likely to be covered.
         input_key, target_key: where the inputs and targets are in the batch.
         materialize: dense targets (``True``) or :class:`~labelsmooth.SoftTargets`.
         ignore_index: index value of ignored pixels; ``None`` means -100.
+        loss_fn: ``loss_fn(outputs, targets)`` for ``interpolate_loss``; when
+            absent, ``state.model.loss(outputs, batch)`` (Composer's rule).
         seed, generator: where ``lam``, ``perm`` and the box come from.
 
     Attributes:
@@ -97,18 +108,20 @@ class CutMix(Mixing):
     def __init__(
         self,
         alpha: float = 1.0,
+        interpolate_loss: bool = False,
         uniform_sampling: bool = False,
         input_key: BatchKey = 0,
         target_key: BatchKey = 1,
         *,
         materialize: bool = True,
         ignore_index: int | None = None,
+        loss_fn: Callable[[Any, Any], Tensor] | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(
-            alpha, input_key, target_key, materialize=materialize, ignore_index=ignore_index,
-            seed=seed, generator=generator,
+            alpha, input_key, target_key, interpolate_loss=interpolate_loss, materialize=materialize,
+            ignore_index=ignore_index, loss_fn=loss_fn, seed=seed, generator=generator,
         )
         self.uniform_sampling = v.check_flag(uniform_sampling, "uniform_sampling")
         self.box: tuple[int, int, int, int] | None = None
@@ -130,8 +143,15 @@ class CutMix(Mixing):
         mask = torch.zeros((1, height, width), dtype=torch.bool, device=inputs.device)
         mask[:, top:bottom, left:right] = True
         if _is_dense_prediction(state.batch_get_item(self.target_key), inputs):
+            if self.interpolate_loss:
+                raise v.fail(
+                    "interpolate_loss",
+                    "False for targets with the inputs' height and width (the box is pasted into them)",
+                    True,
+                )
             self.add_op(state, TargetOp(self, "paste", perm=perm, mask=mask))
         else:
-            self.add_op(state, TargetOp(self, "mix", perm=perm, lam=self.mixing))
+            op = TargetOp(self, "mix", perm=perm, lam=self.mixing, interpolated=self.interpolate_loss)
+            self.add_op(state, op)
         # A new tensor: the caller's inputs are never written.
         return torch.where(mask.unsqueeze(1), inputs[perm], inputs)

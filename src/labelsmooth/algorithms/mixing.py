@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from torch import Tensor
 from labelsmooth import _validation as v
 from labelsmooth.algorithms.events import Event
 from labelsmooth.algorithms.logger import Logger
-from labelsmooth.algorithms.state import BatchKey, State, logits_of
+from labelsmooth.algorithms.state import BatchKey, State, batch_set, logits_of
 from labelsmooth.algorithms.target_pipeline import TargetOp, TargetPipeline, TargetTransform
 
 __all__ = ["Mixing", "make_generator"]
@@ -38,16 +39,23 @@ class Mixing(TargetTransform):
 
     At ``BEFORE_FORWARD`` :meth:`mix` changes the inputs and adds its
     operation to the targets' pipeline; at ``BEFORE_LOSS`` the targets are
-    rendered; at ``AFTER_LOSS`` :meth:`after_loss` runs and the original
-    targets are restored. The generator's state is part of :meth:`state_dict`,
-    so a resumed run draws what the uninterrupted one would have.
+    rendered; at ``AFTER_LOSS``, with ``interpolate_loss``, the loss becomes
+    ``(1 - lam) * loss + lam * loss_fn(outputs, targets[perm])`` (the permuted
+    targets carry the same smoothing), and then the original targets are
+    restored. The generator's state is part of :meth:`state_dict`, so a
+    resumed run draws what the uninterrupted one would have.
     """
 
     def __init__(
-        self, alpha: float, input_key: BatchKey, target_key: BatchKey, *, materialize: bool,
-        ignore_index: int | None, seed: int | None, generator: torch.Generator | None,
+        self, alpha: float, input_key: BatchKey, target_key: BatchKey, *, interpolate_loss: bool,
+        materialize: bool, ignore_index: int | None, loss_fn: Callable[[Any, Any], Tensor] | None,
+        seed: int | None, generator: torch.Generator | None,
     ) -> None:
         self.alpha = v.check_nonnegative(alpha, "alpha")  # Beta concentration; 0: no mixing
+        self.interpolate_loss = v.check_flag(interpolate_loss, "interpolate_loss")
+        if loss_fn is not None and not callable(loss_fn):
+            raise v.fail("loss_fn", "a callable (outputs, targets) -> loss", loss_fn, error=TypeError)
+        self.loss_fn = loss_fn
         self.materialize = v.check_flag(materialize, "materialize")
         self.ignore_index = v.check_optional_int(ignore_index, "ignore_index")
         self.input_key = input_key
@@ -63,8 +71,9 @@ class Mixing(TargetTransform):
     @property
     def hparams(self) -> dict[str, Any]:
         return {
-            "alpha": self.alpha, "input_key": self.input_key, "target_key": self.target_key,
-            "materialize": self.materialize, "ignore_index": self.ignore_index, "seed": self.seed,
+            "alpha": self.alpha, "interpolate_loss": self.interpolate_loss, "input_key": self.input_key,
+            "target_key": self.target_key, "materialize": self.materialize,
+            "ignore_index": self.ignore_index, "seed": self.seed,
         }
 
     def numpy_rng(self) -> np.random.Generator:
@@ -94,7 +103,8 @@ class Mixing(TargetTransform):
             if event is Event.BEFORE_LOSS:
                 self._pipeline.render(state, self.target_key, logits_of(state.outputs))
             else:
-                self.after_loss(state, self._pipeline, self._op)
+                if self.interpolate_loss:
+                    self.interpolate(state, self._pipeline, self._op)
                 self._pipeline.restore(state, self.target_key)
                 self._pipeline, self._op = None, None
 
@@ -102,8 +112,24 @@ class Mixing(TargetTransform):
         """Draw, add the target operation (:meth:`add_op`) and return the new inputs."""
         raise NotImplementedError
 
-    def after_loss(self, state: State, pipeline: TargetPipeline, op: TargetOp) -> None:
-        """Runs at ``AFTER_LOSS`` before the targets are restored."""
+    def interpolate(self, state: State, pipeline: TargetPipeline, op: TargetOp) -> None:
+        """``state.loss = (1 - lam) * loss + lam * loss_fn(outputs, targets[perm])``, ``lam = self.mixing``.
+
+        ``loss_fn`` is the constructor's, else ``state.model.loss(outputs, batch)``
+        (Composer's rule) with the permuted targets in the batch.
+        """
+        if state.loss is None:
+            raise v.fail("state.loss", "the loss, set inside Engine.loss_events()", None)
+        permuted = pipeline.target(logits_of(state.outputs), take=op)
+        if self.loss_fn is not None:
+            second = self.loss_fn(state.outputs, permuted)
+        elif hasattr(state.model, "loss"):
+            second = state.model.loss(state.outputs, batch_set(state.batch, self.target_key, permuted))
+        else:
+            raise v.fail(
+                "loss_fn", "a loss function for interpolate_loss=True (or a state.model with .loss)", None
+            )
+        state.loss = (1.0 - self.mixing) * state.loss + self.mixing * second
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

@@ -8,10 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from labelsmooth import _validation as v
 from labelsmooth.algorithms.mixing import Mixing
-from labelsmooth.algorithms.state import BatchKey, State, batch_set, logits_of
-from labelsmooth.algorithms.target_pipeline import TargetOp, TargetPipeline
+from labelsmooth.algorithms.state import BatchKey, State
+from labelsmooth.algorithms.target_pipeline import TargetOp
 
 __all__ = ["MixUp"]
 
@@ -81,17 +80,9 @@ class MixUp(Mixing):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(
-            alpha, input_key, target_key, materialize=materialize, ignore_index=ignore_index,
-            seed=seed, generator=generator,
+            alpha, input_key, target_key, interpolate_loss=interpolate_loss, materialize=materialize,
+            ignore_index=ignore_index, loss_fn=loss_fn, seed=seed, generator=generator,
         )
-        self.interpolate_loss = v.check_flag(interpolate_loss, "interpolate_loss")
-        if loss_fn is not None and not callable(loss_fn):
-            raise v.fail("loss_fn", "a callable (outputs, targets) -> loss", loss_fn, error=TypeError)
-        self.loss_fn = loss_fn
-
-    @property
-    def hparams(self) -> dict[str, Any]:
-        return {**super().hparams, "interpolate_loss": self.interpolate_loss}
 
     def mix(self, state: State, inputs: Tensor) -> Tensor:
         self.mixing = float(self.numpy_rng().beta(self.alpha, self.alpha)) if self.alpha > 0 else 0.0
@@ -100,19 +91,3 @@ class MixUp(Mixing):
         self.add_op(state, op)
         # A new tensor: the caller's inputs are never written.
         return (1.0 - self.mixing) * inputs + self.mixing * inputs[perm]
-
-    def after_loss(self, state: State, pipeline: TargetPipeline, op: TargetOp) -> None:
-        if not self.interpolate_loss:
-            return
-        if state.loss is None:
-            raise v.fail("state.loss", "the loss, set inside Engine.loss_events()", None)
-        permuted = pipeline.target(logits_of(state.outputs), take=op)
-        if self.loss_fn is not None:
-            second = self.loss_fn(state.outputs, permuted)
-        elif hasattr(state.model, "loss"):
-            second = state.model.loss(state.outputs, batch_set(state.batch, self.target_key, permuted))
-        else:
-            raise v.fail(
-                "loss_fn", "a loss function for interpolate_loss=True (or a state.model with .loss)", None
-            )
-        state.loss = (1.0 - self.mixing) * state.loss + self.mixing * second
