@@ -165,18 +165,21 @@ def target_form(logits: Tensor, targets: object, dim: int) -> TargetForm:
     """Say whether ``targets`` are class indices or dense probabilities for ``logits``.
 
     Index targets have the logits' shape without the class dimension and an
-    integer dtype; dense targets have the logits' shape and a float dtype.
+    integer dtype. Dense targets have the logits' shape: floats, or an integer
+    or bool tensor, which at that shape can only be a one-hot (Composer's
+    ``F.one_hot(...)``, MONAI's uint8 maps): its entries must be 0 or 1 (tier
+    3), and :func:`dense_targets` casts it for the losses.
     """
     targets = check_tensor(targets, "targets")
     index_shape = logits.shape[:dim] + logits.shape[dim + 1 :]
     if targets.shape == logits.shape:
-        if not targets.is_floating_point():
-            raise fail(
-                "targets",
-                "a floating-point tensor for dense targets of the logits' shape",
-                targets.dtype,
-                error=TypeError,
-            )
+        if targets.is_complex():
+            raise fail("targets", "real dense targets of the logits' shape", targets.dtype, error=TypeError)
+        if not targets.is_floating_point() and checks_contents():
+            off = (targets != 0) & (targets != 1)
+            if bool(off.any()):
+                expected = f"0 or 1 in an integer one-hot of the logits' shape ({targets.dtype})"
+                raise fail("targets", expected, targets[off][0].item())
         return "dense"
     if targets.shape == index_shape:
         if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
@@ -208,6 +211,15 @@ def check_index_values(targets: Tensor, num_classes: int, ignore_index: int | No
         if ignore_index is not None:
             allowed += f" or ignore_index={ignore_index}"
         raise fail("targets", allowed, bad)
+
+
+def dense_targets(targets: Tensor, dtype: torch.dtype) -> Tensor:
+    """Dense targets checked (tier 3) and as floats: an integer or bool one-hot is cast to ``dtype``.
+
+    Float targets come back as they are (the caller's object, in its dtype).
+    """
+    check_dense_values(targets)
+    return targets if targets.is_floating_point() else targets.to(dtype)
 
 
 def check_dense_values(targets: Tensor, arg: str = "targets") -> None:

@@ -182,7 +182,9 @@ def smooth_labels(
 def ensure_targets_one_hot(
     logits: Tensor, targets: Tensor | SoftTargets, *, ignore_index: int | None = None, dim: int = 1
 ) -> Tensor:
-    """Dense one-hot targets for ``logits``; dense ``targets`` are returned as they are.
+    """Dense one-hot targets for ``logits``; dense float ``targets`` are returned as they are.
+
+    An integer or bool one-hot of the logits' shape comes back as floats.
 
     Index targets equal to ``ignore_index`` become all-zero rows. The one-hot
     has the logits' dtype (float32 for 16-bit logits). See :func:`smooth_labels`
@@ -200,6 +202,6 @@ def ensure_targets_one_hot(
     if isinstance(targets, SoftTargets):
         return targets.to_dense(logits.shape[dim], compute_dtype(logits.dtype), dim=dim)
     if v.target_form(logits, targets, dim) == "dense":
-        return targets
+        return v.dense_targets(targets, compute_dtype(logits.dtype))
     v.check_index_values(targets, logits.shape[dim], ignore_index)
     return _index_to_dense(logits, targets, 0.0, None, ignore_index, dim)

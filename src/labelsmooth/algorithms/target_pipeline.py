@@ -116,8 +116,7 @@ class TargetPipeline:
             return SoftTargets.from_index(
                 target, num_classes=logits.shape[self.dim], ignore_index=self.ignore_index
             )
-        v.check_dense_values(target)
-        return target  # type: ignore[no-any-return]
+        return v.dense_targets(target, compute_dtype(logits.dtype))
 
     def _finish(self, value: Tensor | SoftTargets, logits: Tensor) -> Tensor | SoftTargets:
         if self.materialize and isinstance(value, SoftTargets):
