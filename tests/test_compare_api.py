@@ -224,6 +224,28 @@ def test_resume_after_a_kill_gives_the_same_metrics(tmp_path):
     assert resumed.to_dict() == uninterrupted.to_dict()
 
 
+def interrupt_after(runs: int):
+    """A progress callback that acts like Ctrl-C once ``runs`` runs have finished (at the next step)."""
+    def progress(p: Progress) -> None:
+        if p.runs_done >= runs:
+            raise KeyboardInterrupt
+    return progress
+
+
+@pytest.mark.parametrize("finished", [0, 2], ids=["in-the-first-run", "after-two-runs"])
+def test_ctrl_c_writes_a_partial_report_of_the_finished_runs(tmp_path, finished):
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        user_compare(out=out, progress=interrupt_after(finished))
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["partial"] is True and len(document["runs"]) == finished
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 1 + finished
+    assert "> **Partial report**: interrupted after" in (out / "report.md").read_text()
+    user_compare(out=out, resume=True)
+    user_compare(out=tmp_path / "whole")
+    assert (out / "metrics.json").read_text() == (tmp_path / "whole" / "metrics.json").read_text()
+
+
 def test_resume_refuses_other_settings(tmp_path):
     user_compare(out=tmp_path / "out", seeds=1, ci=False)
     with pytest.raises(ValueError, match=r"out: expected the settings of the runs in .*epochs 3 -> 4"):

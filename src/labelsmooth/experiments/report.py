@@ -222,7 +222,8 @@ def curves_png(result: CompareResult) -> bytes:
     acc_ax.set_title("accuracy (train solid, validation dashed)", fontsize=8)
     for ax in (loss_ax, acc_ax):
         ax.set_xlabel("epoch")
-    loss_ax.legend(loc="best", fontsize=8)
+    if loss_ax.get_legend_handles_labels()[0]:
+        loss_ax.legend(loc="best", fontsize=8)
     return _png(figure)
 
 
