@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -89,12 +87,9 @@ def test_int_and_bool_targets_and_half_logits():
     assert half.dtype == torch.float32
 
 
-def test_module_equals_function_and_pickles():
-    _, logits, targets = _case(3)
+def test_module_repr_echoes_its_options():
+    # Function == module and pickling: test_loss_contract.py.
     module = ls.BCEWithLogitsLoss(alpha=0.1, pos_weight=torch.full((3,), 2.0, dtype=torch.float64))
-    expected = ls.binary_cross_entropy_with_logits(logits, targets, alpha=0.1, pos_weight=module.pos_weight)
-    torch.testing.assert_close(module(logits, targets), expected)
-    torch.testing.assert_close(pickle.loads(pickle.dumps(module))(logits, targets), expected)
     assert repr(module) == "BCEWithLogitsLoss(alpha=0.1, reduction='mean')"
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import pickle
-
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import _reference as ref
 import labelsmooth as ls
 from labelsmooth import SoftTargets
 
@@ -27,17 +26,9 @@ def _case(seed, n=2, spatial=(3, 5), ignore=True):
 
 
 def _reference(logits, y, alpha, smooth=1e-5):
-    """Float64 loop over samples and classes: Dice on the kept pixels, product-free L1 form."""
-    probs = torch.softmax(logits.double(), 1)
-    losses = torch.zeros(y.shape[0], C, dtype=torch.float64)
-    for i in range(y.shape[0]):
-        keep = y[i] != IGNORE
-        for c in range(C):
-            x = probs[i, c][keep]
-            t = (1 - alpha) * (y[i][keep] == c).double() + alpha / C
-            inter = torch.minimum(x, t).sum()  # (|x| + |t| - |x - t|) / 2 for non-negative x, t
-            losses[i, c] = 1 - (2 * inter + smooth) / (x.sum() + t.sum() + smooth)
-    return losses
+    """The float64 soft Dice of the smoothed target on the kept pixels (``_reference.dice_loss``)."""
+    q = ref.smooth(ref.one_hot(y, C, ignore_index=IGNORE, dim=1), alpha, dim=1)
+    return ref.dice_loss(logits, q, keep=y != IGNORE, smooth_term=smooth)
 
 
 @settings(max_examples=20, deadline=None)
@@ -110,17 +101,17 @@ def test_gradients_are_finite_and_inputs_untouched():
     assert torch.equal(y, y0) and torch.equal(logits, z0)
 
 
-def test_modules_equal_functions_and_pickle():
+def test_dice_ce_ignores_the_same_pixels_in_both_terms():
+    # Function == module and pickling for every loss: test_loss_contract.py.
     _, y, logits = _case(7)
-    dice = ls.DiceLoss(alpha=0.1, ignore_index=IGNORE)
-    torch.testing.assert_close(dice(logits, y), ls.dice_loss(logits, y, alpha=0.1, ignore_index=IGNORE))
     both = ls.DiceCELoss(alpha=0.1, ignore_index=IGNORE, lambda_dice=0.5)
-    expected = F.cross_entropy(logits, y, ignore_index=IGNORE, label_smoothing=0.1) + 0.5 * ls.dice_loss(
-        logits, y, alpha=0.1, ignore_index=IGNORE
-    )
+    keep = y != IGNORE
+    q = ref.smooth(ref.one_hot(y, C, ignore_index=IGNORE, dim=1), 0.1, dim=1)
+    expected = F.cross_entropy(logits, y, ignore_index=IGNORE, label_smoothing=0.1) + 0.5 * ref.dice_loss(
+        logits, q, keep=keep
+    ).mean()
     torch.testing.assert_close(both(logits, y), expected)
-    torch.testing.assert_close(pickle.loads(pickle.dumps(both))(logits, y), expected)
-    assert "lambda_dice=0.5" in repr(both) and "ignore_index=255" in repr(dice)
+    assert "lambda_dice=0.5" in repr(both) and "ignore_index=255" in repr(ls.DiceLoss(ignore_index=IGNORE))
 
 
 def test_dice_ce_with_soft_targets_from_cutmix_matches_dense():

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import _reference as ref
 import labelsmooth as ls
 from labelsmooth import CutMix, Engine, Event, LabelSmoothing, MixUp, SoftTargets, State
 
@@ -29,8 +30,7 @@ def _data(segmentation: bool, seed: int = 0, ignore: bool = False):
 
 
 def _onehot(y):
-    valid = y != IGNORE
-    return F.one_hot(torch.where(valid, y, 0), C).double() * valid.unsqueeze(-1)  # class dim last
+    return ref.one_hot(y, C, ignore_index=IGNORE)  # class dim last
 
 
 def _box_mask(box):
@@ -56,12 +56,12 @@ def _reference(x, y, algorithms, segmentation, alpha):
                 q = torch.where(mask.unsqueeze(-1), q[perm], q)
             else:
                 q = (1 - algorithm.mixing) * q + algorithm.mixing * q[perm]
-    return x, (1 - alpha) * q + alpha / C * q.sum(-1, keepdim=True)
+    return x, ref.smooth(q, alpha)
 
 
 def _dense_loss(logits, q):
-    logp = torch.log_softmax(logits, 1).movedim(1, -1)
-    return -(q * logp).sum() / q.sum()
+    """The float64 oracle's mean: ``q`` is class-last, the logits have their classes at dim 1."""
+    return ref.cross_entropy(logits.movedim(1, -1), q)
 
 
 def _build(names, materialize, interpolate, seed=0, ignore_index=None):
@@ -314,8 +314,7 @@ def test_language_model_logits_with_class_dim_last(materialize):
     _step(Engine(state, algorithms), state, logits, loss=lambda out, t: ls.cross_entropy(out, t, dim=-1))
     lam, perm = mixup.mixing, mixup.permutation
     q = (1 - ALPHA) * ((1 - lam) * _onehot(y) + lam * _onehot(y[perm])) + ALPHA / C
-    logp = torch.log_softmax(logits, -1)
-    torch.testing.assert_close(state.loss, -(q * logp).sum() / q.sum())
+    torch.testing.assert_close(state.loss, ref.cross_entropy(logits, q))
     assert state.batch[1] is y
 
 

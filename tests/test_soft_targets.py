@@ -11,35 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.profiler import ProfilerActivity, profile
 
+import _reference as ref
 import labelsmooth as ls
 from labelsmooth import SoftTargets
 
 IGNORE = -100
-
-
-def _onehot64(y: torch.Tensor, num_classes: int, ignore_index: int = IGNORE) -> torch.Tensor:
-    """Independent float64 one-hot (class dim last) with all-zero rows at ignored positions."""
-    valid = y != ignore_index
-    out = F.one_hot(torch.where(valid, y, 0), num_classes).double()
-    return out * valid.unsqueeze(-1)
-
-
-def _smooth64(q: torch.Tensor, alpha: float, u: torch.Tensor | None = None) -> torch.Tensor:
-    num_classes = q.shape[-1]
-    u = torch.full((num_classes,), 1.0 / num_classes, dtype=torch.float64) if u is None else u.double()
-    return (1 - alpha) * q + alpha * u * q.sum(-1, keepdim=True)
-
-
-def _dense_ce64(logits, q, weight=None, reduction="mean"):
-    """-sum_c w_c q_c log p_c per row; mean divides by sum of w_c q_c (class dim last)."""
-    logp = torch.log_softmax(logits.double(), -1)
-    wq = q * (1.0 if weight is None else weight.double())
-    rows = -(wq * logp).sum(-1)
-    if reduction == "none":
-        return rows
-    if reduction == "sum":
-        return rows.sum()
-    return rows.sum() / wq.sum()
 
 
 def _case(seed, n=6, c=5, spatial=(), ignore=True):
@@ -68,9 +44,9 @@ def test_to_dense_equals_dense_construction(seed, alpha, spatial, order):
     _, y, _, perm, lam = _case(seed, spatial=spatial)
     base = SoftTargets.from_index(y, num_classes=5)
     t = base.mix(perm, lam).smooth(alpha) if order == "mix_then_smooth" else base.smooth(alpha).mix(perm, lam)
-    q0 = _onehot64(y, 5)
+    q0 = ref.one_hot(y, 5)
     lam_b = _lam_along(lam, y.dim()).unsqueeze(-1)
-    expected = _smooth64((1 - lam_b) * q0 + lam_b * q0[perm], alpha)
+    expected = ref.smooth((1 - lam_b) * q0 + lam_b * q0[perm], alpha)
     torch.testing.assert_close(t.to_dense(dtype=torch.float64, dim=-1), expected)
     torch.testing.assert_close(t.to_dense(dtype=torch.float64), expected.movedim(-1, 1))
 
@@ -82,8 +58,8 @@ def test_paste_equals_dense_where(spatial, smooth_first):
     mask = torch.rand(y.shape, generator=g) < 0.5
     base = SoftTargets.from_index(y, num_classes=5)
     t = base.smooth(0.1).paste(perm, mask) if smooth_first else base.paste(perm, mask).smooth(0.1)
-    q0 = _onehot64(y, 5)
-    expected = _smooth64(torch.where(mask.unsqueeze(-1), q0[perm], q0), 0.1)
+    q0 = ref.one_hot(y, 5)
+    expected = ref.smooth(torch.where(mask.unsqueeze(-1), q0[perm], q0), 0.1)
     torch.testing.assert_close(t.to_dense(dtype=torch.float64, dim=-1), expected)
     assert t.num_components == 1  # a new index map, not a wider mixture
 
@@ -93,7 +69,7 @@ def test_smooth_composes_to_one_minus_product(second):
     _, y, _, _, _ = _case(2, ignore=False)
     t = SoftTargets.from_index(y, num_classes=5).smooth(0.2).smooth(second)
     assert t.alpha == pytest.approx(1 - 0.8 * (1 - second))
-    expected = _smooth64(_smooth64(_onehot64(y, 5), 0.2), second)
+    expected = ref.smooth(ref.smooth(ref.one_hot(y, 5), 0.2), second)
     torch.testing.assert_close(t.to_dense(dtype=torch.float64, dim=-1), expected)
 
 
@@ -108,7 +84,7 @@ def test_smooth_with_a_different_prior_is_refused():
         .smooth(0.1, prior=prior)
         .smooth(0.2, prior=prior)
     )
-    expected = _smooth64(_onehot64(torch.tensor([0, 1]), 2), 1 - 0.9 * 0.8, prior)
+    expected = ref.smooth(ref.one_hot(torch.tensor([0, 1]), 2), 1 - 0.9 * 0.8, prior=prior)
     torch.testing.assert_close(p.to_dense(dtype=torch.float64), expected)
 
 
@@ -126,10 +102,10 @@ def test_cross_entropy_equals_dense_float64_reference(seed, alpha, extra, spatia
     weight = torch.rand(5, generator=g, dtype=torch.float64) + 0.1 if weighted else None
     t = SoftTargets.from_index(y).mix(perm, lam).smooth(alpha)
     got = ls.cross_entropy(logits.movedim(-1, 1), t, alpha=extra, weight=weight, reduction=reduction)
-    q0 = _onehot64(y, 5)
+    q0 = ref.one_hot(y, 5)
     lam_b = _lam_along(lam, y.dim()).unsqueeze(-1)
-    q = _smooth64(_smooth64((1 - lam_b) * q0 + lam_b * q0[perm], alpha), extra)
-    torch.testing.assert_close(got, _dense_ce64(logits, q, weight, reduction))
+    q = ref.smooth(ref.smooth((1 - lam_b) * q0 + lam_b * q0[perm], alpha), extra)
+    torch.testing.assert_close(got, ref.cross_entropy(logits, q, weight=weight, reduction=reduction))
 
 
 def test_plain_index_soft_targets_equal_pytorch():
@@ -145,8 +121,8 @@ def test_gradient_equals_dense_gradient():
     a = logits.clone().requires_grad_()
     b = logits.clone().requires_grad_()
     ls.cross_entropy(a, t).backward()
-    q = _smooth64((1 - lam[:, None]) * _onehot64(y, 5) + lam[:, None] * _onehot64(y, 5)[perm], 0.2)
-    _dense_ce64(b, q).backward()
+    q = ref.smooth((1 - lam[:, None]) * ref.one_hot(y, 5) + lam[:, None] * ref.one_hot(y, 5)[perm], 0.2)
+    ref.cross_entropy(b, q).backward()
     torch.testing.assert_close(a.grad, b.grad)
 
 
@@ -166,7 +142,7 @@ def test_smooth_labels_keeps_soft_targets_structured():
         t.to_dense(5, torch.float64), ls.smooth_labels(logits, y, 0.3, ignore_index=IGNORE)
     )
     dense = ls.ensure_targets_one_hot(logits, SoftTargets.from_index(y))
-    torch.testing.assert_close(dense, _onehot64(y, 5))
+    torch.testing.assert_close(dense, ref.one_hot(y, 5))
 
 
 def test_fully_ignored_positions_are_zero_rows_and_left_out_of_the_mean():
@@ -314,6 +290,6 @@ def test_per_position_lam_mix_equals_dense():
     g, y, _, perm, _ = _case(10, spatial=(3,))
     lam = torch.rand(y.shape, generator=g, dtype=torch.float64)
     t = SoftTargets.from_index(y, num_classes=5).mix(perm, lam).smooth(0.2)
-    q0 = _onehot64(y, 5)
-    expected = _smooth64((1 - lam.unsqueeze(-1)) * q0 + lam.unsqueeze(-1) * q0[perm], 0.2)
+    q0 = ref.one_hot(y, 5)
+    expected = ref.smooth((1 - lam.unsqueeze(-1)) * q0 + lam.unsqueeze(-1) * q0[perm], 0.2)
     torch.testing.assert_close(t.to_dense(dtype=torch.float64, dim=-1), expected)
