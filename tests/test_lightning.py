@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import runpy
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import labelsmooth as ls
+from gloo_helpers import free_port
 from labelsmooth import Event
 
 L = pytest.importorskip("lightning")
@@ -195,12 +195,6 @@ def test_callback_state_dict_round_trip():
     assert "LabelSmoothing(alpha=0.3" in repr(callback)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 _SUMMARY = re.compile(
     r"rank (\d)/(\d): steps 3, max \|loss - torch label_smoothing\| (\S+), parameter checksum (-?\d+\.\d{10})"
 )
@@ -217,7 +211,7 @@ def test_example_runs(monkeypatch, capsys):
 
 def test_example_runs_with_ddp_on_two_processes():
     """strategy="ddp" relaunches the script for rank 1, so the example runs as a script here."""
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "lightning_label_smoothing.py"), "--steps", "3",
          "--strategy", "ddp", "--devices", "2"],
