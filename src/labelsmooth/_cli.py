@@ -17,9 +17,12 @@ import click
 import torch
 
 from labelsmooth import _validation as v
-from labelsmooth.cli import UsageError
 
 DEFAULT_OUT = "runs/compare"
+
+
+class UsageError(Exception):
+    """Bad input found by the command itself; printed as one line by :func:`labelsmooth.cli.main`."""
 
 
 def _parse_alphas(text: str) -> list[float]:

@@ -12,6 +12,8 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 
+__all__ = ["main", "missing_extra"]
+
 USAGE_ERROR = 2
 INTERRUPTED = 130
 #: Options that take several values (``--alphas 0 0.1 0.2``); click takes one, so
@@ -22,10 +24,6 @@ EXTRA = {
     "explain": ("click",),
     "compare": ("click", "tqdm", "matplotlib", "sklearn", "scipy", "pandas", "PIL"),
 }
-
-
-class UsageError(Exception):
-    """Bad input found by the command itself; printed as one line."""
 
 
 def missing_extra(args: Sequence[str]) -> str | None:
@@ -63,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
     import click
 
-    from labelsmooth._cli import cli
+    from labelsmooth._cli import UsageError, cli
 
     try:
         # Without standalone mode, click returns a command's exit status (Exit) instead of exiting.

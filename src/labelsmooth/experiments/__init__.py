@@ -6,8 +6,9 @@ Needs the ``cli`` extra (scikit-learn, scipy, pandas, Pillow, matplotlib);
 """
 
 from labelsmooth.experiments.compare import CompareResult, Progress, compare
-from labelsmooth.experiments.data import DataError, DataSet, from_datasets, load_dataset
+from labelsmooth.experiments.data import DataError, DataSet, from_datasets
 from labelsmooth.experiments.run import RunResult
+from labelsmooth.experiments.sources import load_dataset
 from labelsmooth.experiments.train import TrainConfig
 
 __all__ = [

@@ -25,7 +25,6 @@ from labelsmooth.experiments.data import (
     DataSet,
     fail,
     from_datasets,
-    load_dataset,
     prepare,
     size,
     take,
@@ -35,16 +34,18 @@ from labelsmooth.experiments.evaluate import ECE_BINS, METRICS, metric_names
 from labelsmooth.experiments.executors import check_picklable, run_local, run_processes, run_ray
 from labelsmooth.experiments.models import BuiltinModel, last_layer
 from labelsmooth.experiments.run import RunContext, RunResult
-from labelsmooth.experiments.stats import inside_noise, mean_ci, paired_difference
+from labelsmooth.experiments.sources import load_dataset
+from labelsmooth.experiments.stats import NOT_COMPARABLE, inside_noise, mean_ci, paired_difference
 from labelsmooth.experiments.store import RunStore, check_out
 from labelsmooth.experiments.train import ModelFactory, TrainConfig, deterministic, seed_everything
+
+__all__ = ["DEFAULTS", "CompareResult", "Progress", "compare", "load", "probe", "summarize"]
 
 #: (epochs, batch size, learning rate) per kind of data set; "custom" is the user's own Datasets.
 DEFAULTS = {
     "digits": (15, 64, 3e-3), "shapes": (15, 16, 3e-3), "image": (15, 32, 1e-3), "table": (40, 64, 3e-3),
     "custom": (10, 64, 1e-3),
 }
-NOT_COMPARABLE = "not comparable: a run did not learn"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@
 * a folder of images in class subfolders (discovered with
   ``sklearn.datasets.load_files``, decoded with Pillow, resized to
   ``image_size`` square RGB);
-* a ``.csv`` or ``.parquet`` table with a label column (:mod:`.tables`);
+* a ``.csv`` or ``.parquet`` table with a label column (:mod:`.tables`; :mod:`.sources` picks the loader);
 * the user's own torch Datasets of ``(input, label)`` pairs (:func:`from_datasets`).
 
 Every split is a map-style :class:`torch.utils.data.Dataset`; the built-in
@@ -19,7 +19,6 @@ split depends on the run's seed, so every run sees the same data.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,8 +31,31 @@ from torch.utils.data import Dataset, Subset, TensorDataset, default_collate
 
 from labelsmooth import _validation as v
 
-BUILTIN = ("digits", "shapes")
-TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+__all__ = [
+    "IMAGE_SIZE",
+    "SPLIT_SEED",
+    "TEST_FRACTION",
+    "VAL_FRACTION",
+    "DataError",
+    "DataSet",
+    "Split",
+    "fail",
+    "flip_labels",
+    "from_datasets",
+    "generate_shapes",
+    "in_order",
+    "load_digits",
+    "load_image_folder",
+    "load_shapes",
+    "prepare",
+    "read_split",
+    "shorten",
+    "size",
+    "stratified_indices",
+    "take",
+    "tensor_bytes"
+]
+
 SPLIT_SEED = 0
 TEST_FRACTION = 0.3
 VAL_FRACTION = 0.1
@@ -263,26 +285,6 @@ def load_image_folder(path: Path, *, image_size: int = IMAGE_SIZE) -> DataSet:
     targets = np.searchsorted(used, np.asarray(bunch.target, dtype=np.int64))
     train, test = _split(_decode_images(list(bunch.filenames), image_size), targets)
     return DataSet(path.name or str(path), "classification", "image", train, test, len(names), names)
-
-
-def load_dataset(dataset: str | os.PathLike[str], *, label_column: str = "label",
-                 image_size: int = IMAGE_SIZE) -> DataSet:
-    """``"digits"``, ``"shapes"``, a folder of class subfolders, or a ``.csv``/``.parquet`` table."""
-    if isinstance(dataset, str) and dataset in BUILTIN:
-        return load_digits() if dataset == "digits" else load_shapes()
-    path = Path(dataset)
-    expected = "'digits', 'shapes', a folder of class subfolders or a .csv/.parquet file"
-    if not path.exists():
-        raise fail("dataset", f"{expected} that exists", str(dataset))
-    if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
-        raise fail("dataset", "a path this user can read", str(dataset))
-    if path.is_dir():
-        return load_image_folder(path, image_size=image_size)
-    if path.suffix.lower() in TABLE_SUFFIXES:
-        from labelsmooth.experiments.tables import load_table
-
-        return load_table(path, label_column)
-    raise fail("dataset", expected, str(dataset))
 
 
 def _as_tensor(value: object, arg: str, index: int, what: str) -> Tensor:

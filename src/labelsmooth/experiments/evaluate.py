@@ -25,6 +25,11 @@ from labelsmooth.experiments.train import EVAL_BATCH
 from labelsmooth.metrics import ReliabilityBins, expected_calibration_error, reliability_bins
 from labelsmooth.metrics import template_plane_projection as project
 
+__all__ = [
+    "ECE_BINS", "LEARNED_LEVEL", "METRICS", "Metric", "Predictions", "learned_check", "metric_names",
+    "penultimate_weights", "predict", "projection", "scores"
+]
+
 #: Penultimate-layer points kept per class for the template-plane picture.
 PROJECTION_POINTS = 300
 #: A run learned when its test accuracy beats the majority-class rate at this level (one-sided binomial test).

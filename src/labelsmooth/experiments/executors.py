@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from labelsmooth.experiments.data import fail
 from labelsmooth.experiments.run import RunContext, RunResult, execute
 
+__all__ = ["EXECUTORS", "check_picklable", "run_local", "run_processes", "run_ray"]
+
 Grid = Sequence[tuple[float, int]]
 EXECUTORS = ("local", "ray")
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from labelsmooth.experiments.data import fail
 
+__all__ = ["load_object", "load_splits"]
+
 
 def load_object(spec: str, arg: str) -> Any:
     """The object ``spec`` (``"pkg.module:name"`` or ``"pkg.module:Class.method"``) names.

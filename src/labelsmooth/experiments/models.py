@@ -8,6 +8,11 @@ from torch import Tensor, nn
 
 from labelsmooth.experiments.data import DataSet, fail
 
+__all__ = [
+    "BuiltinModel", "Classifier", "build_model", "class_weights", "last_layer", "mlp", "small_cnn",
+    "tiny_segnet"
+]
+
 WIDTH = 64
 
 

@@ -14,6 +14,10 @@ from labelsmooth import _validation as v
 from labelsmooth.experiments.executors import EXECUTORS
 from labelsmooth.experiments.train import OPTIMIZERS
 
+__all__ = [
+    "check_alphas", "check_augmentation", "check_device", "check_positive", "check_seeds", "check_training"
+]
+
 
 def check_alphas(alphas: Sequence[float]) -> list[float]:
     if isinstance(alphas, (str, bytes)) or not isinstance(alphas, Sequence) or len(alphas) == 0:

@@ -13,13 +13,21 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from labelsmooth.experiments.compare import NOT_COMPARABLE, CompareResult
 from labelsmooth.experiments.evaluate import METRICS
 from labelsmooth.experiments.run import RunResult
+from labelsmooth.experiments.stats import NOT_COMPARABLE
+
+if TYPE_CHECKING:  # compare writes the report: an import at run time would be a cycle
+    from labelsmooth.experiments.compare import CompareResult
+
+__all__ = [
+    "atomic_write", "curves_png", "format_table", "noise_statement", "number", "penultimate_png",
+    "reliability_png", "report_markdown", "warning", "write_report"
+]
 
 #: Printed numbers smaller than this (in their unit) are float rounding of an exact 0: they print as 0.
 ZERO = 1e-9

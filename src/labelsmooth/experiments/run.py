@@ -20,6 +20,8 @@ from labelsmooth.experiments.evaluate import learned_check, penultimate_weights,
 from labelsmooth.experiments.train import ModelFactory, TrainConfig, deterministic, train
 from labelsmooth.metrics import ReliabilityBins
 
+__all__ = ["RunContext", "RunResult", "execute"]
+
 BIN_FIELDS = ("edges", "confidence", "accuracy", "count")
 
 

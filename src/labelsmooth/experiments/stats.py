@@ -5,6 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+__all__ = ["NOT_COMPARABLE", "above_rate", "inside_noise", "mean_ci", "paired_difference", "t_quantile"]
+
+#: The verdict of a comparison that involves a run that did not learn.
+NOT_COMPARABLE = "not comparable: a run did not learn"
+
 
 def t_quantile(df: int, level: float = 0.95) -> float:
     """The two-sided ``level`` quantile of Student's t with ``df`` degrees of freedom."""

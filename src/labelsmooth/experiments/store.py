@@ -19,6 +19,8 @@ from typing import Any
 from labelsmooth.experiments.data import fail
 from labelsmooth.experiments.run import RunResult
 
+__all__ = ["REPORT_FILES", "STORE", "RunStore", "check_out", "settings_hash"]
+
 STORE = "runs.jsonl"
 #: What a comparison writes to ``out`` besides the store (``overwrite`` replaces exactly these).
 REPORT_FILES = ("metrics.json", "reliability.png", "penultimate.png", "curves.png", "report.md")

@@ -28,6 +28,8 @@ import torch
 
 from labelsmooth.experiments.data import TEST_FRACTION, DataSet, Split, fail, shorten, stratified_indices
 
+__all__ = ["MAX_CATEGORIES", "NUMERIC_SHARE", "load_table"]
+
 #: Text columns with more distinct values than this are dropped.
 MAX_CATEGORIES = 50
 #: A text column is taken for numbers when at least this share of its cells parse as numbers.

@@ -21,6 +21,20 @@ from labelsmooth.experiments.data import DataSet, fail, flip_labels, in_order, s
 from labelsmooth.functional import soft_cross_entropy
 from labelsmooth.losses import DiceCELoss
 
+__all__ = [
+    "EVAL_BATCH",
+    "OPTIMIZERS",
+    "ModelFactory",
+    "OptimizerFactory",
+    "TrainConfig",
+    "build_optimizer",
+    "deterministic",
+    "loss_function",
+    "seed_everything",
+    "train",
+    "validation_scores"
+]
+
 OPTIMIZERS = ("adamw", "adam", "sgd")
 #: Items per forward pass when evaluating.
 EVAL_BATCH = 256
