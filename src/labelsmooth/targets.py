@@ -127,7 +127,8 @@ def smooth_labels(
         logits: ``(N, C)`` or ``(N, C, d1, ..., dK)``; only its shape, dtype and
             device are used. The class dimension is ``dim``.
         targets: class indices of the logits' shape without ``dim``, or dense
-            probabilities of the logits' shape (e.g. from MixUp), or
+            probabilities of the logits' shape (e.g. from MixUp; an integer or
+            bool one-hot of that shape is cast), or
             :class:`~labelsmooth.SoftTargets`, which come back as SoftTargets
             smoothed further (``SoftTargets.smooth``; no dense tensor is built,
             call ``.to_dense()`` for one).
