@@ -353,7 +353,7 @@ def _unfused_kernel(logits, targets, target_weights=None, **options):
     divisor = options.pop("divisor", None)
     if logits.dim() == 3:
         logits = logits.movedim(1, -1).reshape(-1, logits.shape[1])
-    rows = reference.index_cross_entropy_rows(logits, targets, target_weights, **options)
+    rows, _ = reference.index_cross_entropy_rows(logits, targets, target_weights, **options)
     return rows if divisor is None else rows.sum() / divisor
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -9,8 +11,9 @@ from labelsmooth._dtypes import compute_dtype
 from labelsmooth.kernels import dispatch, reference
 from labelsmooth.kernels.chunked import chunked_cross_entropy_rows
 from labelsmooth.kernels.fused import FusedIndexCrossEntropy
+from labelsmooth.kernels.rowmath import outputs, target_mask
 
-__all__ = ["index_cross_entropy_rows"]
+__all__ = ["index_cross_entropy_rows", "index_cross_entropy_z_loss"]
 
 
 def index_cross_entropy_rows(
@@ -25,6 +28,7 @@ def index_cross_entropy_rows(
     inplace_backward: bool = False,
     chunk_size: int | None = None,
     divisor: Tensor | float | None = None,
+    softcap: float | None = None,
 ) -> Tensor:
     """Per-row smoothed cross-entropy; no ``(M, C)`` buffer but the gradient.
 
@@ -58,6 +62,8 @@ def index_cross_entropy_rows(
             tensor (no gradient) to return ``sum_i loss_i / divisor`` (the
             ``"sum"`` and ``"mean"`` reductions), whose gradient the forward
             then writes for an incoming gradient of 1.
+        softcap: ``k`` > 0 to compute everything on ``k tanh(logits / k)``
+            (Gemma 2's logit softcapping; the gradient goes through the tanh).
 
     Returns:
         ``(M,)`` losses, or their sum over ``divisor``, in the compute dtype.
@@ -70,33 +76,105 @@ def index_cross_entropy_rows(
         >>> round(loss.item(), 4)
         0.3729
     """
+    loss: Tensor = _run(
+        logits, targets, target_weights, smoothing=smoothing, prior=prior, weight=weight,
+        ignore_index=ignore_index, inplace_backward=inplace_backward, chunk_size=chunk_size,
+        divisor=divisor, z_loss=0.0, z_divisor=None, softcap=softcap,
+    )
+    return loss
+
+
+def index_cross_entropy_z_loss(
+    logits: Tensor,
+    targets: Tensor,
+    target_weights: Tensor | None = None,
+    *,
+    z_loss: float,
+    z_divisor: Tensor | float | None = None,
+    smoothing: float,
+    prior: Tensor | None,
+    weight: Tensor | None,
+    ignore_index: int,
+    inplace_backward: bool = False,
+    chunk_size: int | None = None,
+    divisor: Tensor | float | None = None,
+    softcap: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`index_cross_entropy_rows` plus PaLM's z-loss: ``(loss, z-loss part)``.
+
+    Row ``i`` adds ``z_loss * v_i * lse_i^2``, with ``lse_i`` the logsumexp of
+    its (capped) logits and ``v_i`` 1 where the row has target mass
+    (:func:`~labelsmooth.kernels.rowmath.target_mask`), else 0. With
+    ``divisor`` given both outputs are reduced: ``loss = sum_i ce_i / divisor
+    + sum_i z_i / z_divisor`` (``z_divisor`` defaults to ``divisor``),
+    ``z-loss part = sum_i z_i / z_divisor``. Both outputs are differentiable;
+    the loss already contains the z-loss part. Other arguments as
+    :func:`index_cross_entropy_rows`.
+
+    Example:
+        >>> import torch
+        >>> loss, z = index_cross_entropy_z_loss(
+        ...     torch.zeros(1, 4), torch.tensor([0]), z_loss=0.5, smoothing=0.0, prior=None,
+        ...     weight=None, ignore_index=-100)
+        >>> round(z.item(), 4), round((loss - z).item(), 4)  # 0.5 * log(4)^2, log(4)
+        (0.9609, 1.3863)
+    """
+    result = _run(
+        logits, targets, target_weights, smoothing=smoothing, prior=prior, weight=weight,
+        ignore_index=ignore_index, inplace_backward=inplace_backward, chunk_size=chunk_size,
+        divisor=divisor, z_loss=float(z_loss), z_divisor=z_divisor, softcap=softcap,
+    )
+    if isinstance(result, tuple):
+        return result
+    # z_loss = 0: no z-loss part to carry through the kernel.
+    return result, result.new_zeros(() if divisor is not None else result.shape)
+
+
+def _run(
+    logits: Tensor, targets: Tensor, target_weights: Tensor | None, *, smoothing: float,
+    prior: Tensor | None, weight: Tensor | None, ignore_index: int, inplace_backward: bool = False,
+    chunk_size: int | None = None, divisor: Tensor | float | None = None, z_loss: float,
+    z_divisor: Tensor | float | None, softcap: float | None = None,
+) -> Any:
+    """The kernel for one call: its loss, or ``(loss, z-loss part)`` when ``z_loss`` is not 0."""
     if (weight is not None and weight.requires_grad) or (prior is not None and prior.requires_grad):
-        rows_2d = logits.movedim(1, -1).reshape(-1, logits.shape[1]) if logits.dim() == 3 else logits
-        rows = reference.index_cross_entropy_rows(
-            rows_2d, targets, target_weights, smoothing=smoothing, prior=prior, weight=weight,
-            ignore_index=ignore_index,
+        return _reference(
+            logits, targets, target_weights, smoothing=smoothing, prior=prior, weight=weight,
+            ignore_index=ignore_index, divisor=divisor, z_loss=z_loss, z_divisor=z_divisor,
+            softcap=softcap,
         )
-        return rows if divisor is None else rows.sum() / divisor
     if logits.numel() == 0:
         # Nothing to compute; keep the graph so backward gives an empty gradient.
         rows = logits.sum(1).reshape(-1).to(compute_dtype(logits.dtype))
-        return rows if divisor is None else rows.sum() / divisor
+        loss = rows if divisor is None else rows.sum() / divisor
+        return loss if z_loss == 0.0 else (loss, loss * 0)
     tracing = torch.compiler.is_compiling()
     chunked = (inplace_backward or chunk_size is not None) and not tracing
+    fused_args = (logits, targets, target_weights, float(smoothing), prior, weight, int(ignore_index),
+                  divisor, z_loss, z_divisor, softcap)
     # Traced code always takes the fused form: the outer compile generates it.
     if tracing or (not chunked and dispatch.backend(logits.device) == "inductor"):
         try:
-            loss: Tensor = FusedIndexCrossEntropy.apply(  # type: ignore[no-untyped-call]
-                logits, targets, target_weights, float(smoothing), prior, weight, int(ignore_index),
-                divisor,
-            )
-            return loss
+            return FusedIndexCrossEntropy.apply(*fused_args)  # type: ignore[no-untyped-call]
         except dispatch.COMPILE_ERRORS as error:
             if tracing:
                 raise
             dispatch.give_up(logits.device, error)
     return chunked_cross_entropy_rows(
-        logits, targets, target_weights, smoothing=smoothing, prior=prior, weight=weight,
-        ignore_index=ignore_index, inplace_backward=inplace_backward, chunk_size=chunk_size,
-        divisor=divisor,
+        *fused_args, inplace_backward=inplace_backward, chunk_size=chunk_size,
     )
+
+
+def _reference(
+    logits: Tensor, targets: Tensor, target_weights: Tensor | None, *, smoothing: float,
+    prior: Tensor | None, weight: Tensor | None, ignore_index: int, divisor: Tensor | float | None,
+    z_loss: float, z_divisor: Tensor | float | None, softcap: float | None,
+) -> Any:
+    """Plain autograd (differentiable ``weight`` or ``prior``): the log-softmax kernel."""
+    rows_2d = logits.movedim(1, -1).reshape(-1, logits.shape[1]) if logits.dim() == 3 else logits
+    rows, lse = reference.index_cross_entropy_rows(
+        rows_2d, targets, target_weights, smoothing=smoothing, prior=prior, weight=weight,
+        ignore_index=ignore_index, softcap=softcap,
+    )
+    z_mask = target_mask(targets, target_weights, ignore_index, lse.dtype) if z_loss else None
+    return outputs(rows, lse, z_mask, z_loss, divisor, z_divisor)

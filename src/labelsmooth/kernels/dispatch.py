@@ -85,12 +85,25 @@ def _inductor_supports(device_type: str) -> bool:
     return False
 
 
+#: Inductor options for the row functions. ``cpp.dynamic_threads``: a parallel
+#: region always, with the thread count left to OpenMP. Without it the code
+#: Inductor writes (and caches on disk, for every later shape) is serial when
+#: the first shape it compiled was small. ``cpp.use_decompose_tanh``: the
+#: softcap's ``tanh`` as ``2 / (1 + exp(-2x)) - 1``, about a third of the cost
+#: of the vectorized library ``tanh`` (absolute error near one float rounding
+#: of 1, times the cap, in the capped logits).
+INDUCTOR_OPTIONS: dict[str, str | int | bool | Callable[..., Any]] = {
+    "cpp.dynamic_threads": True, "cpp.use_decompose_tanh": True,
+}
+
+
 def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
-    compiled_fn = torch.compile(fn, dynamic=True, fullgraph=True)
+    compiled_fn = torch.compile(fn, dynamic=True, fullgraph=True, options=INDUCTOR_OPTIONS)
 
     @functools.wraps(fn)
     def run(*args: Any) -> Any:
-        # One graph per dtype, layout, component count and class-mass form:
+        # One graph per dtype, layout, component count, class-mass form and
+        # option set (softcap, z-loss):
         # more than Dynamo's default of 8 recompiles, so raise the limit for
         # these calls only.
         with torch._dynamo.config.patch(recompile_limit=64):

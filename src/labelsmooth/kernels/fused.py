@@ -14,6 +14,11 @@ recomputes the gradient in one pass, the incoming gradient folded into the
 row scales. Under an outer ``torch.compile`` the second form is used for
 every reduction: the traced graph then holds one ``(M, C)`` buffer, the
 gradient, as compiled PyTorch does.
+
+With a z-loss the function has a second output, the z-loss part alone (per
+row, or its sum over ``z_divisor``), which is also in the first. Its gradient
+is exact; a backward in which it has none (it was only logged) keeps the
+gradient the forward wrote.
 """
 
 from __future__ import annotations
@@ -27,13 +32,27 @@ from torch.autograd.function import once_differentiable
 from labelsmooth import _validation as v
 from labelsmooth._dtypes import compute_dtype
 from labelsmooth.kernels import dispatch
-from labelsmooth.kernels.rowmath import Layout, class_mass, gradient_scales, row_coefficients
+from labelsmooth.kernels.rowmath import (
+    Layout,
+    cap_column,
+    class_mass,
+    gradient_scales,
+    outputs,
+    per_row,
+    row_coefficients,
+    row_losses,
+    target_mask,
+    unit_rows,
+    with_z_loss_gradient,
+    z_loss_scale,
+)
 
 __all__ = ["FusedIndexCrossEntropy"]
 
 
 class FusedIndexCrossEntropy(torch.autograd.Function):
-    """Per-row smoothed cross-entropy, or its sum over ``divisor``.
+    """Per-row smoothed cross-entropy, or its sum over ``divisor``; with a z-loss,
+    ``(loss, z-loss part)``.
 
     Arguments as :func:`labelsmooth.kernels.index_cross_entropy_rows`.
     """
@@ -42,62 +61,71 @@ class FusedIndexCrossEntropy(torch.autograd.Function):
     def forward(
         ctx: Any, logits: Tensor, targets: Tensor, target_weights: Tensor | None,
         smoothing: float, prior: Tensor | None, weight: Tensor | None, ignore_index: int,
-        divisor: Tensor | float | None,
-    ) -> Tensor:
+        divisor: Tensor | float | None, z_loss: float, z_divisor: Tensor | float | None,
+        softcap: float | None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         layout = Layout(logits.shape)
         dtype = compute_dtype(logits.dtype)
+        z_divisor = divisor if z_divisor is None else z_divisor
         cm = class_mass(layout.num_classes, prior, weight, dtype=dtype, device=logits.device)
         mass_sum = 1.0 if cm is None else cm.sum()
         index, tw, coef_a, smooth_mass = row_coefficients(
             targets, target_weights, smoothing=smoothing, weight=weight,
             ignore_index=ignore_index, mass_sum=mass_sum, dtype=dtype,
         )
+        z_mask = target_mask(targets, target_weights, ignore_index, dtype) if z_loss else None
         column, index_view = layout.class_column(cm), layout.view(index)
+        inv_cap = cap_column(layout, softcap, dtype=dtype, device=logits.device)
         precompute = (
             ctx.needs_input_grad[0] and divisor is not None and logits.dim() == 2
             and not torch.compiler.is_compiling()
         )
         grad = None
         if precompute:
-            unit = 1.0 / torch.as_tensor(divisor, dtype=dtype, device=logits.device)
-            scales = gradient_scales(layout, unit.expand(coef_a.shape), coef_a, smooth_mass, tw, cm)
+            unit = unit_rows(divisor, coef_a)
+            scales = gradient_scales(layout, unit, coef_a, smooth_mass, tw, cm)
+            scale_z = None if z_mask is None else z_loss_scale(layout, unit_rows(z_divisor, coef_a),
+                                                                z_loss, z_mask)
             grad, row_max, exp_sum, class_sum, z_y = dispatch.compiled("fused_rows")(
-                logits, index_view, *scales, column
+                logits, index_view, *scales, column, scale_z, inv_cap, softcap
             )
         else:
             row_max, exp_sum, class_sum, z_y = dispatch.compiled("row_statistics")(
-                logits, index_view, column, dtype
+                logits, index_view, column, dtype, inv_cap, softcap
             )
-        lse = layout.flat(row_max + exp_sum.log()).reshape(-1)
-        nll_y = lse[:, None] - layout.flat(z_y)
-        class_sum = layout.flat(class_sum).reshape(-1)
-        if cm is None:
-            class_sum = class_sum / layout.num_classes
-        nll_smooth = lse * mass_sum - class_sum
-        loss = (tw * nll_y).sum(1) + smooth_mass * nll_smooth
+        loss, lse, nll_y, nll_smooth = row_losses(
+            layout, row_max, exp_sum, class_sum, z_y, tw, smooth_mass, mass_sum, cm is None
+        )
         ctx.grad = grad
-        ctx.divisor = divisor
-        ctx.save_for_backward(logits, index, tw, coef_a, smooth_mass, cm, row_max, exp_sum)
+        ctx.divisor, ctx.z_divisor = divisor, z_divisor
+        ctx.z_loss, ctx.softcap = z_loss, softcap
+        ctx.save_for_backward(logits, index, tw, coef_a, smooth_mass, cm, lse, row_max, exp_sum, z_mask)
         ctx.component_loss = None
         if target_weights is not None and ctx.needs_input_grad[2]:
             ctx.component_loss_shape = target_weights.shape
             ctx.component_loss = _component_loss(targets, target_weights, ignore_index, tw, nll_y,
                                                  smoothing * nll_smooth)
-        return loss if divisor is None else loss.sum() / divisor
+        if z_mask is not None:
+            # The z-loss part's gradient is None when it was only logged.
+            ctx.set_materialize_grads(False)
+        return outputs(loss, lse, z_mask, z_loss, divisor, z_divisor)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        logits, index, tw, coef_a, smooth_mass, cm, row_max, exp_sum = ctx.saved_tensors
-        grads: list[Tensor | None] = [None] * 8
-        grad_out = grad_out.to(coef_a.dtype)
-        grad_loss = grad_out if ctx.divisor is None else (grad_out / ctx.divisor).expand(coef_a.shape)
+    def backward(
+        ctx: Any, grad_out: Tensor | None, grad_z: Tensor | None = None
+    ) -> tuple[Tensor | None, ...]:
+        logits, index, tw, coef_a, smooth_mass, cm, lse, row_max, exp_sum, z_mask = ctx.saved_tensors
+        grads: list[Tensor | None] = [None] * 11
+        dtype = coef_a.dtype
+        grad_out = coef_a.new_zeros(()) if grad_out is None else grad_out.to(dtype)
+        grad_loss = per_row(grad_out, ctx.divisor, coef_a)
         if ctx.component_loss is not None:
             grads[2] = (grad_loss[:, None] * ctx.component_loss).reshape(ctx.component_loss_shape)
         grad, ctx.grad = ctx.grad, None
         if not ctx.needs_input_grad[0]:
             return tuple(grads)
-        if grad is not None:
+        if grad is not None and grad_z is None:
             # Computed in the forward for an incoming gradient of 1: scale it
             # (on CPU one host read skips the pass) and let go, so autograd
             # adopts it as .grad without a copy.
@@ -106,11 +134,17 @@ class FusedIndexCrossEntropy(torch.autograd.Function):
             grads[0] = grad
             return tuple(grads)
         layout = Layout(logits.shape)
-        scales = gradient_scales(layout, grad_loss, coef_a, smooth_mass, tw, cm)
+        scale_p, scale_u, scale_y = gradient_scales(layout, grad_loss, coef_a, smooth_mass, tw, cm)
+        if z_mask is not None:
+            scale_p = with_z_loss_gradient(layout, scale_p, lse, grad_out, grad_z, ctx.z_divisor,
+                                           ctx.z_loss, z_mask)
+        inv_cap = cap_column(layout, ctx.softcap, dtype=dtype, device=logits.device)
         grads[0] = dispatch.compiled("row_gradient")(
-            logits, row_max, exp_sum, layout.view(index), *scales, layout.class_column(cm)
+            logits, row_max, exp_sum, layout.view(index), scale_p, scale_u, scale_y,
+            layout.class_column(cm), inv_cap, ctx.softcap,
         )
         return tuple(grads)
+
 
 
 def _component_loss(

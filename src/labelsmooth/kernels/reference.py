@@ -10,6 +10,7 @@ class weights (1 when absent)::
 
 which for ``K = 1`` is PyTorch's ``cross_entropy(..., label_smoothing=s)``
 before reduction. A component whose index equals ``ignore_index`` adds 0.
+With a softcap ``k``, ``p`` is the softmax of ``k tanh(logits / k)``.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ def index_cross_entropy_rows(
     prior: Tensor | None,
     weight: Tensor | None,
     ignore_index: int,
-) -> Tensor:
-    """Per-row smoothed cross-entropy.
+    softcap: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Per-row smoothed cross-entropy, and the logsumexp of each row's (capped) logits.
 
     Args:
         logits: ``(M, C)``, any floating dtype (16-bit is computed in float32).
@@ -40,13 +42,18 @@ def index_cross_entropy_rows(
         prior: ``(C,)`` smoothing distribution, ``None`` for uniform.
         weight: ``(C,)`` class weights or ``None``.
         ignore_index: index value that contributes nothing.
+        softcap: ``k`` > 0 for the logits ``k tanh(logits / k)``, or ``None``.
 
     Returns:
-        ``(M,)`` losses in the compute dtype.
+        ``(losses (M,), lse (M,))`` in the compute dtype.
     """
     num_classes = logits.shape[-1]
     dtype = compute_dtype(logits.dtype)
-    log_probs = torch.log_softmax(logits.to(dtype), dim=-1)
+    z = logits.to(dtype)
+    if softcap is not None:
+        z = softcap * torch.tanh(z / softcap)
+    lse = torch.logsumexp(z, dim=-1)
+    log_probs = z - lse[:, None]
     index = targets.reshape(targets.shape[0], -1)
     valid = index != ignore_index
     index = torch.where(valid, index, 0)
@@ -67,4 +74,4 @@ def index_cross_entropy_rows(
             class_mass = class_mass * weight.to(dtype)
         # A matrix-vector product: no (M, C) product tensor besides log_probs.
         loss = loss - smoothing * mass.sum(1) * (log_probs @ class_mass)
-    return loss
+    return loss, lse

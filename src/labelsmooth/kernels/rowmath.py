@@ -12,6 +12,15 @@ Then per row::
 so a row needs ``lse``, ``z`` at the targets and one weighted row sum for the
 loss, and only ``softmax`` and per-row scalars for the gradient.
 
+Two options change the logits and add a term, both inside the same pass:
+
+* softcap ``k`` (Gemma 2): every ``z`` above is ``k tanh(x / k)`` of the raw
+  logits ``x``, and the gradient with respect to ``x`` is the one above times
+  ``1 - tanh(x / k)^2``;
+* z-loss ``zeta`` (PaLM): row ``i`` adds ``zeta v_i lse_i^2`` (``v_i`` is 1 for
+  a position with target mass, else 0), whose gradient adds
+  ``2 zeta v_i lse_i softmax(z_i)``, folded into the scale of ``softmax``.
+
 The functions here see logits ``(B, C)`` or ``(B, C, S)`` (classes on
 dimension 1) and per-position tensors viewed against them by :class:`Layout`.
 :func:`fused_rows`, :func:`row_statistics` and :func:`row_gradient` are plain,
@@ -27,12 +36,21 @@ from torch import Tensor
 
 __all__ = [
     "Layout",
+    "cap_column",
+    "capped",
     "class_mass",
     "fused_rows",
     "gradient_scales",
+    "outputs",
+    "per_row",
     "row_coefficients",
     "row_gradient",
+    "row_losses",
     "row_statistics",
+    "target_mask",
+    "unit_rows",
+    "with_z_loss_gradient",
+    "z_loss_scale",
 ]
 
 
@@ -103,6 +121,47 @@ def row_coefficients(
     return index, tw, tw.sum(1) + smooth_mass * mass_sum, smooth_mass
 
 
+def target_mask(targets: Tensor, target_weights: Tensor | None, ignore_index: int,
+                dtype: torch.dtype) -> Tensor:
+    """``v`` ``(M,)``: 1 where a position has target mass (a component that is not
+    ignored, with a nonzero mixing weight), else 0. The positions the z-loss counts."""
+    valid = targets.reshape(targets.shape[0], -1) != ignore_index
+    if target_weights is not None:
+        valid = valid & (target_weights.reshape(valid.shape) != 0)
+    return valid.any(1).to(dtype)
+
+
+def row_losses(
+    layout: Layout, row_max: Tensor, exp_sum: Tensor, class_sum: Tensor, z_y: Tensor, tw: Tensor,
+    smooth_mass: Tensor, mass_sum: Tensor | float, uniform: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(loss (M,), lse (M,), -log p at the targets (M, K), sum_c cm_c (-log p_c) (M,))``
+    from the reductions of :func:`row_statistics` (``uniform``: ``class_sum`` is the plain sum)."""
+    lse = layout.flat(row_max + exp_sum.log()).reshape(-1)
+    nll_y = lse[:, None] - layout.flat(z_y)
+    class_sum = layout.flat(class_sum).reshape(-1)
+    if uniform:
+        class_sum = class_sum / layout.num_classes
+    nll_smooth = lse * mass_sum - class_sum
+    return (tw * nll_y).sum(1) + smooth_mass * nll_smooth, lse, nll_y, nll_smooth
+
+
+def outputs(
+    loss: Tensor, lse: Tensor | None, z_mask: Tensor | None, z_loss: float,
+    divisor: Tensor | float | None, z_divisor: Tensor | float | None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """What a kernel returns from its row losses: the rows, or their sum over ``divisor``; with
+    a z-loss (``z_mask`` given) ``(loss, z-loss part)``, the part summed over ``z_divisor``
+    (default ``divisor``) and included in the loss."""
+    if z_mask is None or lse is None:
+        return loss if divisor is None else loss.sum() / divisor
+    z_rows = z_loss * z_mask * lse.square()
+    if divisor is None:
+        return loss + z_rows, z_rows
+    z_part = z_rows.sum() / (divisor if z_divisor is None else z_divisor)
+    return loss.sum() / divisor + z_part, z_part
+
+
 def gradient_scales(
     layout: Layout, grad_loss: Tensor, coef_a: Tensor, smooth_mass: Tensor, tw: Tensor,
     cm: Tensor | None,
@@ -117,6 +176,56 @@ def gradient_scales(
     return layout.view(grad_loss * coef_a), layout.view(scale_u), layout.view(scale_y)
 
 
+def z_loss_scale(layout: Layout, grad_z: Tensor, z_loss: float, z_mask: Tensor) -> Tensor:
+    """``2 zeta v_i grad_z_i`` viewed against the logits: times ``lse_i``, the z-loss
+    part of the scale of ``softmax``."""
+    return layout.view(grad_z * (2.0 * z_loss) * z_mask)
+
+
+def with_z_loss_gradient(
+    layout: Layout, scale_p: Tensor, lse: Tensor, grad_out: Tensor, grad_z: Tensor | None,
+    z_divisor: Tensor | float | None, z_loss: float, z_mask: Tensor,
+) -> Tensor:
+    """``scale_p`` plus the z-loss rows' part, for a backward that recomputes the gradient:
+    those rows carry the loss's incoming gradient and the z-loss part's own (``grad_z``)."""
+    grad_rows = grad_out if grad_z is None else grad_out + grad_z.to(grad_out.dtype)
+    scale_z = z_loss_scale(layout, per_row(grad_rows, z_divisor, lse), z_loss, z_mask)
+    return scale_p + scale_z * layout.view(lse)
+
+
+def unit_rows(divisor: Tensor | float | None, like: Tensor) -> Tensor:
+    """``1 / divisor`` per row (1 for per-row losses): the row weights of a unit incoming gradient."""
+    if divisor is None:
+        return like.new_ones(()).expand(like.shape)
+    return (1.0 / torch.as_tensor(divisor, dtype=like.dtype, device=like.device)).expand(like.shape)
+
+
+def per_row(grad: Tensor, divisor: Tensor | float | None, like: Tensor) -> Tensor:
+    """The incoming gradient of each row's loss: ``grad`` itself per row, or ``grad / divisor``."""
+    return grad.expand(like.shape) if divisor is None else (grad / divisor).expand(like.shape)
+
+
+def cap_column(layout: Layout, softcap: float | None, *, dtype: torch.dtype,
+               device: torch.device) -> Tensor | None:
+    """``1 / softcap`` per position, viewed against the logits, or ``None``.
+
+    A per-position operand, not a scalar: it keeps ``tanh`` inside Inductor's
+    loop over rows, where its result stays in a row-sized local buffer (with a
+    scalar, Inductor computes ``tanh`` in a separate pass into a full-size buffer).
+    """
+    if softcap is None:
+        return None
+    return layout.view(torch.full((layout.positions,), 1.0 / softcap, dtype=dtype, device=device))
+
+
+def capped(z: Tensor, inv_cap: Tensor | None, softcap: float | None) -> tuple[Tensor, Tensor | None]:
+    """``(softcap tanh(z / softcap), tanh(z / softcap))``, or ``(z, None)`` without a cap."""
+    if inv_cap is None or softcap is None:
+        return z, None
+    tanh = torch.tanh(z * inv_cap)
+    return softcap * tanh, tanh
+
+
 def _class_sum(z: Tensor, class_column: Tensor | None) -> Tensor:
     """``sum_c cm_c z_c`` (the plain sum when ``cm`` is ``None``), kept as a class dim of 1."""
     if class_column is None:
@@ -126,32 +235,50 @@ def _class_sum(z: Tensor, class_column: Tensor | None) -> Tensor:
 
 def row_statistics(
     logits: Tensor, index: Tensor, class_column: Tensor | None, dtype: torch.dtype,
+    inv_cap: Tensor | None = None, softcap: float | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(max z, sum exp(z - max), z . cm, z at the targets)``, each with the class dim kept.
+    """``(max z, sum exp(z - max), z . cm, z at the targets)``, each with the class dim kept,
+    for the capped logits ``z`` (``inv_cap`` from :func:`cap_column`).
 
     With ``class_column=None`` the third is ``sum_c z_c``: the caller divides
     by ``C``, since any arithmetic on a reduction here would cost Inductor its
     one-loop fusion.
     """
-    z = logits.to(dtype)
+    raw = logits.to(dtype)
+    z, _ = capped(raw, inv_cap, softcap)
     row_max = z.amax(1, keepdim=True)
     exp_sum = torch.exp(z - row_max).sum(1, keepdim=True)
-    return row_max, exp_sum, _class_sum(z, class_column), z.gather(1, index)
+    return row_max, exp_sum, _class_sum(z, class_column), _target_logits(raw, index, softcap)
 
 
 def row_gradient(
     logits: Tensor, row_max: Tensor, exp_sum: Tensor, index: Tensor, scale_p: Tensor,
     scale_u: Tensor, scale_y: Tensor, class_column: Tensor | None,
+    inv_cap: Tensor | None = None, softcap: float | None = None,
 ) -> Tensor:
-    """``scale_p softmax(z) - scale_u cm + sum_k scale_y_k onehot(y_k)``, in the logits' dtype."""
-    z = logits.to(row_max.dtype)
-    return _gradient(torch.exp(z - row_max), exp_sum, index, scale_p, scale_u, scale_y, class_column,
-                     logits.dtype)
+    """``(scale_p softmax(z) - scale_u cm + sum_k scale_y_k onehot(y_k)) dz/dx``, in the
+    logits' dtype (``dz/dx = 1 - tanh^2`` under a cap; a z-loss is already in ``scale_p``)."""
+    z, tanh = capped(logits.to(row_max.dtype), inv_cap, softcap)
+    grad = _gradient(torch.exp(z - row_max), exp_sum, index, scale_p, scale_u, scale_y, class_column)
+    return _through_cap(grad, tanh).to(logits.dtype)
+
+
+def _target_logits(raw: Tensor, index: Tensor, softcap: float | None) -> Tensor:
+    # Gathered from the raw logits and capped after: a gather from the capped
+    # ones would read the tanh buffer out of order, which keeps Inductor from
+    # making it a row-local buffer.
+    target = raw.gather(1, index)
+    return target if softcap is None else softcap * torch.tanh(target / softcap)
+
+
+def _through_cap(grad: Tensor, tanh: Tensor | None) -> Tensor:
+    """The chain rule through ``k tanh(x / k)``: times ``1 - tanh^2``."""
+    return grad if tanh is None else grad * (1 - tanh * tanh)
 
 
 def _gradient(
     exp_centered: Tensor, exp_sum: Tensor, index: Tensor, scale_p: Tensor, scale_u: Tensor,
-    scale_y: Tensor, class_column: Tensor | None, dtype: torch.dtype,
+    scale_y: Tensor, class_column: Tensor | None,
 ) -> Tensor:
     grad = (scale_p / exp_sum) * exp_centered
     grad = grad - (scale_u if class_column is None else scale_u * class_column)
@@ -160,23 +287,34 @@ def _gradient(
     classes = torch.arange(grad.shape[1], device=grad.device).reshape(-1, *([1] * (grad.dim() - 2)))
     for k in range(index.shape[1]):
         grad = torch.where(classes == index[:, k : k + 1], grad + scale_y[:, k : k + 1], grad)
-    return grad.to(dtype)
+    return grad
 
 
 def fused_rows(
     logits: Tensor, index: Tensor, scale_p: Tensor, scale_u: Tensor, scale_y: Tensor,
-    class_column: Tensor | None,
+    class_column: Tensor | None, scale_z: Tensor | None = None, inv_cap: Tensor | None = None,
+    softcap: float | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """:func:`row_statistics` and :func:`row_gradient` in one pass: ``(grad, max, sum exp, z . cm, z_y)``.
 
     Only the reductions themselves are returned (no per-row arithmetic on
     them): Inductor then keeps the max, the sum, the class sum and the
     gradient's write in one loop body per row, so the row is read from memory
-    once and stays in cache for the rest, and ``exp`` is taken once per element.
+    once and stays in cache for the rest, and ``exp`` (and ``tanh`` under a
+    cap) is taken once per element. ``scale_z`` (:func:`z_loss_scale`) adds
+    ``scale_z lse`` to the scale of ``softmax``.
     """
-    z = logits.to(scale_p.dtype)
+    raw = logits.to(scale_p.dtype)
+    z, tanh = capped(raw, inv_cap, softcap)
     row_max = z.amax(1, keepdim=True)
     exp_centered = torch.exp(z - row_max)
     exp_sum = exp_centered.sum(1, keepdim=True)
-    grad = _gradient(exp_centered, exp_sum, index, scale_p, scale_u, scale_y, class_column, logits.dtype)
-    return grad, row_max, exp_sum, _class_sum(z, class_column), z.gather(1, index)
+    if scale_z is not None:
+        # The log taken after the broadcast to the row: Inductor then computes
+        # it as a scalar inside the gradient's loop. A per-row log node would
+        # be realized in a pass of its own, splitting the one loop over rows.
+        lse = row_max + torch.log(exp_sum.expand_as(exp_centered))
+        scale_p = scale_p + scale_z * lse
+    grad = _gradient(exp_centered, exp_sum, index, scale_p, scale_u, scale_y, class_column)
+    grad = _through_cap(grad, tanh).to(logits.dtype)
+    return grad, row_max, exp_sum, _class_sum(z, class_column), _target_logits(raw, index, softcap)
