@@ -90,6 +90,53 @@ def check_probability(value: object, arg: str = "alpha") -> float:
     return number
 
 
+def check_smoothing(alpha: object, label_smoothing: object) -> float:
+    """The smoothing mass from ``alpha`` or its PyTorch name ``label_smoothing`` (``None``:
+    not given; neither given: 0). Both given with different values is an error."""
+    if label_smoothing is None:
+        return check_probability(0.0 if alpha is None else alpha, "alpha")
+    named = check_probability(label_smoothing, "label_smoothing")
+    if alpha is None:
+        return named
+    value = check_probability(alpha, "alpha")
+    if value != named:
+        raise fail("alpha and label_smoothing", "one of them, or equal values (label_smoothing is "
+                   "PyTorch's name for alpha)", f"alpha={value}, label_smoothing={named}")
+    return value
+
+
+def check_softcap(value: object) -> float | None:
+    """``None`` or a finite real number > 0: the logit cap ``k`` of ``k tanh(z / k)``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise fail("softcap", "None or a real number > 0", value, error=TypeError)
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise fail("softcap", "None or a finite real number > 0", number)
+    return number
+
+
+def check_num_items(value: object, reduction: str) -> Tensor | int | None:
+    """``None``, a positive int or a 0-dim real tensor without gradient (its value > 0 is a
+    tier-3 check): the count that divides the summed loss. Not with ``reduction="none"``."""
+    if value is None:
+        return None
+    if reduction == "none":
+        raise fail("num_items_in_batch", "None with reduction='none' (it divides a summed loss)", value)
+    if isinstance(value, Tensor):
+        if value.dim() != 0 or value.dtype == torch.bool or value.is_complex() or value.requires_grad:
+            expected = "an int or a 0-dim real tensor without gradient"
+            raise fail("num_items_in_batch", expected, (value.dtype, tuple(value.shape)), error=TypeError)
+        if checks_contents() and not bool(torch.isfinite(value) & (value > 0)):
+            raise fail("num_items_in_batch", "a finite count > 0", value.item())
+        return value
+    number = check_int(value, "num_items_in_batch")
+    if number < 1:
+        raise fail("num_items_in_batch", "a positive int or a 0-dim tensor", number)
+    return number
+
+
 def check_choice(value: object, arg: str, choices: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``choices``, else raise naming ``arg``."""
     options = tuple(choices)
@@ -276,7 +323,8 @@ def check_init_args(**kwargs: Any) -> None:
     """Validate the Python-valued options a module or algorithm stores.
 
     Recognized names: ``alpha``, ``reduction``, ``convention``, ``ignore_index``,
-    ``dim``, ``smooth``, ``softmax``, ``batch``. Tensor-valued options are checked per call, once C is known.
+    ``dim``, ``smooth``, ``softmax``, ``batch``, ``z_loss``, ``softcap``, ``return_z_loss``.
+    Tensor-valued options are checked per call, once C is known.
     """
     checks: dict[str, Callable[[Any, str], object]] = {
         "alpha": check_probability,
@@ -287,6 +335,9 @@ def check_init_args(**kwargs: Any) -> None:
         "smooth": check_nonnegative,
         "softmax": check_flag,
         "batch": check_flag,
+        "z_loss": check_nonnegative,
+        "softcap": lambda value, _: check_softcap(value),
+        "return_z_loss": check_flag,
     }
     for name, value in kwargs.items():
         checks[name](value, name)
@@ -298,23 +349,24 @@ def check_chunk_size(value: object) -> int | None:
 
 
 def check_linear_inputs(hidden: object, weight: object, bias: object, targets: object) -> None:
-    """Shapes and dtypes of a fused output layer: ``hidden (..., H)``, ``weight (V, H)``,
-    ``bias (V,)``, index ``targets`` of shape ``hidden.shape[:-1]``."""
-    hidden = check_tensor(hidden, "hidden")
-    weight = check_tensor(weight, "weight")
-    targets = check_tensor(targets, "targets")
+    """Shapes and dtypes of a fused output layer, under ``F.linear_cross_entropy``'s names:
+    ``input (..., H)``, ``linear_weight (V, H)``, ``linear_bias (V,)``, index ``target`` of
+    shape ``input.shape[:-1]``."""
+    hidden = check_tensor(hidden, "input")
+    weight = check_tensor(weight, "linear_weight")
+    targets = check_tensor(targets, "target")
     if not hidden.is_floating_point() or hidden.dim() < 1:
-        raise fail("hidden", "a floating-point tensor of shape (..., H)", (hidden.dtype, tuple(hidden.shape)))
+        raise fail("input", "a floating-point tensor of shape (..., H)", (hidden.dtype, tuple(hidden.shape)))
     if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
-        raise fail("weight", f"a matrix of shape (V, {hidden.shape[-1]})", tuple(weight.shape))
+        raise fail("linear_weight", f"a matrix of shape (V, {hidden.shape[-1]})", tuple(weight.shape))
     if weight.dtype != hidden.dtype:
-        raise fail("weight", f"the hidden states' dtype {hidden.dtype}", weight.dtype, error=TypeError)
+        raise fail("linear_weight", f"the input's dtype {hidden.dtype}", weight.dtype, error=TypeError)
     if bias is not None:
-        bias = check_tensor(bias, "bias")
+        bias = check_tensor(bias, "linear_bias")
         if bias.shape != (weight.shape[0],) or bias.dtype != hidden.dtype:
             expected = f"a vector of shape ({weight.shape[0]},) and dtype {hidden.dtype}"
-            raise fail("bias", expected, (bias.dtype, tuple(bias.shape)))
+            raise fail("linear_bias", expected, (bias.dtype, tuple(bias.shape)))
     if targets.shape != hidden.shape[:-1]:
-        raise fail("targets", f"class indices of shape {tuple(hidden.shape[:-1])}", tuple(targets.shape))
+        raise fail("target", f"class indices of shape {tuple(hidden.shape[:-1])}", tuple(targets.shape))
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-        raise fail("targets", "an integer tensor of class indices", targets.dtype, error=TypeError)
+        raise fail("target", "an integer tensor of class indices", targets.dtype, error=TypeError)

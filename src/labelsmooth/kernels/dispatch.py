@@ -32,7 +32,7 @@ import torch
 from labelsmooth import _validation as v
 from labelsmooth.kernels import rowmath
 
-__all__ = ["BACKENDS", "COMPILE_ERRORS", "backend", "compiled", "failure", "set_backend"]
+__all__ = ["BACKENDS", "COMPILE_ERRORS", "backend", "compiled", "failure", "run_row_function", "set_backend"]
 
 BACKENDS = ("auto", "inductor", "chunked")
 
@@ -131,6 +131,19 @@ def compiled(name: str) -> Callable[..., Any]:
     if _eager_only():
         return getattr(rowmath, name)  # type: ignore[no-any-return]
     return _COMPILED[name]
+
+
+def run_row_function(name: str, device: torch.device, *args: Any) -> Any:
+    """Call the row function ``name`` on the backend that ``device`` runs: compiled for
+    ``"inductor"``, plain eager torch for ``"chunked"``, and eager from then on if compiling fails."""
+    if backend(device) == "inductor":
+        try:
+            return compiled(name)(*args)
+        except COMPILE_ERRORS as error:
+            if torch.compiler.is_compiling():
+                raise
+            give_up(device, error)
+    return getattr(rowmath, name)(*args)
 
 
 def give_up(device: torch.device, error: Exception) -> None:

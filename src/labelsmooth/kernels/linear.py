@@ -1,23 +1,24 @@
 """The output projection fused with smoothed cross-entropy: logits exist one row chunk at a time.
 
 For hidden states ``h`` ``(N, H)``, a projection ``W`` ``(V, H)`` and bias
-``b`` ``(V,)``, row ``i`` has logits ``z_i = W h_i + b``. With the smoothing
-mass ``s`` (uniform over the ``V`` classes)::
+``b`` ``(V,)``, row ``i`` has logits ``z_i = W h_i + b`` (capped to
+``k tanh(z_i / k)`` under a softcap ``k``). With the smoothing mass ``s``
+(uniform over the ``V`` classes) and class weights ``w``, the row loss and its
+gradient are :mod:`labelsmooth.kernels.rowmath`'s::
 
-    loss_i  = lse(z_i) - (1 - s) z_{i, y_i} - s mean(z_i)
-    dz_i    = c_i (softmax(z_i) - (1 - s) onehot(y_i) - s / V)
-    dh_i    = dz_i W,   dW = sum_i dz_i^T h_i,   db = sum_i dz_i
+    loss_i  = A_i lse(z_i) - (1 - s) w_{y_i} z_{i, y_i} - s (z_i . w) / V  [+ zeta lse(z_i)^2]
+    dz_i    = c_i dloss_i / dz_i,   dh_i = dz_i W,   dW = sum_i dz_i^T h_i,   db = sum_i dz_i
 
-where ``c_i`` is the reduction's weight of row ``i`` (``1``, or ``1 / count``
+where ``c_i`` is the reduction's weight of row ``i`` (``1``, or ``1 / divisor``
 for ``"mean"``; 0 for ignored rows). Per chunk, one matrix product makes the
 logits and one pass of :func:`labelsmooth.kernels.rowmath.fused_rows` (the
-compiled kernel of :mod:`labelsmooth.kernels.dispatch`) turns them into the
-row statistics and ``dz``. For ``"mean"`` and ``"sum"`` the gradients are
-computed inside the forward's chunk loop and the backward only scales them by
-the incoming gradient (the trick of Liger-Kernel's fused linear
-cross-entropy). With ``"none"`` the per-row incoming gradient is unknown in
-the forward, so the backward recomputes each chunk's logits (one more
-projection).
+compiled kernel of :mod:`labelsmooth.kernels.dispatch`, or plain torch on the
+``"chunked"`` backend) turns them into the row statistics and ``dz``. For
+``"mean"`` and ``"sum"`` the gradients are computed inside the forward's
+chunk loop and the backward only scales them by the incoming gradient (the
+trick of Liger-Kernel's fused linear cross-entropy). With ``"none"`` (or a
+gradient for the z-loss part) the per-row incoming gradient is unknown in the
+forward, so the backward recomputes each chunk's logits (one more projection).
 """
 
 from __future__ import annotations
@@ -31,6 +32,20 @@ from torch.autograd.function import once_differentiable
 from labelsmooth import _validation as v
 from labelsmooth._dtypes import compute_dtype
 from labelsmooth.kernels import dispatch
+from labelsmooth.kernels.rowmath import (
+    Layout,
+    cap_column,
+    class_mass,
+    gradient_scales,
+    outputs,
+    per_row,
+    row_coefficients,
+    row_losses,
+    target_mask,
+    unit_rows,
+    with_z_loss_gradient,
+    z_loss_scale,
+)
 
 #: Logit elements per chunk: 3 * 2^21 float32 (24 MiB; 196 rows at V=32000).
 #: The peak is dW, dh and one chunk (plus BLAS packing buffers), and each chunk
@@ -42,87 +57,126 @@ DEFAULT_CHUNK_ELEMENTS = 3 << 21
 MIN_CHUNK_ROWS = 128
 
 
-def _chunk(
-    hidden: Tensor, weight: Tensor, bias: Tensor | None, index: Tensor, coef: Tensor | None, *,
-    smoothing: float,
-) -> tuple[Tensor | None, Tensor]:
-    """One chunk: ``(dz (n, V) for row weights coef, or None; unreduced loss (n,))``."""
-    logits = torch.nn.functional.linear(hidden, weight, bias)
-    dtype = compute_dtype(logits.dtype)
-    index = index[:, None]
-    if coef is None:
-        row_max, exp_sum, sum_z, z_y = dispatch.compiled("row_statistics")(logits, index, None, dtype)
-        grad = None
-    else:
-        scales = (coef[:, None], (coef * (smoothing / logits.shape[1]))[:, None],
-                  (-(1.0 - smoothing) * coef)[:, None])
-        grad, row_max, exp_sum, sum_z, z_y = dispatch.compiled("fused_rows")(
-            logits.to(dtype), index, *scales, None
+class _Rows:
+    """The per-row coefficients of one call (:func:`~labelsmooth.kernels.rowmath.row_coefficients`)."""
+
+    def __init__(self, targets: Tensor, num_classes: int, *, smoothing: float,
+                 weight: Tensor | None, ignore_index: int, z_loss: float, softcap: float | None,
+                 dtype: torch.dtype, device: torch.device) -> None:
+        self.cm = class_mass(num_classes, None, weight, dtype=dtype, device=device)
+        self.mass_sum = 1.0 if self.cm is None else self.cm.sum()
+        self.index, self.tw, self.coef_a, self.smooth_mass = row_coefficients(
+            targets, None, smoothing=smoothing, weight=weight, ignore_index=ignore_index,
+            mass_sum=self.mass_sum, dtype=dtype,
         )
-    loss = row_max + exp_sum.log() - (1.0 - smoothing) * z_y - (smoothing / logits.shape[1]) * sum_z
-    return grad, loss.squeeze(1)
+        self.z_mask = target_mask(targets, None, ignore_index, dtype) if z_loss else None
+        self.z_loss, self.softcap = z_loss, softcap
+        #: All rows, for the row scales (flat: 2-D logits).
+        self.layout = Layout(torch.Size((targets.shape[0], num_classes)))
+
+    def chunk(self, hidden: Tensor, weight: Tensor, bias: Tensor | None, part: slice,
+              grad_scales: tuple[Tensor, ...] | None) -> tuple[Tensor | None, Tensor, Tensor]:
+        """Rows ``part``: ``(dz for the given (scale_p, scale_u, scale_y[, scale_z]) or None,
+        unreduced loss (n,), lse (n,))``."""
+        logits = torch.nn.functional.linear(hidden[part], weight, bias)
+        dtype = compute_dtype(logits.dtype)
+        layout = Layout(logits.shape)
+        index = self.index[part]
+        column = layout.class_column(self.cm)
+        inv_cap = cap_column(layout, self.softcap, dtype=dtype, device=logits.device)
+        grad = None
+        if grad_scales is None:
+            row_max, exp_sum, class_sum, z_y = dispatch.run_row_function(
+                "row_statistics", logits.device, logits, index, column, dtype, inv_cap, self.softcap)
+        else:
+            scale_p, scale_u, scale_y, *scale_z = (scale[part] for scale in grad_scales)
+            grad, row_max, exp_sum, class_sum, z_y = dispatch.run_row_function(
+                "fused_rows", logits.device, logits.to(dtype), index, scale_p, scale_u, scale_y,
+                column, scale_z[0] if scale_z else None, inv_cap, self.softcap,
+            )
+        loss, lse, _, _ = row_losses(layout, row_max, exp_sum, class_sum, z_y, self.tw[part],
+                                     self.smooth_mass[part], self.mass_sum, self.cm is None)
+        return grad, loss, lse
+
+    def scales(self, grad_rows: Tensor, grad_z_rows: Tensor | None) -> tuple[Tensor, ...]:
+        """The gradient's row scales for per-row incoming gradients (and the z-loss part's)."""
+        layout = self.layout
+        scales = gradient_scales(layout, grad_rows, self.coef_a, self.smooth_mass, self.tw, self.cm)
+        if self.z_mask is None or grad_z_rows is None:
+            return scales
+        return (*scales, z_loss_scale(layout, grad_z_rows, self.z_loss, self.z_mask))
 
 
 class LinearCrossEntropyFunction(torch.autograd.Function):
-    """Autograd function behind :func:`labelsmooth.linear_cross_entropy`: per-row loss or scalar."""
+    """Autograd function behind :func:`labelsmooth.linear_cross_entropy`: per-row loss or
+    scalar; with a z-loss ``(loss, z-loss part)``, both differentiable."""
 
     @staticmethod
     def forward(
         ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor,
-        smoothing: float, ignore_index: int, reduction: str, chunk_size: int | None,
-    ) -> Tensor:
+        smoothing: float, class_weight: Tensor | None, ignore_index: int,
+        divisor: Tensor | float | None, z_loss: float, z_divisor: Tensor | float | None,
+        softcap: float | None, chunk_size: int | None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         rows, num_classes = hidden.shape[0], weight.shape[0]
         dtype = compute_dtype(hidden.dtype)
-        valid = targets != ignore_index
-        index = torch.where(valid, targets, 0)
-        coef = valid.to(dtype)
-        if reduction == "mean":
-            count = coef.sum()
-            coef = coef / torch.where(count > 0, count, torch.ones_like(count))
+        z_divisor = divisor if z_divisor is None else z_divisor
+        state = _Rows(targets, num_classes, smoothing=smoothing, weight=class_weight,
+                      ignore_index=ignore_index, z_loss=z_loss, softcap=softcap, dtype=dtype,
+                      device=hidden.device)
         step = chunk_size or max(MIN_CHUNK_ROWS, DEFAULT_CHUNK_ELEMENTS // max(1, num_classes))
-        needs_grad = any(ctx.needs_input_grad[:3])
-        fused = needs_grad and reduction != "none"
+        fused = any(ctx.needs_input_grad[:3]) and divisor is not None
         grads = _GradientAccumulator(hidden, weight, bias, ctx.needs_input_grad) if fused else None
+        scales = None
+        if fused:
+            unit = unit_rows(divisor, state.coef_a)
+            scales = state.scales(unit, unit_rows(z_divisor, state.coef_a))
         losses = torch.empty(rows, dtype=dtype, device=hidden.device)
+        lse = torch.empty(rows, dtype=dtype, device=hidden.device)
         for start in range(0, rows, step):
-            stop = min(start + step, rows)
-            part = slice(start, stop)
-            grad_logits, losses[part] = _chunk(
-                hidden[part], weight, bias, index[part], None if grads is None else coef[part],
-                smoothing=smoothing,
-            )
+            part = slice(start, min(start + step, rows))
+            grad_logits, losses[part], lse[part] = state.chunk(hidden, weight, bias, part, scales)
             if grads is not None and grad_logits is not None:
                 grads.add(part, grad_logits)
-        row_weight = coef if reduction == "mean" else valid.to(dtype)
-        losses = losses * row_weight
-        ctx.smoothing, ctx.step = smoothing, step
-        ctx.grads = grads
-        if needs_grad:
-            # Inputs only (no copies): for a backward that has to recompute.
-            ctx.save_for_backward(hidden, weight, bias, index, row_weight)
-        return losses if reduction == "none" else losses.sum()
+        ctx.state, ctx.step, ctx.grads = state, step, grads
+        ctx.divisor, ctx.z_divisor = divisor, z_divisor
+        if state.z_mask is not None:
+            # The z-loss part's gradient is None when it was only logged.
+            ctx.set_materialize_grads(False)
+        # Inputs only (no copies): for a backward that has to recompute.
+        ctx.save_for_backward(hidden, weight, bias, lse)
+        return outputs(losses, lse, state.z_mask, z_loss, divisor, z_divisor)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(
+        ctx: Any, grad_loss: Tensor | None, grad_z: Tensor | None = None
+    ) -> tuple[Tensor | None, ...]:
         grads, ctx.grads = ctx.grads, None
-        if grads is not None:
+        state: _Rows = ctx.state
+        nones = (None,) * 9
+        if grad_loss is None:
+            grad_loss = state.coef_a.new_zeros(())
+        if grads is not None and grad_z is None:
             # Computed in the forward for an incoming gradient of 1: scale them
             # and let go, so autograd adopts them as .grad without a copy (a
             # reference kept here made it clone dW: +0.5x of it in peak memory).
-            return (*grads.result(grad_loss), None, None, None, None, None)
-        # "none", or a second backward through a retained graph: recompute.
-        hidden, weight, bias, index, row_weight = ctx.saved_tensors
-        dtype = row_weight.dtype
-        coef = grad_loss.to(dtype) * row_weight
+            return (*grads.result(grad_loss), *nones)
+        # "none", a gradient for the z-loss part, or a second backward through
+        # a retained graph: recompute.
+        hidden, weight, bias, lse = ctx.saved_tensors
+        grad_out = grad_loss.to(state.coef_a.dtype)
+        scale_p, scale_u, scale_y = state.scales(per_row(grad_out, ctx.divisor, state.coef_a), None)
+        if state.z_mask is not None:
+            scale_p = with_z_loss_gradient(state.layout, scale_p, lse, grad_out, grad_z, ctx.z_divisor,
+                                           state.z_loss, state.z_mask)
         recomputed = _GradientAccumulator(hidden, weight, bias, ctx.needs_input_grad)
         for start in range(0, hidden.shape[0], ctx.step):
             part = slice(start, min(start + ctx.step, hidden.shape[0]))
-            grad_logits, _ = _chunk(hidden[part], weight, bias, index[part], coef[part],
-                                    smoothing=ctx.smoothing)
+            grad_logits, _, _ = state.chunk(hidden, weight, bias, part, (scale_p, scale_u, scale_y))
             if grad_logits is not None:
                 recomputed.add(part, grad_logits)
-        return (*recomputed.result(None), None, None, None, None, None)
+        return (*recomputed.result(None), *nones)
 
 
 class _GradientAccumulator:
@@ -172,8 +226,10 @@ class _GradientAccumulator:
 
 def fused_linear_cross_entropy(
     hidden: Tensor, weight: Tensor, targets: Tensor, *, bias: Tensor | None, smoothing: float,
-    ignore_index: int, reduction: str, chunk_size: int | None,
-) -> Tensor:
+    ignore_index: int, divisor: Tensor | float | None, chunk_size: int | None,
+    class_weight: Tensor | None = None, z_loss: float = 0.0, z_divisor: Tensor | float | None = None,
+    softcap: float | None = None,
+) -> Any:
     """Kernel entry point on checked, flattened inputs.
 
     Args:
@@ -183,14 +239,20 @@ def fused_linear_cross_entropy(
         bias: ``(V,)`` or ``None``.
         smoothing: uniform smoothing mass ``s``.
         ignore_index: index value that contributes nothing.
-        reduction: ``"none"`` | ``"mean"`` | ``"sum"``; the mean divides by the
-            number of rows not ignored (0 when there are none).
+        divisor: ``None`` for the ``(N,)`` row losses, else a float or 0-dim
+            tensor: ``sum_i loss_i / divisor``.
         chunk_size: rows per chunk; default about 6.3M logits (at least 128 rows).
+        class_weight: ``(V,)`` class weights (PyTorch's index-target rule) or ``None``.
+        z_loss: ``zeta``: each row not ignored adds ``zeta lse^2``; then the
+            result is ``(loss, z-loss part)``.
+        z_divisor: what the z-loss part's sum is divided by (default ``divisor``).
+        softcap: ``k`` for the logits ``k tanh(z / k)``, or ``None``.
 
     Returns:
-        ``(N,)`` losses, or a scalar, in the compute dtype.
+        ``(N,)`` losses, or a scalar, in the compute dtype; with ``z_loss`` not
+        0, ``(loss, z-loss part)``.
     """
-    loss: Tensor = LinearCrossEntropyFunction.apply(  # type: ignore[no-untyped-call]
-        hidden, weight, bias, targets, float(smoothing), int(ignore_index), reduction, chunk_size,
+    return LinearCrossEntropyFunction.apply(  # type: ignore[no-untyped-call]
+        hidden, weight, bias, targets, float(smoothing), class_weight, int(ignore_index), divisor,
+        float(z_loss), z_divisor, softcap, chunk_size,
     )
-    return loss
