@@ -397,3 +397,23 @@ def test_cutmix_in_composers_call_pattern(alpha, uniform_sampling, interpolate_l
     expected_loss = (1 - area) * F.cross_entropy(logits, y) + area * F.cross_entropy(logits, y[perm])
     torch.testing.assert_close(state.loss, expected_loss)
     assert state.batch[1] is y
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MixUp(0.4, interpolate_loss=True, seed=0, loss_fn=F.cross_entropy),
+        lambda: CutMix(1.0, True, seed=0, loss_fn=F.cross_entropy),
+    ],
+    ids=["MixUp", "CutMix"],
+)
+def test_an_error_in_the_loss_surfaces_and_the_targets_come_back_when_interpolating(make):
+    """With no loss to interpolate, AFTER_LOSS still restores the targets and the body's error is raised."""
+    x, y, logits = _data(False)
+    state = State(batch=(x, y))
+    engine = Engine(state, [make(), LabelSmoothing(ALPHA)])
+    engine.run_event(Event.BEFORE_FORWARD)
+    state.outputs = logits
+    with pytest.raises(RuntimeError, match=r"^the loss failed$"), engine.loss_events():
+        raise RuntimeError("the loss failed")
+    assert state.batch[1] is y

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -82,5 +83,10 @@ class Engine:
         self.run_event(Event.BEFORE_LOSS)
         try:
             yield self.state
-        finally:
-            self.run_event(Event.AFTER_LOSS)
+        except BaseException:
+            # The body's error is the one to see: AFTER_LOSS still runs (it restores the targets),
+            # but what it cannot do without a loss (interpolate one) must not replace that error.
+            with contextlib.suppress(Exception):
+                self.run_event(Event.AFTER_LOSS)
+            raise
+        self.run_event(Event.AFTER_LOSS)

@@ -103,10 +103,12 @@ class Mixing(TargetTransform):
             if event is Event.BEFORE_LOSS:
                 self._pipeline.render(state, self.target_key, logits_of(state.outputs))
             else:
-                if self.interpolate_loss:
-                    self.interpolate(state, self._pipeline, self._op)
-                self._pipeline.restore(state, self.target_key)
-                self._pipeline, self._op = None, None
+                try:
+                    if self.interpolate_loss:
+                        self.interpolate(state, self._pipeline, self._op)
+                finally:  # the original targets come back even when interpolating fails
+                    self._pipeline.restore(state, self.target_key)
+                    self._pipeline, self._op = None, None
 
     def mix(self, state: State, inputs: Tensor) -> Tensor:
         """Draw, add the target operation (:meth:`add_op`) and return the new inputs."""
