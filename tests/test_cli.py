@@ -284,11 +284,15 @@ def test_ctrl_c_keeps_the_runs_writes_a_partial_report_and_resume_finishes(capsy
                "--seeds", "3", "--out", str(out)]
     process = subprocess.Popen(command, cwd=HELPERS, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
                                text=True, env={**os.environ, "COMPARE_HELPERS_PAUSE": "0.002"})
+    seen = []
     for line in process.stderr:
+        seen.append(line)
         if line.startswith("run 1/6"):
             break
+    else:
+        pytest.fail("the comparison ended before its first run: " + "".join(seen))
     process.send_signal(signal.SIGINT)
-    _, rest = process.communicate(timeout=120)
+    _, rest = process.communicate(timeout=300)
     assert process.returncode == 130, rest
     assert "interrupted" in rest and "Traceback" not in rest
     report = (out / "report.md").read_text()
