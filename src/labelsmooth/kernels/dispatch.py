@@ -106,8 +106,13 @@ def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
         # option set (softcap, z-loss):
         # more than Dynamo's default of 8 recompiles, so raise the limit for
         # these calls only.
-        with torch._dynamo.config.patch(recompile_limit=64):
-            return compiled_fn(*args)
+        try:
+            with torch._dynamo.config.patch(recompile_limit=64):
+                return compiled_fn(*args)
+        except torch._dynamo.exc.FailOnRecompileLimitHit:
+            # A process that met more variants than the limit (a long test
+            # session): the same math in plain torch, correct, only slower.
+            return fn(*args)
 
     return run
 
