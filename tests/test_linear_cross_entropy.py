@@ -36,7 +36,7 @@ def run_both(hidden, weight, bias, targets, *, alpha, reduction, chunk_size=None
     theirs_in = [t.double().requires_grad_() for t in inputs]
     ours_bias = ours_in[2] if bias is not None else None
     theirs_bias = theirs_in[2] if bias is not None else None
-    ours = linear_cross_entropy(ours_in[0], ours_in[1], targets, bias=ours_bias, alpha=alpha,
+    ours = linear_cross_entropy(ours_in[0], ours_in[1], targets, linear_bias=ours_bias, alpha=alpha,
                                 reduction=reduction, chunk_size=chunk_size)
     theirs = F.cross_entropy(F.linear(theirs_in[0], theirs_in[1], theirs_bias), targets,
                              label_smoothing=alpha, reduction=reduction)
@@ -71,14 +71,14 @@ def test_gradcheck_float64(reduction):
     inputs = tuple(t.requires_grad_() for t in (hidden, weight, bias))
 
     def loss(h, w, b):
-        return linear_cross_entropy(h, w, targets, bias=b, alpha=0.2, reduction=reduction, chunk_size=4)
+        return linear_cross_entropy(h, w, targets, linear_bias=b, alpha=0.2, reduction=reduction, chunk_size=4)
 
     assert torch.autograd.gradcheck(loss, inputs)
 
 
 def test_batched_hidden_states_equal_flattened():
     hidden, weight, bias, targets = make_case(12, 6, 9, torch.float64)
-    batched = linear_cross_entropy(hidden.reshape(3, 4, 6), weight, targets.reshape(3, 4), bias=bias,
+    batched = linear_cross_entropy(hidden.reshape(3, 4, 6), weight, targets.reshape(3, 4), linear_bias=bias,
                                    alpha=0.1, reduction="none")
     theirs = F.cross_entropy(F.linear(hidden, weight, bias), targets, label_smoothing=0.1, reduction="none")
     assert batched.shape == (3, 4)
@@ -122,7 +122,7 @@ def test_huge_logits_stay_finite():
 def test_module_equals_function_and_pickles():
     hidden, weight, bias, targets = make_case(7, 4, 6, torch.float32)
     module = LinearCrossEntropyLoss(alpha=0.1, reduction="sum", chunk_size=3)
-    expected = labelsmooth.linear_cross_entropy(hidden, weight, targets, bias=bias, alpha=0.1,
+    expected = labelsmooth.linear_cross_entropy(hidden, weight, targets, linear_bias=bias, alpha=0.1,
                                                 reduction="sum", chunk_size=3)
     torch.testing.assert_close(module(hidden, weight, targets, bias), expected)
     clone = pickle.loads(pickle.dumps(module))
@@ -133,24 +133,41 @@ def test_module_equals_function_and_pickles():
 @pytest.mark.parametrize(
     ("change", "error", "match"),
     [
-        ({"weight": torch.zeros(6, 5)}, ValueError, r"weight: expected a matrix of shape \(V, 4\)"),
-        ({"weight": torch.zeros(6, 4, dtype=torch.float64)}, TypeError, "weight: expected the hidden"),
-        ({"bias": torch.zeros(5)}, ValueError, r"bias: expected a vector of shape \(6,\)"),
-        ({"targets": torch.zeros(3, dtype=torch.long)}, ValueError, r"targets: expected class indices"),
-        ({"targets": torch.zeros(7)}, TypeError, "targets: expected an integer tensor"),
-        ({"targets": torch.full((7,), 6)}, ValueError, r"targets: expected class indices in \[0, 6\)"),
+        ({"linear_weight": torch.zeros(6, 5)}, ValueError, r"linear_weight: expected a matrix of shape \(V, 4\)"),
+        ({"linear_weight": torch.zeros(6, 4, dtype=torch.float64)}, TypeError,
+         "linear_weight: expected the input's dtype"),
+        ({"linear_bias": torch.zeros(5)}, ValueError, r"linear_bias: expected a vector of shape \(6,\)"),
+        ({"target": torch.zeros(3, dtype=torch.long)}, ValueError, r"target: expected class indices"),
+        ({"target": torch.zeros(7)}, TypeError, "target: expected an integer tensor"),
+        ({"target": torch.full((7,), 6)}, ValueError, r"target: expected class indices in \[0, 6\)"),
+        ({"weight": torch.ones(5)}, ValueError, r"weight: expected a vector of shape \(6,\)"),
+        ({"weight": torch.zeros(6, 4)}, ValueError, r"weight: expected class weights of shape \(V,\); "
+         r"pass the \(V, H\) projection as linear_weight"),
         ({"chunk_size": 0}, ValueError, "chunk_size: expected a positive int"),
         ({"alpha": 1.5}, ValueError, "alpha: expected a real number"),
+        ({"alpha": 0.1, "label_smoothing": 0.2}, ValueError, "alpha and label_smoothing: expected one of them"),
         ({"reduction": "avg"}, ValueError, "reduction: expected one of"),
+        ({"z_loss": -1.0}, ValueError, "z_loss: expected a finite real number >= 0"),
+        ({"softcap": 0.0}, ValueError, "softcap: expected None or a finite real number > 0"),
+        ({"num_items_in_batch": 0}, ValueError, "num_items_in_batch: expected a positive int"),
+        ({"num_items_in_batch": 3, "reduction": "none"}, ValueError,
+         "num_items_in_batch: expected None with reduction='none'"),
     ],
     ids=["weight-shape", "weight-dtype", "bias-shape", "targets-shape", "targets-dtype",
-         "targets-range", "chunk-size", "alpha", "reduction"],
+         "targets-range", "class-weight-shape", "projection-as-weight", "chunk-size", "alpha",
+         "alias-conflict", "reduction", "z-loss", "softcap", "num-items", "num-items-none"],
 )
 def test_bad_inputs_raise_naming_the_argument(change, error, match):
     hidden, weight, _, targets = make_case(7, 4, 6, torch.float32)
-    arguments = {"hidden": hidden, "weight": weight, "targets": targets} | change
+    arguments = {"input": hidden, "linear_weight": weight, "target": targets} | change
     with pytest.raises(error, match=match):
         linear_cross_entropy(**arguments)
+
+
+def test_old_bias_keyword_is_gone():
+    hidden, weight, bias, targets = make_case(7, 4, 6, torch.float32)
+    with pytest.raises(TypeError, match="bias"):
+        linear_cross_entropy(hidden, weight, targets, bias=bias)
 
 
 def test_never_holds_the_logits():
@@ -163,7 +180,7 @@ def test_never_holds_the_logits():
         tensor.requires_grad_()
     chunk_rows = 16
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        linear_cross_entropy(hidden, weight, targets, bias=bias, alpha=0.1,
+        linear_cross_entropy(hidden, weight, targets, linear_bias=bias, alpha=0.1,
                              chunk_size=chunk_rows).backward()
     live, peak = 0, 0
     for event in sorted(prof.events(), key=lambda e: e.time_range.start):
@@ -178,7 +195,7 @@ def test_never_holds_the_logits():
 def test_second_backward_through_a_retained_graph_recomputes():
     hidden, weight, bias, targets = make_case(9, 4, 6, torch.float64)
     inputs = [t.requires_grad_() for t in (hidden, weight, bias)]
-    loss = linear_cross_entropy(*inputs[:2], targets, bias=inputs[2], alpha=0.1, chunk_size=4)
+    loss = linear_cross_entropy(*inputs[:2], targets, linear_bias=inputs[2], alpha=0.1, chunk_size=4)
     loss.backward(retain_graph=True)
     first = [t.grad.clone() for t in inputs]
     loss.backward()

@@ -136,7 +136,7 @@ DICE_CE = LossCase(
 )
 LINEAR = LossCase(
     "linear_cross_entropy",
-    function=lambda x, o: ls.linear_cross_entropy(x[0], x[1], x[2], bias=x[3], **o),
+    function=lambda x, o: ls.linear_cross_entropy(x[0], x[1], x[2], linear_bias=x[3], **o),
     module=lambda o: ls.LinearCrossEntropyLoss(**o),
     forward=lambda module, x: module(*x),
     reference=lambda x, o: F.cross_entropy(

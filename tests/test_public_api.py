@@ -36,21 +36,7 @@ def test_the_walk_finds_the_public_modules():
     assert not any(name.rsplit(".", 1)[-1].startswith("_") for name in modules)
 
 
-#: Public modules without ``__all__`` at the time of issue 12, each being changed by its own owner.
-_PENDING = {
-    *(f"labelsmooth.kernels.{name}" for name in ("chunked", "linear", "reference")),
-}
-
-
-def _cases() -> list:
-    return [
-        pytest.param(name, marks=pytest.mark.xfail(reason="issue 12: __all__ left to the module's owner"))
-        if name in _PENDING else name
-        for name in _public_modules()
-    ]
-
-
-@pytest.mark.parametrize("name", _cases())
+@pytest.mark.parametrize("name", _public_modules())
 def test_public_module_declares_all_and_every_name_exists(name):
     module = _import(name)
     assert hasattr(module, "__all__"), f"{name} has no __all__"

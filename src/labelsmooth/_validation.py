@@ -245,7 +245,8 @@ def target_form(logits: Tensor, targets: object, dim: int) -> TargetForm:
     )
 
 
-def check_index_values(targets: Tensor, num_classes: int, ignore_index: int | None) -> None:
+def check_index_values(targets: Tensor, num_classes: int, ignore_index: int | None,
+                       arg: str = "targets") -> None:
     """Every index is in ``[0, num_classes)`` or equal to ``ignore_index`` (tier 3)."""
     if not checks_contents():
         return
@@ -257,7 +258,7 @@ def check_index_values(targets: Tensor, num_classes: int, ignore_index: int | No
         allowed = f"class indices in [0, {num_classes})"
         if ignore_index is not None:
             allowed += f" or ignore_index={ignore_index}"
-        raise fail("targets", allowed, bad)
+        raise fail(arg, allowed, bad)
 
 
 def dense_targets(targets: Tensor, dtype: torch.dtype) -> Tensor:

@@ -17,8 +17,19 @@ from labelsmooth.soft_targets import SoftTargets
 __all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss", "DiceCELoss", "DiceLoss", "LinearCrossEntropyLoss"]
 
 
+def _large_vocabulary_repr(module: CrossEntropyLoss | LinearCrossEntropyLoss) -> str:
+    """The z-loss, softcap and return_z_loss options, when they are not the defaults."""
+    parts = [f"z_loss={module.z_loss}"] if module.z_loss else []
+    parts += [] if module.softcap is None else [f"softcap={module.softcap}"]
+    parts += ["return_z_loss=True"] if module.return_z_loss else []
+    return "".join(", " + part for part in parts)
+
+
 class CrossEntropyLoss(nn.Module):
     """Module form of :func:`labelsmooth.cross_entropy`; see it for the math and shapes.
+
+    ``label_smoothing`` is PyTorch's name for ``alpha``. ``num_items_in_batch``
+    is given per call, as Hugging Face passes it.
 
     Example:
         >>> import torch
@@ -27,6 +38,9 @@ class CrossEntropyLoss(nn.Module):
         CrossEntropyLoss(alpha=0.1, ignore_index=-100, reduction='mean', convention='uniform', dim=1)
         >>> round(loss(torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([0])).item(), 4)
         0.3729
+        >>> CrossEntropyLoss(label_smoothing=0.1, z_loss=1e-4, softcap=30.0)
+        CrossEntropyLoss(alpha=0.1, ignore_index=-100, reduction='mean', convention='uniform', dim=1, \
+z_loss=0.0001, softcap=30.0)
     """
 
     weight: Tensor | None
@@ -34,84 +48,115 @@ class CrossEntropyLoss(nn.Module):
 
     def __init__(
         self,
-        alpha: float = 0.0,
+        alpha: float | None = None,
         weight: Tensor | None = None,
         ignore_index: int = -100,
         reduction: str = "mean",
         prior: Tensor | None = None,
         convention: str = "uniform",
         dim: int = 1,
+        *,
+        label_smoothing: float | None = None,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
+        return_z_loss: bool = False,
     ) -> None:
         super().__init__()
         v.check_init_args(
-            alpha=alpha, reduction=reduction, convention=convention,
-            ignore_index=ignore_index, dim=dim,
+            reduction=reduction, convention=convention, ignore_index=ignore_index, dim=dim,
+            z_loss=z_loss, softcap=softcap, return_z_loss=return_z_loss,
         )
-        self.alpha = float(alpha)
+        self.alpha = v.check_smoothing(alpha, label_smoothing)
         self.ignore_index = ignore_index
         self.reduction = reduction
         self.convention = convention
         self.dim = dim
+        self.z_loss = float(z_loss)
+        self.softcap = v.check_softcap(softcap)
+        self.return_z_loss = return_z_loss
         # Buffers, so ``.to(device)`` moves them with the module.
         self.register_buffer("weight", weight)
         self.register_buffer("prior", prior)
 
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+    def forward(
+        self, logits: Tensor, targets: Tensor | SoftTargets, *,
+        num_items_in_batch: Tensor | int | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         return functional.cross_entropy(
             logits, targets, alpha=self.alpha, weight=self.weight,
             ignore_index=self.ignore_index, reduction=self.reduction, prior=self.prior,
-            convention=self.convention, dim=self.dim,
+            convention=self.convention, dim=self.dim, z_loss=self.z_loss, softcap=self.softcap,
+            return_z_loss=self.return_z_loss, num_items_in_batch=num_items_in_batch,
         )
 
     def extra_repr(self) -> str:
         return (
             f"alpha={self.alpha}, ignore_index={self.ignore_index}, "
             f"reduction={self.reduction!r}, convention={self.convention!r}, dim={self.dim}"
+            + _large_vocabulary_repr(self)
         )
 
 
 class LinearCrossEntropyLoss(nn.Module):
     """Module form of :func:`labelsmooth.linear_cross_entropy`; see it for the math and shapes.
 
-    The module stores the options only; the projection is passed per call, so
-    it can stay the language model's own ``lm_head.weight``.
+    The module stores the options only (``weight`` is the class weights, a
+    buffer); the projection is passed per call, so it can stay the language
+    model's own ``lm_head.weight``.
 
     Example:
         >>> import torch
         >>> loss = LinearCrossEntropyLoss(alpha=0.1)
         >>> loss
         LinearCrossEntropyLoss(alpha=0.1, ignore_index=-100, reduction='mean', chunk_size=None)
-        >>> weight = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
-        >>> round(loss(torch.tensor([[1.0, 0.0]]), weight, torch.tensor([0])).item(), 4)
+        >>> proj = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+        >>> round(loss(torch.tensor([[1.0, 0.0]]), proj, torch.tensor([0])).item(), 4)
         0.3729
     """
 
+    weight: Tensor | None
+
     def __init__(
         self,
-        alpha: float = 0.0,
+        alpha: float | None = None,
         ignore_index: int = -100,
         reduction: str = "mean",
         chunk_size: int | None = None,
+        *,
+        weight: Tensor | None = None,
+        label_smoothing: float | None = None,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
+        return_z_loss: bool = False,
     ) -> None:
         super().__init__()
-        v.check_init_args(alpha=alpha, reduction=reduction, ignore_index=ignore_index)
-        self.alpha = float(alpha)
+        v.check_init_args(reduction=reduction, ignore_index=ignore_index, z_loss=z_loss,
+                          softcap=softcap, return_z_loss=return_z_loss)
+        self.alpha = v.check_smoothing(alpha, label_smoothing)
         self.ignore_index = ignore_index
         self.reduction = reduction
         self.chunk_size = v.check_chunk_size(chunk_size)
+        self.z_loss = float(z_loss)
+        self.softcap = v.check_softcap(softcap)
+        self.return_z_loss = return_z_loss
+        self.register_buffer("weight", weight)
 
     def forward(
-        self, hidden: Tensor, weight: Tensor, targets: Tensor, bias: Tensor | None = None
-    ) -> Tensor:
+        self, input: Tensor, linear_weight: Tensor, target: Tensor,
+        linear_bias: Tensor | None = None, *, num_items_in_batch: Tensor | int | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         return functional.linear_cross_entropy(
-            hidden, weight, targets, bias=bias, alpha=self.alpha, ignore_index=self.ignore_index,
-            reduction=self.reduction, chunk_size=self.chunk_size,
+            input, linear_weight, target, linear_bias=linear_bias, weight=self.weight,
+            alpha=self.alpha, ignore_index=self.ignore_index, reduction=self.reduction,
+            chunk_size=self.chunk_size, z_loss=self.z_loss, softcap=self.softcap,
+            return_z_loss=self.return_z_loss, num_items_in_batch=num_items_in_batch,
         )
 
     def extra_repr(self) -> str:
         return (
             f"alpha={self.alpha}, ignore_index={self.ignore_index}, "
             f"reduction={self.reduction!r}, chunk_size={self.chunk_size}"
+            + _large_vocabulary_repr(self)
         )
 
 

@@ -44,6 +44,8 @@ from labelsmooth.kernels.rowmath import (
     z_loss_scale,
 )
 
+__all__ = ["ChunkedIndexCrossEntropy", "chunked_cross_entropy_rows", "rows_per_chunk"]
+
 #: Elements per chunk: a chunk of float32 logits and its gradient fit in a
 #: 32 MiB L3 together, and few chunks keep the count of parallel regions low.
 DEFAULT_CHUNK_ELEMENTS = 1 << 21

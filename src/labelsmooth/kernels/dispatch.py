@@ -140,10 +140,11 @@ def compiled(name: str) -> Callable[..., Any]:
 
 def run_row_function(name: str, device: torch.device, *args: Any) -> Any:
     """Call the row function ``name`` on the backend that ``device`` runs: compiled for
-    ``"inductor"``, plain eager torch for ``"chunked"``, and eager from then on if compiling fails."""
-    if backend(device) == "inductor":
+    ``"inductor"``, plain torch for ``"chunked"`` (and from then on if compiling fails), and
+    plain torch under an outer ``torch.compile``, which compiles it in place."""
+    if not _eager_only() and backend(device) == "inductor":
         try:
-            return compiled(name)(*args)
+            return _COMPILED[name](*args)
         except COMPILE_ERRORS as error:
             if torch.compiler.is_compiling():
                 raise

@@ -47,6 +47,8 @@ from labelsmooth.kernels.rowmath import (
     z_loss_scale,
 )
 
+__all__ = ["LinearCrossEntropyFunction", "fused_linear_cross_entropy"]
+
 #: Logit elements per chunk: 3 * 2^21 float32 (24 MiB; 196 rows at V=32000).
 #: The peak is dW, dh and one chunk (plus BLAS packing buffers), and each chunk
 #: adds a read-modify-write pass over the (V, H) weight gradient. Measured at

@@ -20,6 +20,8 @@ from torch import Tensor
 
 from labelsmooth.targets import compute_dtype
 
+__all__ = ["index_cross_entropy_rows"]
+
 
 def index_cross_entropy_rows(
     logits: Tensor,

@@ -68,7 +68,7 @@ class Layout:
         self.positions = self.batch * (self.spatial or 1)
 
     def view(self, flat: Tensor) -> Tensor:
-        columns = flat.reshape(self.positions, -1)
+        columns = flat.unsqueeze(1) if flat.dim() == 1 else flat
         if self.spatial is None:
             return columns
         return columns.reshape(self.batch, self.spatial, -1).transpose(1, 2)
@@ -84,6 +84,11 @@ class Layout:
         if vector is None:
             return None
         return vector.reshape(-1, *([1] * (self.spatial is not None)))
+
+
+def _components(targets: Tensor) -> Tensor:
+    """``(M,)`` or ``(M, K)`` targets as ``(M, K)`` (also for ``M = 0``)."""
+    return targets if targets.dim() == 2 else targets.reshape(-1, 1)
 
 
 def class_mass(
@@ -109,7 +114,7 @@ def row_coefficients(
 
     ``mass_sum`` is ``S``. Ignored components point at class 0 with 0 mass.
     """
-    index = targets.reshape(targets.shape[0], -1)
+    index = _components(targets)
     valid = index != ignore_index
     index = torch.where(valid, index, 0)
     mass = valid.to(dtype)
@@ -125,7 +130,7 @@ def target_mask(targets: Tensor, target_weights: Tensor | None, ignore_index: in
                 dtype: torch.dtype) -> Tensor:
     """``v`` ``(M,)``: 1 where a position has target mass (a component that is not
     ignored, with a nonzero mixing weight), else 0. The positions the z-loss counts."""
-    valid = targets.reshape(targets.shape[0], -1) != ignore_index
+    valid = _components(targets) != ignore_index
     if target_weights is not None:
         valid = valid & (target_weights.reshape(valid.shape) != 0)
     return valid.any(1).to(dtype)
