@@ -56,6 +56,14 @@ CASES = {
     "bfloat16": lambda: ("cross_entropy", *_index_case(torch.bfloat16), {"alpha": 0.1}),
     "float16-weight": lambda: ("cross_entropy", *_index_case(torch.float16), {"alpha": 0.1,
                                                                                "weight": _weight()}),
+    "z-loss-softcap": lambda: ("cross_entropy", *_index_case(), {"label_smoothing": 0.1, "z_loss": 1e-2,
+                                                                  "softcap": 3.0, "weight": _weight()}),
+    "z-loss-none": lambda: ("cross_entropy", *_index_case(), {"alpha": 0.1, "z_loss": 1e-2,
+                                                               "reduction": "none"}),
+    "softcap-segmentation": lambda: ("cross_entropy", *_index_case(shape=(2, 3, 4)),
+                                     {"alpha": 0.1, "softcap": 2.0, "z_loss": 1e-2}),
+    "num-items-tensor": lambda: ("cross_entropy", *_index_case(), {"alpha": 0.1, "z_loss": 1e-2,
+                                                                    "num_items_in_batch": torch.tensor(9)}),
 }
 
 
@@ -109,6 +117,36 @@ def test_linear_cross_entropy_compiles(reduction):
     _assert_compiled_equals_eager(
         ls.linear_cross_entropy, [hidden, weight], targets, alpha=0.1, reduction=reduction
     )
+
+
+@pytest.mark.parametrize("num_items", [None, torch.tensor(11)], ids=["mean", "num-items-tensor"])
+def test_linear_cross_entropy_with_class_weights_z_loss_and_softcap_compiles(num_items):
+    hidden, weight, targets = _linear_inputs()
+    _assert_compiled_equals_eager(
+        ls.linear_cross_entropy, [hidden, weight], targets, weight=_weight(), label_smoothing=0.1,
+        z_loss=1e-2, softcap=2.0, num_items_in_batch=num_items,
+    )
+
+
+@pytest.mark.parametrize("linear", [False, True], ids=["cross_entropy", "linear_cross_entropy"])
+def test_returned_z_loss_part_compiles_with_its_gradient(linear):
+    # The z part takes a gradient of its own: the backward recomputes, traced too.
+    if linear:
+        hidden, weight, targets = _linear_inputs()
+        tensors = [hidden, weight]
+
+        def fn(h, w, t):
+            loss, z = ls.linear_cross_entropy(h, w, t, alpha=0.1, z_loss=0.1, softcap=2.0,
+                                              return_z_loss=True)
+            return loss + 3 * z
+    else:
+        (logits,), targets, _ = _index_case()
+        tensors = [logits]
+
+        def fn(x, t):
+            loss, z = ls.cross_entropy(x, t, alpha=0.1, z_loss=0.1, softcap=2.0, return_z_loss=True)
+            return loss + 3 * z
+    _assert_compiled_equals_eager(fn, tensors, targets)
 
 
 def test_modules_compile():
@@ -170,7 +208,11 @@ def _ops_of_forward_backward(rows, **kwargs):
     return counter.ops
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"reduction": "none"}, {"weight": torch.rand(100)}], ids=str)
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"reduction": "none"}, {"weight": torch.rand(100)}, {"z_loss": 1e-2, "softcap": 3.0}],
+    ids=str,
+)
 def test_operator_count_does_not_grow_with_the_batch(kwargs):
     small = _ops_of_forward_backward(64, **kwargs)
     large = _ops_of_forward_backward(4096, **kwargs)
@@ -196,6 +238,19 @@ def test_content_checks_off_means_no_host_sync():
     with ls.content_checks(False), _OpCounter() as unchecked:
         ls.cross_entropy(logits, targets, alpha=0.1, weight=torch.rand(10)).backward()
     assert "aten._local_scalar_dense.default" in checked.ops
+    assert "aten._local_scalar_dense.default" not in unchecked.ops
+
+
+def test_new_options_cause_no_host_sync_with_checks_off():
+    """z-loss, softcap and a 0-dim tensor num_items_in_batch read nothing on the host."""
+    logits = torch.randn(16, 10, requires_grad=True)
+    targets = torch.randint(0, 10, (16,))
+    hidden, weight, index = _linear_inputs()
+    hidden.requires_grad_()
+    options = {"label_smoothing": 0.1, "z_loss": 1e-2, "softcap": 3.0, "num_items_in_batch": torch.tensor(7)}
+    with ls.content_checks(False), _OpCounter() as unchecked:
+        ls.cross_entropy(logits, targets, weight=torch.rand(10), **options).backward()
+        ls.linear_cross_entropy(hidden, weight, index, weight=_weight(), **options).backward()
     assert "aten._local_scalar_dense.default" not in unchecked.ops
 
 
