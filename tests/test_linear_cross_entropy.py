@@ -71,7 +71,8 @@ def test_gradcheck_float64(reduction):
     inputs = tuple(t.requires_grad_() for t in (hidden, weight, bias))
 
     def loss(h, w, b):
-        return linear_cross_entropy(h, w, targets, linear_bias=b, alpha=0.2, reduction=reduction, chunk_size=4)
+        return linear_cross_entropy(h, w, targets, linear_bias=b, alpha=0.2, reduction=reduction,
+                                    chunk_size=4)
 
     assert torch.autograd.gradcheck(loss, inputs)
 
@@ -133,7 +134,8 @@ def test_module_equals_function_and_pickles():
 @pytest.mark.parametrize(
     ("change", "error", "match"),
     [
-        ({"linear_weight": torch.zeros(6, 5)}, ValueError, r"linear_weight: expected a matrix of shape \(V, 4\)"),
+        ({"linear_weight": torch.zeros(6, 5)}, ValueError,
+         r"linear_weight: expected a matrix of shape \(V, 4\)"),
         ({"linear_weight": torch.zeros(6, 4, dtype=torch.float64)}, TypeError,
          "linear_weight: expected the input's dtype"),
         ({"linear_bias": torch.zeros(5)}, ValueError, r"linear_bias: expected a vector of shape \(6,\)"),
@@ -145,7 +147,8 @@ def test_module_equals_function_and_pickles():
          r"pass the \(V, H\) projection as linear_weight"),
         ({"chunk_size": 0}, ValueError, "chunk_size: expected a positive int"),
         ({"alpha": 1.5}, ValueError, "alpha: expected a real number"),
-        ({"alpha": 0.1, "label_smoothing": 0.2}, ValueError, "alpha and label_smoothing: expected one of them"),
+        ({"alpha": 0.1, "label_smoothing": 0.2}, ValueError,
+         "alpha and label_smoothing: expected one of them"),
         ({"reduction": "avg"}, ValueError, "reduction: expected one of"),
         ({"z_loss": -1.0}, ValueError, "z_loss: expected a finite real number >= 0"),
         ({"softcap": 0.0}, ValueError, "softcap: expected None or a finite real number > 0"),
