@@ -156,6 +156,8 @@ def _run(
     if tracing or (not chunked and dispatch.backend(logits.device) == "inductor"):
         try:
             return FusedIndexCrossEntropy.apply(*fused_args)  # type: ignore[no-untyped-call]
+        except dispatch.RecompileLimitError as error:
+            dispatch.past_limit(error)
         except dispatch.COMPILE_ERRORS as error:
             if tracing:
                 raise

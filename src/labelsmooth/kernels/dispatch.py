@@ -32,7 +32,10 @@ import torch
 from labelsmooth import _validation as v
 from labelsmooth.kernels import rowmath
 
-__all__ = ["BACKENDS", "COMPILE_ERRORS", "backend", "compiled", "failure", "run_row_function", "set_backend"]
+__all__ = [
+    "BACKENDS", "COMPILE_ERRORS", "RECOMPILE_LIMIT", "RecompileLimitError", "backend", "compiled", "failure",
+    "past_limit", "run_row_function", "set_backend",
+]
 
 BACKENDS = ("auto", "inductor", "chunked")
 
@@ -46,6 +49,8 @@ COMPILE_ERRORS: tuple[type[Exception], ...] = (
 _requested = os.environ.get("LABELSMOOTH_KERNEL", "auto")
 #: Device types whose compilation failed in this process, with the reason.
 _failed: dict[str, str] = {}
+#: The first :class:`RecompileLimitError` of this process, once there was one.
+_past_limit: list[str] = []
 
 
 def set_backend(name: str) -> None:
@@ -97,22 +102,31 @@ INDUCTOR_OPTIONS: dict[str, str | int | bool | Callable[..., Any]] = {
 }
 
 
+#: Graphs Dynamo may build per row function in one process. One graph per
+#: dtype, layout, component count, class-mass form and option set (softcap,
+#: z-loss): a training run meets a handful, a long test session a few hundred,
+#: far more than Dynamo's default of 8, so the limits are raised for these
+#: calls only.
+RECOMPILE_LIMIT = 256
+
+
+class RecompileLimitError(RuntimeError):
+    """A row function met a new variant after :data:`RECOMPILE_LIMIT` graphs in this process."""
+
+
 def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
     compiled_fn = torch.compile(fn, dynamic=True, fullgraph=True, options=INDUCTOR_OPTIONS)
 
     @functools.wraps(fn)
     def run(*args: Any) -> Any:
-        # One graph per dtype, layout, component count, class-mass form and
-        # option set (softcap, z-loss):
-        # more than Dynamo's default of 8 recompiles, so raise the limit for
-        # these calls only.
         try:
-            with torch._dynamo.config.patch(recompile_limit=64):
+            with torch._dynamo.config.patch(
+                recompile_limit=RECOMPILE_LIMIT, accumulated_recompile_limit=4 * RECOMPILE_LIMIT
+            ):
                 return compiled_fn(*args)
-        except torch._dynamo.exc.FailOnRecompileLimitHit:
-            # A process that met more variants than the limit (a long test
-            # session): the same math in plain torch, correct, only slower.
-            return fn(*args)
+        except torch._dynamo.exc.FailOnRecompileLimitHit as error:
+            limit = f"{fn.__name__}: Dynamo's recompile limit ({RECOMPILE_LIMIT}) reached"
+            raise RecompileLimitError(limit) from error
 
     return run
 
@@ -132,7 +146,9 @@ def _eager_only() -> bool:
 
 
 def compiled(name: str) -> Callable[..., Any]:
-    """The row function ``name`` of :mod:`rowmath` as the inductor backend runs it."""
+    """The row function ``name`` of :mod:`rowmath` as the inductor backend runs it. Past the
+    recompile limit it raises :class:`RecompileLimitError` for a new variant: the caller then runs
+    the chunked kernel, whose buffers are chunk-sized (the plain row function's are not)."""
     if _eager_only():
         return getattr(rowmath, name)  # type: ignore[no-any-return]
     return _COMPILED[name]
@@ -141,15 +157,32 @@ def compiled(name: str) -> Callable[..., Any]:
 def run_row_function(name: str, device: torch.device, *args: Any) -> Any:
     """Call the row function ``name`` on the backend that ``device`` runs: compiled for
     ``"inductor"``, plain torch for ``"chunked"`` (and from then on if compiling fails), and
-    plain torch under an outer ``torch.compile``, which compiles it in place."""
+    plain torch under an outer ``torch.compile``, which compiles it in place. For callers whose
+    inputs are already chunk-sized (the linear kernel, a backward): a variant past the
+    recompile limit runs in plain torch too."""
     if not _eager_only() and backend(device) == "inductor":
         try:
             return _COMPILED[name](*args)
+        except RecompileLimitError as error:
+            past_limit(error)
         except COMPILE_ERRORS as error:
             if torch.compiler.is_compiling():
                 raise
             give_up(device, error)
     return getattr(rowmath, name)(*args)
+
+
+def past_limit(error: RecompileLimitError) -> None:
+    """Warn, once per process, that new variants leave the compiled kernel."""
+    if _past_limit:
+        return
+    _past_limit.append(str(error))
+    warnings.warn(
+        f"labelsmooth: {error}; new shapes, dtypes or options run the chunked kernel "
+        "(labelsmooth.kernels.dispatch.RECOMPILE_LIMIT sets the limit)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def give_up(device: torch.device, error: Exception) -> None:

@@ -139,12 +139,11 @@ class FusedIndexCrossEntropy(torch.autograd.Function):
             scale_p = with_z_loss_gradient(layout, scale_p, lse, grad_out, grad_z, ctx.z_divisor,
                                            ctx.z_loss, z_mask)
         inv_cap = cap_column(layout, ctx.softcap, dtype=dtype, device=logits.device)
-        grads[0] = dispatch.compiled("row_gradient")(
-            logits, row_max, exp_sum, layout.view(index), scale_p, scale_u, scale_y,
-            layout.class_column(cm), inv_cap, ctx.softcap,
+        grads[0] = dispatch.run_row_function(
+            "row_gradient", logits.device, logits, row_max, exp_sum, layout.view(index),
+            scale_p, scale_u, scale_y, layout.class_column(cm), inv_cap, ctx.softcap,
         )
         return tuple(grads)
-
 
 
 def _component_loss(
