@@ -141,15 +141,15 @@ LAYERS = [
     ("algorithms",),
     ("schedules",),
     ("metrics",),
-    ("tensor_parallel", "distributed"),
     ("losses",),
     ("functional",),
+    ("tensor_parallel", "distributed"),
     ("binary",),
     ("dice",),
     ("kernels",),
     ("targets",),
     ("soft_targets",),
-    ("_smoothing", "_dtypes"),
+    ("_smoothing", "_dtypes", "_reduction"),
     ("_validation",),
 ]
 

@@ -51,6 +51,7 @@ from torch import Tensor
 
 from labelsmooth import _validation as v
 from labelsmooth._dtypes import compute_dtype
+from labelsmooth._reduction import mean_divisor
 
 __all__ = [
     "BINNINGS",
@@ -189,7 +190,7 @@ def reliability_bins(
     count = torch.zeros(slots, dtype=torch.float64).index_add_(0, index, torch.ones_like(conf))
     conf_sum = torch.zeros(slots, dtype=torch.float64).index_add_(0, index, conf)
     acc_sum = torch.zeros(slots, dtype=torch.float64).index_add_(0, index, acc)
-    denominator = count.clamp(min=1.0)
+    denominator = mean_divisor(count)
     return ReliabilityBins(edges, conf_sum / denominator, acc_sum / denominator, count, int(probs.shape[0]))
 
 

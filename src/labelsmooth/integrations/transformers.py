@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validation as v
+from labelsmooth._reduction import mean_divisor
 from labelsmooth.algorithms.state import logits_of
 from labelsmooth.functional import cross_entropy
 
@@ -119,9 +120,8 @@ class CausalLMLoss:
             ignore_index=self.ignore_index, reduction="sum", dim=-1,
         )
         count = (targets != self.ignore_index).sum() if num_items_in_batch is None else num_items_in_batch
-        count = torch.as_tensor(count, device=total.device, dtype=total.dtype)
         # A step whose every token is ignored has loss 0, not NaN.
-        return total / torch.where(count > 0, count, torch.ones_like(count))
+        return total / mean_divisor(count, total)
 
     def _targets(self, labels: Tensor | None, shift_labels: Tensor | None) -> Tensor:
         if shift_labels is not None:
