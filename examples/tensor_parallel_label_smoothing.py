@@ -4,8 +4,8 @@ Spawns its own processes (gloo on 127.0.0.1, CPU), puts them on a 1-D
 ``DeviceMesh`` and shards a tiny language model: the token embedding with
 ``RowwiseParallel`` and the output projection with
 ``ColwiseParallel(output_layouts=Shard(-1), use_local_output=False)``, so the
-logits stay a DTensor split over the vocabulary. ``dtensor_cross_entropy``
-takes the smoothed loss of those logits without gathering them (PyTorch's
+logits stay a DTensor split over the vocabulary. ``ls.cross_entropy`` takes
+the smoothed loss of those logits without gathering them (PyTorch's
 ``loss_parallel()`` has no ``label_smoothing``). Each step prints the loss
 beside that of an unsharded copy trained with
 ``F.cross_entropy(label_smoothing=...)``; at the end, the largest difference
@@ -30,7 +30,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor, Replicate, Shard
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
-from labelsmooth.tensor_parallel import dtensor_cross_entropy
+import labelsmooth as ls
 
 ALPHA = 0.1
 VOCAB, DIM = 48, 16
@@ -75,7 +75,7 @@ def worker(rank: int, world_size: int, port: int, steps: int) -> None:
         for step in range(steps):
             tokens, targets = batch(step)
             logits = model(tokens)  # a DTensor, Shard(-1): each rank holds VOCAB / world_size classes
-            loss = dtensor_cross_entropy(logits, targets, alpha=ALPHA, dim=-1)
+            loss = ls.cross_entropy(logits, targets, alpha=ALPHA, dim=-1)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()

@@ -104,14 +104,27 @@ def reference_rows(full, targets, *, alpha, convention, weight=None, prior=None,
 
 
 def reference_loss_and_grad(logits, targets, grad_output, *, alpha, convention, reduction, weight=None,
-                            prior=None, dim=-1, num_items=None):
-    """Loss and full-logits gradient from F.cross_entropy in float64 (``grad_output`` for ``"none"``)."""
-    full = logits.double().requires_grad_()
-    per_row = reference_rows(full, targets, alpha=alpha, convention=convention, weight=weight, prior=prior,
+                            prior=None, dim=-1, num_items=None, z_loss=0.0, softcap=None):
+    """Loss and full-logits gradient from F.cross_entropy in float64 (``grad_output`` for ``"none"``).
+
+    ``softcap`` caps the logits first (``k tanh(x / k)``, by hand); ``z_loss`` adds
+    :func:`reference_z_part`, whose mean counts the positions without class weights.
+    """
+    full = logits.detach().double().clone().requires_grad_()  # a float64 input stays untouched
+    capped = full if softcap is None else softcap * torch.tanh(full / softcap)
+    per_row = reference_rows(capped, targets, alpha=alpha, convention=convention, weight=weight, prior=prior,
                              dim=dim)
     loss = reference_loss(per_row, targets, reduction, weight=weight, num_items=num_items)
+    loss = loss + reference_z_part(capped, targets, z_loss=z_loss, reduction=reduction, dim=dim,
+                                   num_items=num_items)
     loss.backward(grad_output.double() if reduction == "none" else None)
     return loss.detach(), full.grad
+
+
+def reference_z_part(capped, targets, *, z_loss, reduction, dim=-1, num_items=None):
+    """PaLM's z-loss ``z_loss * logsumexp^2`` per position not ignored, reduced without class weights."""
+    rows = z_loss * torch.logsumexp(capped.double(), dim).square() * (targets != -100)
+    return reference_loss(rows, targets, reduction, num_items=num_items)
 
 
 def reference_loss(per_row, targets, reduction, *, weight=None, num_items=None):

@@ -32,6 +32,8 @@ class Case(NamedTuple):
     num_items: float | None = None
     weight: bool = False  # random (C,) class weights
     prior: bool = False  # a random (C,) smoothing distribution instead of uniform
+    z_loss: float = 0.0
+    softcap: float | None = None
 
 
 CASES = {
@@ -49,6 +51,10 @@ CASES = {
     "NV-prior-mean": Case((8,), 0.3, "uniform", "mean", prior=True),
     "BTV-weight-prior-none": Case((3, 3), 0.2, "uniform", "none", weight=True, prior=True),
     "NV-weight-prior-num-items": Case((5,), 0.1, "uniform", "mean", num_items=2.5, weight=True, prior=True),
+    "NV-weight-zloss-softcap-mean": Case((9,), 0.1, "uniform", "mean", weight=True, z_loss=0.05, softcap=2.0),
+    "BTV-zloss-softcap-none": Case((2, 4), 0.2, "others", "none", z_loss=0.1, softcap=3.0),
+    "BTV-prior-zloss-sum": Case((3, 3), 0.3, "uniform", "sum", prior=True, z_loss=0.02),
+    "NV-softcap-num-items": Case((6,), 0.1, "uniform", "mean", num_items=4.0, softcap=1.5, z_loss=0.1),
 }
 
 
@@ -79,7 +85,7 @@ def _vocab_parallel_job(rank: int, world_size: int) -> dict:
         shard = logits[..., rank * v_local : (rank + 1) * v_local].clone().requires_grad_()
         loss = vocab_parallel_cross_entropy(
             shard, targets, alpha=case.alpha, convention=case.convention, reduction=case.reduction,
-            num_items=case.num_items, weight=weight, prior=prior,
+            num_items=case.num_items, weight=weight, prior=prior, z_loss=case.z_loss, softcap=case.softcap,
         )
         loss.backward(grad_output if case.reduction == "none" else None)
         out[name] = (loss.detach(), shard.grad)
@@ -141,7 +147,7 @@ def _reference(name: str, num_classes: int):
     logits, targets, grad_output, weight, prior = _case_inputs(name, num_classes)
     return reference_loss_and_grad(
         logits, targets, grad_output, alpha=case.alpha, convention=case.convention, reduction=case.reduction,
-        weight=weight, prior=prior, num_items=case.num_items,
+        weight=weight, prior=prior, num_items=case.num_items, z_loss=case.z_loss, softcap=case.softcap,
     )
 
 
@@ -282,6 +288,29 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(
         lambda z: vocab_parallel_cross_entropy(z, targets, alpha=0.3, weight=weight, prior=prior), (logits,)
     )
+    assert torch.autograd.gradcheck(
+        lambda z: vocab_parallel_cross_entropy(z, targets, alpha=0.3, weight=weight, z_loss=0.1, softcap=2.0,
+                                               reduction="none"), (logits,)
+    )
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_single_process_z_loss_and_softcap_equal_the_float64_formula(reduction):
+    """Class weights, ignored positions, and the z-loss mean counting positions without weights."""
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 7, generator=gen, dtype=torch.float64) * 4
+    targets = torch.tensor([0, 6, -100, 2, 3, -100])
+    weight = torch.rand(7, generator=gen, dtype=torch.float64) + 0.5
+    options = {"alpha": 0.2, "weight": weight, "reduction": reduction, "z_loss": 0.1, "softcap": 2.0}
+    ref_loss, ref_grad = reference_loss_and_grad(
+        logits, targets, torch.ones(6, dtype=torch.float64), alpha=0.2, convention="uniform",
+        reduction=reduction, weight=weight, z_loss=0.1, softcap=2.0,
+    )
+    ours_in = logits.clone().requires_grad_()
+    ours = vocab_parallel_cross_entropy(ours_in, targets, **options)
+    ours.backward(torch.ones_like(ours))
+    torch.testing.assert_close(ours, ref_loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours_in.grad, ref_grad, rtol=1e-12, atol=1e-12)
 
 
 def test_does_not_mutate_inputs():
@@ -306,9 +335,13 @@ def test_does_not_mutate_inputs():
         ({"weight": -torch.ones(4)}, ValueError, "weight"),
         ({"prior": torch.ones(4)}, ValueError, "prior"),
         ({"prior": torch.full((4,), 0.25), "convention": "others"}, ValueError, "convention"),
+        ({"z_loss": -0.1}, ValueError, "z_loss"),
+        ({"softcap": 0.0}, ValueError, "softcap"),
+        ({"softcap": "5"}, TypeError, "softcap"),
     ],
     ids=["alpha", "reduction", "convention", "out-of-range", "dense", "group-without-init",
-         "weight-shape", "weight-negative", "prior-not-distribution", "prior-with-others"],
+         "weight-shape", "weight-negative", "prior-not-distribution", "prior-with-others",
+         "z-loss-negative", "softcap-zero", "softcap-string"],
 )
 def test_errors_name_the_argument(kwargs, error, match):
     args = {"targets": torch.tensor([0, 3]), **kwargs}

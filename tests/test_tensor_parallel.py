@@ -19,7 +19,8 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from gloo_helpers import cached_spawner, reference_loss_and_grad
+import labelsmooth as ls
+from gloo_helpers import cached_spawner, reference_loss_and_grad, reference_z_part
 from labelsmooth.tensor_parallel import dtensor_cross_entropy, is_dtensor
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tensor_parallel_label_smoothing.py"
@@ -34,6 +35,12 @@ class Case(NamedTuple):
     weight: bool = False
     prior: bool = False
     dtype: torch.dtype = torch.float64
+    z_loss: float = 0.0
+    softcap: float | None = None
+    num_items: int | None = None
+    #: "dtensor_cross_entropy", or "cross_entropy": labelsmooth.cross_entropy's DTensor dispatch.
+    via: str = "dtensor_cross_entropy"
+    return_z_loss: bool = False
 
 
 CASES = {
@@ -44,6 +51,14 @@ CASES = {
     "BTC-uniform-sum-prior": Case((5, 3, 0), -1, 0.2, "uniform", "sum", weight=True, prior=True),
     "NC-no-smoothing-sum": Case((6, 0), 1, 0.0, "uniform", "sum"),
     "BTC-bfloat16-sum": Case((4, 3, 0), -1, 0.1, "uniform", "sum", dtype=torch.bfloat16),
+    "NC-zloss-softcap-mean-weight": Case((8, 0), 1, 0.1, "uniform", "mean", weight=True, z_loss=0.05,
+                                         softcap=2.5),
+    "BTC-zloss-softcap-none-via-ce": Case((5, 3, 0), -1, 0.2, "others", "none", z_loss=0.1, softcap=4.0,
+                                          via="cross_entropy"),
+    "NCS-num-items-zloss-mean-via-ce": Case((4, 0, 3), 1, 0.1, "uniform", "mean", weight=True, z_loss=0.02,
+                                            num_items=7, via="cross_entropy", return_z_loss=True),
+    "NC-zloss-sum-return-via-ce": Case((6, 0), 1, 0.3, "uniform", "sum", z_loss=0.1, via="cross_entropy",
+                                       return_z_loss=True),
 }
 
 
@@ -114,12 +129,18 @@ def _run_case(name: str, layout: Layout, mesh) -> dict:
     if weight is not None:  # a replicated DTensor is accepted like a plain tensor
         weight = distribute_tensor(weight, mesh, [Replicate()] * mesh.ndim)
     kwargs = {"alpha": case.alpha, "convention": case.convention, "weight": weight, "prior": prior,
-              "dim": case.dim}
+              "dim": case.dim, "z_loss": case.z_loss, "softcap": case.softcap,
+              "num_items_in_batch": case.num_items, "return_z_loss": case.return_z_loss}
+    loss_fn = ls.cross_entropy if case.via == "cross_entropy" else dtensor_cross_entropy
     try:
         with CommDebugMode() as forward_comms:
-            loss = dtensor_cross_entropy(x, targets, reduction=case.reduction, **kwargs)
+            loss = loss_fn(x, targets, reduction=case.reduction, **kwargs)
     except ValueError as error:  # the same on every rank, before any collective
         return {"error": str(error)}
+    z_part = None
+    if case.return_z_loss:
+        loss, z_part = loss
+        z_part = {"value": z_part.detach().full_tensor(), "placements": tuple(z_part.placements)}
     grad = distribute_tensor(grad_output.to(loss.dtype), mesh, loss.placements) if loss.dim() else None
     with CommDebugMode() as backward_comms:
         loss.backward(grad)
@@ -134,6 +155,7 @@ def _run_case(name: str, layout: Layout, mesh) -> dict:
         "coordinate": mesh.get_coordinate(),
         "forward_comms": forward_comms.get_total_counts(),
         "backward_comms": backward_comms.get_total_counts(),
+        "z_part": z_part,
     }
 
 
@@ -236,7 +258,8 @@ def _reference(name: str, layout: Layout):
     logits, targets, grad_output, weight, prior = _inputs(name, layout)
     return reference_loss_and_grad(
         logits, targets, grad_output, alpha=case.alpha, convention=case.convention, reduction=case.reduction,
-        weight=weight, prior=prior, dim=case.dim,
+        weight=weight, prior=prior, dim=case.dim, z_loss=case.z_loss, softcap=case.softcap,
+        num_items=case.num_items,
     )
 
 
@@ -261,8 +284,10 @@ LAYOUT_IDS = list(LAYOUTS)
 
 
 def _computed(layout_name: str, name: str) -> bool:
-    """Every pair but a mean on a batch-sharded mesh (refused: a rank's count of items is local)."""
-    return not (CASES[name].reduction == "mean" and LAYOUTS[layout_name].batch == "shard")
+    """Every pair but a mean on a batch-sharded mesh (refused: a rank's count of items is local)
+    without ``num_items_in_batch`` (the global count, which makes it a sum over that count)."""
+    case = CASES[name]
+    return not (case.reduction == "mean" and case.num_items is None and LAYOUTS[layout_name].batch == "shard")
 
 
 @pytest.mark.parametrize(
@@ -284,6 +309,24 @@ def test_loss_and_every_shard_gradient_equal_full_logits(spawned, layout_name, n
         expected = _local_block(ref_grad, placements, layout.mesh_shape, coordinate)
         assert result["grad"].shape == expected.shape
         torch.testing.assert_close(result["grad"].double(), expected, **tol)
+
+
+@pytest.mark.parametrize(
+    ("layout_name", "name"),
+    [(layout, name) for layout in LAYOUT_IDS for name in CASE_IDS if CASES[name].return_z_loss],
+)
+def test_returned_z_loss_part_equals_the_formula_with_the_loss_placements(spawned, layout_name, name):
+    layout, case = LAYOUTS[layout_name], CASES[name]
+    logits, targets, _, _, _ = _inputs(name, layout)
+    capped = logits.double()
+    if case.softcap is not None:
+        capped = case.softcap * torch.tanh(capped / case.softcap)
+    expected = reference_z_part(capped, targets, z_loss=case.z_loss, reduction=case.reduction,
+                                dim=case.dim, num_items=case.num_items)
+    assert expected.abs().item() > 0
+    for result in _results(spawned, layout_name, name):
+        torch.testing.assert_close(result["z_part"]["value"].double(), expected, atol=1e-12, rtol=1e-12)
+        assert result["z_part"]["placements"] == result["loss_placements"]
 
 
 @pytest.mark.parametrize("layout_name", LAYOUT_IDS)
@@ -336,7 +379,8 @@ def test_mean_on_a_batch_sharded_mesh_is_refused(spawned, layout_name):
     for name in CASE_IDS:
         if not _computed(layout_name, name):
             for result in _results(spawned, layout_name, name):
-                assert result["error"].startswith("reduction: expected 'sum' or 'none' where a mesh dim")
+                assert result["error"].startswith(
+                    "reduction: expected 'sum' or 'none', or num_items_in_batch, where a mesh dim")
 
 
 ERRORS = {

@@ -101,15 +101,24 @@ class _RowTerms:
     smooth_mass: Tensor | float
 
 
+@dataclass(frozen=True)
+class _Options:
+    """PaLM's z-loss weight and Gemma 2's logit cap (``None``: no cap)."""
+
+    z_loss: float = 0.0
+    softcap: float | None = None
+
+
 class _VocabParallelRows(torch.autograd.Function):
-    """Per-row smoothed cross-entropy of vocabulary-sharded logits ``(M, V_local)``."""
+    """Per-row smoothed cross-entropy of vocabulary-sharded logits ``(M, V_local)`` and the
+    rows' z-loss ``zeta v_i lse_i^2``: two outputs, both differentiable."""
 
     @staticmethod
     def forward(
         ctx: Any, shard: Tensor, targets: Tensor, smoothing: float, ignore_index: int,
-        terms: _RowTerms, where: ClassShard,
-    ) -> Tensor:
-        x = shard.to(compute_dtype(shard.dtype))
+        terms: _RowTerms, where: ClassShard, options: _Options,
+    ) -> tuple[Tensor, Tensor]:
+        x, _ = _capped(shard, options.softcap)
         valid = targets != ignore_index
         local = targets - where.offset
         in_shard = valid & (local >= 0) & (local < x.shape[-1])
@@ -135,27 +144,38 @@ class _VocabParallelRows(torch.autograd.Function):
             mass * lse - (1.0 - smoothing) * terms.target_weight * target_logit
             - smoothing * smooth_logits * valid_x
         )
-
-        ctx.save_for_backward(shard, row_max, sum_exp, local, in_shard, valid_x, mass)
-        ctx.smoothing = smoothing
-        ctx.terms = terms
+        ctx.save_for_backward(shard, row_max, sum_exp, local, in_shard, valid_x, mass, lse)
+        ctx.smoothing, ctx.terms, ctx.options = smoothing, terms, options
         ctx.num_classes = where.num_classes
-        return rows
+        return rows, options.z_loss * valid_x * lse.square()
 
     @staticmethod
-    def backward(ctx: Any, grad_rows: Tensor) -> tuple[Tensor | None, ...]:
-        shard, row_max, sum_exp, local, in_shard, valid_x, mass = ctx.saved_tensors
+    def backward(ctx: Any, grad_rows: Tensor, grad_z: Tensor) -> tuple[Tensor | None, ...]:
+        shard, row_max, sum_exp, local, in_shard, valid_x, mass, lse = ctx.saved_tensors
         smoothing: float = ctx.smoothing
         terms: _RowTerms = ctx.terms
-        x = shard.to(compute_dtype(shard.dtype))
-        # softmax of the local columns, normalized by the global sum.
-        grad = torch.exp(x - row_max.unsqueeze(-1)) / sum_exp.unsqueeze(-1) * mass.unsqueeze(-1)
+        options: _Options = ctx.options
+        x, tanh = _capped(shard, options.softcap)
+        # softmax of the local columns, normalized by the global sum; the z-loss
+        # adds 2 zeta v lse softmax to the rows that have a target.
+        scale_p = mass * grad_rows + (2.0 * options.z_loss) * valid_x * lse * grad_z
+        grad = torch.exp(x - row_max.unsqueeze(-1)) / sum_exp.unsqueeze(-1) * scale_p.unsqueeze(-1)
         smooth = 1.0 / ctx.num_classes if terms.smooth_weight is None else terms.smooth_weight
-        grad = grad - smoothing * smooth * valid_x.unsqueeze(-1)
-        true_class = -(1.0 - smoothing) * terms.target_weight * in_shard
+        grad = grad - smoothing * smooth * (valid_x * grad_rows).unsqueeze(-1)
+        true_class = -(1.0 - smoothing) * terms.target_weight * in_shard * grad_rows
         grad.scatter_add_(-1, local.unsqueeze(-1), true_class.unsqueeze(-1))
-        grad = grad * grad_rows.unsqueeze(-1)
-        return grad.to(shard.dtype), None, None, None, None, None
+        if tanh is not None:
+            grad = grad * (1 - tanh * tanh)  # through k tanh(x / k)
+        return grad.to(shard.dtype), None, None, None, None, None, None
+
+
+def _capped(shard: Tensor, softcap: float | None) -> tuple[Tensor, Tensor | None]:
+    """``(k tanh(x / k), tanh(x / k))`` in the compute dtype, or ``(x, None)`` without a cap."""
+    x = shard.to(compute_dtype(shard.dtype))
+    if softcap is None:
+        return x, None
+    tanh = torch.tanh(x / softcap)
+    return softcap * tanh, tanh
 
 
 def _row_terms(
@@ -174,11 +194,39 @@ def _row_terms(
     return _RowTerms(target_weight, smooth[where.offset : where.offset + size], smooth.sum())
 
 
+@dataclass(frozen=True)
+class ShardedRows:
+    """Per-row results of :func:`sharded_cross_entropy_rows`, all ``(M,)``."""
+
+    #: The smoothed cross-entropy of each row.
+    rows: Tensor
+    #: ``zeta v_i lse_i^2`` (zeros without a z-loss).
+    z_rows: Tensor
+    #: ``w_{y_i}`` (0 where ignored), whose sum ``"mean"`` divides the cross-entropy by.
+    row_weight: Tensor
+    #: ``v_i``, 1 where the target is not ignored: the z-loss mean's count.
+    valid: Tensor
+
+    def reduce(self, reduction: str, num_items: Tensor | float | int | None) -> Tensor:
+        """The loss of these rows, z-loss included: per row, summed, or their mean (the
+        cross-entropy over ``sum_i w_{y_i}``, the z-loss over the count; ``num_items``
+        divides both sums instead)."""
+        if reduction == "none":
+            return self.rows + self.z_rows
+        total = (self.rows + self.z_rows).sum()
+        if reduction == "sum":
+            return total
+        if num_items is not None:
+            return total / mean_divisor(num_items, total)
+        return (self.rows.sum() / mean_divisor(self.row_weight.sum(), total)
+                + self.z_rows.sum() / mean_divisor(self.valid.sum(), total))
+
+
 def sharded_cross_entropy_rows(
     shard: Tensor, targets: Tensor, *, smoothing: float, weight: Tensor | None, prior: Tensor | None,
-    ignore_index: int, where: ClassShard,
-) -> tuple[Tensor, Tensor]:
-    r"""Per-row loss of class-sharded logits and each row's mean weight ``w_{y_i}``.
+    ignore_index: int, where: ClassShard, z_loss: float = 0.0, softcap: float | None = None,
+) -> ShardedRows:
+    r"""Per-row loss of class-sharded logits, with the numbers the reductions need.
 
     The computation behind :func:`vocab_parallel_cross_entropy` and
     :func:`labelsmooth.tensor_parallel.dtensor_cross_entropy`: two
@@ -192,22 +240,25 @@ def sharded_cross_entropy_rows(
         weight, prior: checked full ``(C,)`` vectors, or ``None``.
         ignore_index: the ignored target value.
         where: the shard's place in the ``C`` classes.
-
-    Returns:
-        ``(rows, row_weight)``, both ``(M,)``: the loss of each row and
-        ``w_{y_i}`` (0 where ignored), whose sum ``"mean"`` divides by.
+        z_loss: checked ``zeta >= 0``; ``lse`` is taken over the capped logits.
+        softcap: checked ``k > 0`` (every logit becomes ``k tanh(x / k)``), or ``None``.
     """
     dtype = compute_dtype(shard.dtype)
     terms = _row_terms(targets, weight, prior, ignore_index, where, shard.shape[-1], dtype)
-    rows: Tensor = _VocabParallelRows.apply(  # type: ignore[no-untyped-call]
-        shard, targets, smoothing, ignore_index, terms, where,
+    rows, z_rows = _VocabParallelRows.apply(  # type: ignore[no-untyped-call]
+        shard, targets, smoothing, ignore_index, terms, where, _Options(z_loss, softcap),
     )
-    return rows, terms.target_weight
+    return ShardedRows(rows, z_rows, terms.target_weight, (targets != ignore_index).to(dtype))
 
 
-def _normalizer(count: Tensor | float | int, like: Tensor) -> Tensor:
+def mean_divisor(count: Tensor | float | int, like: Tensor) -> Tensor:
+    """``count`` as a divisor on ``like``'s device and dtype, 1 where it is 0.
+
+    A zero count means every item is ignored: the sum is 0 and so is the mean,
+    with zero gradients (``torch.where(count > 0, total / count, 0)`` would
+    still send NaN through the unselected branch in backward).
+    """
     count = torch.as_tensor(count, dtype=like.dtype, device=like.device)
-    # A zero count means every item is ignored: the sum is 0 and so is the mean.
     return torch.where(count > 0, count, torch.ones_like(count))
 
 
@@ -223,6 +274,8 @@ def vocab_parallel_cross_entropy(
     convention: str = "uniform",
     group: Any = None,
     num_items: Tensor | float | int | None = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
 ) -> Tensor:
     r"""Smoothed cross-entropy of logits whose vocabulary is split over the ranks of ``group``.
 
@@ -269,6 +322,12 @@ def vocab_parallel_cross_entropy(
         num_items: what ``"mean"`` divides the sum by instead of
             ``sum_i w_{y_i}``, e.g. a data-parallel normalizer built from
             :func:`global_num_items`.
+        z_loss: ``zeta >= 0``: adds ``zeta lse^2`` per position that is not
+            ignored (PaLM), averaged over those positions without class weights
+            by ``"mean"`` (as :func:`labelsmooth.cross_entropy` does).
+        softcap: ``k > 0`` replaces every logit by ``k tanh(x / k)`` before
+            anything else (Gemma 2), or ``None``. Both need no communication
+            beyond the two all-reduces.
 
     Returns:
         A scalar, or with ``reduction="none"`` the per-position loss of the
@@ -300,17 +359,14 @@ def vocab_parallel_cross_entropy(
                      tuple(targets.shape))
     v.check_index_values(targets, where.num_classes, ignore_index)
     flat_targets = targets.reshape(-1).to(device=logits_shard.device, dtype=torch.long)
-    rows, row_weight = sharded_cross_entropy_rows(
+    sharded = sharded_cross_entropy_rows(
         logits_shard.reshape(-1, v_local), flat_targets,
         smoothing=effective_alpha(alpha, where.num_classes, convention),
         weight=weight, prior=prior, ignore_index=ignore_index, where=where,
+        z_loss=v.check_nonnegative(z_loss, "z_loss"), softcap=v.check_softcap(softcap),
     )
-    if reduction == "none":
-        return rows.reshape(targets.shape)
-    total = rows.sum()
-    if reduction == "sum":
-        return total
-    return total / _normalizer(row_weight.sum() if num_items is None else num_items, total)
+    loss = sharded.reduce(reduction, num_items)
+    return loss.reshape(targets.shape) if reduction == "none" else loss
 
 
 def global_num_items(targets: Tensor, *, ignore_index: int = -100, group: Any = None) -> Tensor:

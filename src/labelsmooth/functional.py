@@ -20,6 +20,7 @@ from labelsmooth.targets import (
     effective_alpha,
     smoothing_distribution,
 )
+from labelsmooth.tensor_parallel import dtensor_cross_entropy, is_dtensor
 
 __all__ = ["cross_entropy", "linear_cross_entropy", "soft_cross_entropy"]
 
@@ -307,6 +308,10 @@ def cross_entropy(
     ``"mean"`` (the default) or ``"sum"`` (Hugging Face's way of writing it),
     which then give the same number.
 
+    Logits that are a ``DTensor`` sharded on the class dim (a tensor-parallel
+    output layer) get the same loss and gradient without being gathered:
+    :func:`labelsmooth.tensor_parallel.dtensor_cross_entropy`, index targets.
+
     :class:`~labelsmooth.SoftTargets` give the loss on their dense target
     (the dense rule above; with ``weight=None`` a plain index map gives the
     index-target result), computed from their index maps without a dense
@@ -365,8 +370,16 @@ def cross_entropy(
         Pathways", 2022 (z-loss). Gemma Team, "Gemma 2: Improving Open Language
         Models at a Practical Size", 2024 (logit softcapping).
     """
-    logits, dim = v.check_logits(logits, dim)
     alpha = v.check_smoothing(alpha, label_smoothing)
+    if is_dtensor(logits):
+        if v.check_flag(inplace_backward, "inplace_backward"):
+            raise v.fail("inplace_backward", "False for DTensor logits", True)
+        return dtensor_cross_entropy(
+            logits, targets, alpha=alpha, weight=weight, ignore_index=ignore_index, reduction=reduction,
+            prior=prior, convention=convention, dim=dim, z_loss=z_loss, softcap=softcap,
+            return_z_loss=return_z_loss, num_items_in_batch=num_items_in_batch,
+        )
+    logits, dim = v.check_logits(logits, dim)
     reduction = v.check_reduction(reduction)
     convention = v.check_convention(convention)
     num_classes = logits.shape[dim]

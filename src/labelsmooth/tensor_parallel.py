@@ -29,15 +29,17 @@ Placements follow ``torch/distributed/tensor/parallel/loss.py``: with
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
 from torch import Tensor
 
 from labelsmooth import _validation as v
-from labelsmooth.distributed import ClassShard, sharded_cross_entropy_rows
+from labelsmooth.distributed import ClassShard, ShardedRows, sharded_cross_entropy_rows
+from labelsmooth.soft_targets import SoftTargets
 from labelsmooth.targets import check_prior_convention, effective_alpha
 
 if TYPE_CHECKING:
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["dtensor_cross_entropy", "is_dtensor"]
 
 
-def is_dtensor(value: object) -> bool:
+def is_dtensor(value: object) -> TypeGuard[DTensor]:
     """Whether ``value`` is a ``torch.distributed.tensor.DTensor``, without importing that module.
 
     No DTensor can exist before ``torch.distributed.tensor`` is imported, so
@@ -165,31 +167,30 @@ class _AsDTensor(torch.autograd.Function):
 
 
 def _reduce(
-    rows: Tensor, row_weight: Tensor, reduction: str, local_targets: Tensor, targets_shape: torch.Size,
-    mesh: DeviceMesh, placements: tuple[Placement, ...],
+    sharded: ShardedRows, reduction: str, num_items: Tensor | int | None, local_targets: Tensor,
+    targets_shape: torch.Size, mesh: DeviceMesh, placements: tuple[Placement, ...],
 ) -> DTensor:
     """The loss as a DTensor; ``placements`` are the targets' (Replicate on the class mesh dim)."""
     from torch.distributed.tensor import Partial, Replicate, Shard
 
     wrap: Any = _AsDTensor.apply
     if reduction == "none":
-        return wrap(rows.reshape(local_targets.shape), mesh, placements, targets_shape)  # type: ignore[no-any-return]
-    total = rows.sum()
-    batch_sharded = any(isinstance(p, Shard) for p in placements)
-    if reduction == "sum":
+        rows = sharded.reduce("none", None).reshape(local_targets.shape)
+        return wrap(rows, mesh, placements, targets_shape)  # type: ignore[no-any-return]
+    if reduction == "sum" or num_items is not None:
+        # A rank's sum over its own rows; Partial adds them up over the batch-sharding dims.
         scalar: tuple[Placement, ...] = tuple(Partial() if isinstance(p, Shard) else p for p in placements)
+        total = sharded.reduce("sum", None) if num_items is None else sharded.reduce("mean", num_items)
         return wrap(total, mesh, scalar, torch.Size())  # type: ignore[no-any-return]
-    if batch_sharded:
-        raise v.fail("reduction", "'sum' or 'none' where a mesh dim shards the batch (a rank's count is "
-                     "local: divide the sum by global_num_items over that dim's group)", reduction)
-    count = row_weight.sum()
-    mean = total / torch.where(count > 0, count, torch.ones_like(count))  # all ignored: 0, not NaN
-    return wrap(mean, mesh, (Replicate(),) * mesh.ndim, torch.Size())  # type: ignore[no-any-return]
+    if any(isinstance(p, Shard) for p in placements):
+        raise v.fail("reduction", "'sum' or 'none', or num_items_in_batch, where a mesh dim shards the "
+                     "batch (a rank's count is local: see global_num_items)", reduction)
+    return wrap(sharded.reduce("mean", None), mesh, (Replicate(),) * mesh.ndim, torch.Size())  # type: ignore[no-any-return]
 
 
 def dtensor_cross_entropy(
     logits: DTensor,
-    targets: Tensor,
+    targets: Tensor | SoftTargets,
     *,
     alpha: float = 0.0,
     weight: Tensor | None = None,
@@ -198,7 +199,11 @@ def dtensor_cross_entropy(
     prior: Tensor | None = None,
     convention: str = "uniform",
     dim: int = 1,
-) -> DTensor:
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_z_loss: bool = False,
+    num_items_in_batch: Tensor | int | None = None,
+) -> DTensor | tuple[DTensor, DTensor]:
     r"""Smoothed cross-entropy of DTensor logits sharded on the class dim, without gathering them.
 
     Equals :func:`labelsmooth.cross_entropy` of the full logits (index
@@ -232,10 +237,17 @@ def dtensor_cross_entropy(
         convention: ``"uniform"`` or ``"others"`` (``alpha / (C - 1)`` on the
             other classes), with the global ``C``.
         dim: the class dim of ``logits``.
+        z_loss, softcap, return_z_loss: as in :func:`labelsmooth.cross_entropy`
+            (PaLM's z-loss, Gemma 2's logit cap), inside the same two all-reduces.
+        num_items_in_batch: divides the summed loss (``"mean"`` or ``"sum"``),
+            as in :func:`labelsmooth.cross_entropy`; the loss is then ``Partial``
+            on batch-sharding mesh dims, which makes it the way to a mean there
+            (pass :func:`labelsmooth.distributed.global_num_items` over that group).
 
     Returns:
         A DTensor: a scalar, or with ``reduction="none"`` the per-position
-        loss with the targets' placements. Float32 for 16-bit logits.
+        loss with the targets' placements. Float32 for 16-bit logits. With
+        ``return_z_loss=True``, ``(loss, z_loss_part)`` with the same placements.
 
     Example:
         >>> import torch
@@ -254,27 +266,44 @@ def dtensor_cross_entropy(
     _, dim = v.check_logits(logits, dim)
     alpha = v.check_probability(alpha, "alpha")
     reduction = v.check_reduction(reduction)
-    convention = v.check_convention(convention)
+    num_items = v.check_num_items(num_items_in_batch, reduction)
     ignore_index = v.check_int(ignore_index, "ignore_index")
-    num_classes = logits.shape[dim]
+    mesh, placements = logits.device_mesh, tuple(logits.placements)
+    tp = _class_mesh_dim(placements, dim, logits.dim())
+    target_placements = _target_placements(placements, tp, dim, logits.dim())
+    if isinstance(targets, SoftTargets) or v.target_form(logits, targets, dim) != "index":
+        got = getattr(targets, "shape", type(targets).__name__)
+        raise v.fail("targets", "class indices (dense targets are not tensor-parallel)", got)
+    local_targets = _local_targets(targets, mesh, target_placements)
+    local = logits.to_local()  # differentiable: the gradient comes back as a DTensor of these placements
+    sharded = _sharded_rows(
+        local, local_targets, _class_shard(logits.shape[dim], mesh, tp, local.shape[dim]), dim,
+        alpha=alpha, convention=convention, weight=weight, prior=prior, ignore_index=ignore_index,
+        z_loss=v.check_nonnegative(z_loss, "z_loss"), softcap=v.check_softcap(softcap),
+    )
+    loss = _reduce(sharded, reduction, num_items, local_targets, targets.shape, mesh, target_placements)
+    if not v.check_flag(return_z_loss, "return_z_loss"):
+        return loss
+    z_only = dataclasses.replace(sharded, rows=torch.zeros_like(sharded.rows))
+    return loss, _reduce(z_only, reduction, num_items, local_targets, targets.shape, mesh, target_placements)
+
+
+def _sharded_rows(
+    local: Tensor, local_targets: Tensor, where: ClassShard, dim: int, *, alpha: float, convention: str,
+    weight: object, prior: object, ignore_index: int, z_loss: float, softcap: float | None,
+) -> ShardedRows:
+    """Check the class vectors and the targets' values against the global ``C``; the rows."""
+    num_classes = where.num_classes
     weight = v.check_class_vector(_replicated_vector(weight, "weight"), "weight", num_classes,
                                   distribution=False)
     prior = v.check_class_vector(_replicated_vector(prior, "prior"), "prior", num_classes,
                                  distribution=True)
+    convention = v.check_convention(convention)
     check_prior_convention(prior, convention)
-    mesh, placements = logits.device_mesh, tuple(logits.placements)
-    tp = _class_mesh_dim(placements, dim, logits.dim())
-    target_placements = _target_placements(placements, tp, dim, logits.dim())
-    if v.target_form(logits, targets, dim) != "index":
-        raise v.fail("targets", "class indices (dense targets are not tensor-parallel)", tuple(targets.shape))
-    local_targets = _local_targets(targets, mesh, target_placements)
     v.check_index_values(local_targets, num_classes, ignore_index)
-    local = logits.to_local()  # differentiable: the gradient comes back as a DTensor of these placements
-    where = _class_shard(num_classes, mesh, tp, local.shape[dim])
-    rows, row_weight = sharded_cross_entropy_rows(
+    return sharded_cross_entropy_rows(
         local.movedim(dim, -1).reshape(-1, local.shape[dim]),
         local_targets.reshape(-1).to(device=local.device, dtype=torch.long),
         smoothing=effective_alpha(alpha, num_classes, convention),
-        weight=weight, prior=prior, ignore_index=ignore_index, where=where,
+        weight=weight, prior=prior, ignore_index=ignore_index, where=where, z_loss=z_loss, softcap=softcap,
     )
-    return _reduce(rows, row_weight, reduction, local_targets, targets.shape, mesh, target_placements)
