@@ -63,7 +63,11 @@ if __name__ == "__main__":
                      batch_size=64, lr=3e-3, out=out, overwrite=True)
     for row in result.summary:
         print(f"alpha={row['alpha']:g}: accuracy {100 * row['accuracy_mean']:.1f}%, "
-              f"NLL {row['nll_mean']:.3f}, ECE {row['ece_mean']:.3f}")
+              f"NLL {row['nll_mean']:.3f}, ECE {row['ece_mean']:.3f}; after temperature scaling "
+              f"(T = {row['temperature_mean']:.2f}): NLL {row['nll_ts_mean']:.3f}, "
+              f"ECE {row['ece_ts_mean']:.3f}")
     for c in result.comparisons:
-        print(f"{c['metric']} at alpha={c['alpha']:g}: {c['verdict']}")
+        if c["scaling"] == "baseline":  # alpha at T = 1 against the temperature-scaled baseline
+            print(f"{c['metric']} at alpha={c['alpha']:g} against temperature scaling at "
+                  f"alpha={c['baseline_alpha']:g}: {c['verdict']}")
     print(f"learned: {all(run.learned for run in result.runs)}; report: {out}/report.md")

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 DIM = 6
 CLASSES = 3
+#: This folder (a git working directory when the tests run from a clone).
+HERE = Path(__file__).resolve().parent
 
 
 def blobs(n: int, *, seed: int, classes: int = CLASSES, dim: int = DIM) -> TensorDataset:
@@ -150,3 +154,66 @@ def run_for_resume(out: str, pause: float) -> None:
     from labelsmooth.experiments import compare
 
     compare(**{**options(), "seeds": 3}, out=out, resume=True, progress=lambda _: time.sleep(pause))
+
+
+def make_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class: int = 8) -> Path:
+    """``per_class`` small PNGs per class subfolder, each class tinted its own color channel."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, size=(12, 14, 3), dtype=np.uint8)
+            pixels[..., k] += 150
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def make_table(path: Path, n: int = 90) -> Path:
+    """A .csv or .parquet table: two numeric columns, a text column, the label column ``species``."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 3
+    frame = pd.DataFrame({
+        "x1": rng.normal(labels, 0.5), "x2": rng.normal(-labels, 0.5),
+        "color": np.where(labels == 0, "red", "blue"), "species": np.array(["a", "b", "c"])[labels],
+    })
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path)
+    return path
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def check_png(path: Path) -> tuple[int, int]:
+    """``path`` is a whole PNG saved at 150 dpi; returns its size in pixels."""
+    from PIL import Image
+
+    assert path.read_bytes().startswith(PNG_SIGNATURE)
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert [round(d) for d in image.info["dpi"]] == [150, 150]
+        return image.size
+
+
+def check_svg(path: Path) -> None:
+    """``path`` parses as XML whose root is an SVG element with drawing in it."""
+    from xml.etree import ElementTree
+
+    root = ElementTree.parse(path).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert len(list(root.iter())) > 10
+
+
+def summary_keys(names) -> set[str]:
+    """The summary keys the issue names, spelled out here rather than taken from the library."""
+    keys = {"temperature_mean", "temperature_ci95"}
+    for name in names:
+        keys |= {f"{name}_mean", f"{name}_ci95", f"{name}_ts_mean", f"{name}_ts_ci95"}
+    return keys

@@ -13,8 +13,8 @@ import pytest
 
 pytest.importorskip("click")
 import compare_helpers as helpers
+from compare_helpers import make_image_folder, make_table
 from labelsmooth.cli import _join_variadic, main
-from test_experiments import make_image_folder, make_table
 
 HELPERS = Path(helpers.__file__).parent
 #: --model/--data for compare_helpers' blobs and net, with settings that learn them.
@@ -275,6 +275,33 @@ def test_ray_option(capsys, tmp_path, monkeypatch, args, executor, address):
                          tmp_path / "o")
     assert status == 130 and "interrupted" in err
     assert (seen["executor"], seen["ray_address"]) == (executor, address)
+
+
+@pytest.mark.parametrize("scale", ["shared", "own"])
+def test_penultimate_scale_option_reaches_compare(capsys, tmp_path, monkeypatch, scale):
+    import labelsmooth.experiments
+
+    seen = {}
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(labelsmooth.experiments, "compare", fake)
+    args = [] if scale == "shared" else ["--penultimate-scale", scale]
+    run(capsys, "compare", "--data", "compare_helpers:loader", *args, "--out", tmp_path / "o")
+    assert seen["penultimate_scale"] == scale
+
+
+def test_compare_writes_every_report_file_and_says_so(capsys, tmp_path):
+    status, out, err = run(capsys, "compare", *BLOBS, "--out", tmp_path / "o")
+    assert status == 0
+    names = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert names == sorted(["runs.jsonl", "metrics.json", "report.md",
+                            *(f"{f}.{k}" for f in ("reliability", "metrics_vs_alpha", "curves", "penultimate")
+                              for k in ("png", "svg"))])
+    assert all(name in err.splitlines()[-1] for name in names)
+    assert "| T | ECE after TS | NLL after TS |" in out
 
 
 @pytest.mark.slow  # a subprocess, interrupted partway

@@ -142,7 +142,11 @@ def test_constant_model_did_not_learn_and_gets_no_verdict(tmp_path):
     assert {c["verdict"] for c in document["comparisons"]} == {NOT_COMPARABLE}
     assert all(c["inside_noise"] is None for c in document["comparisons"])
     report = (tmp_path / "out" / "report.md").read_text()
-    assert report.startswith("> **Warning: 4 of 4 runs did not learn")
+    # The verdicts first (each not comparable), then the warning, then the provenance.
+    verdicts = report.index("- **Accuracy**: ")
+    warning = report.index("> **Warning: 4 of 4 runs did not learn")
+    assert verdicts < warning < report.index("## Provenance")
+    assert report[verdicts:warning].count("not comparable (a run did not learn)") == 3
     assert "**Not comparable**" in report
     assert not result.runs[0].learned
 

@@ -15,6 +15,7 @@ pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 from PIL import Image
 
+from compare_helpers import check_png, check_svg, make_image_folder, make_table, summary_keys
 from labelsmooth import Engine, Event
 from labelsmooth.experiments import DataError, compare, load_dataset
 from labelsmooth.experiments.data import flip_labels, load_shapes
@@ -23,62 +24,39 @@ from labelsmooth.experiments.report import atomic_write
 from labelsmooth.experiments.stats import inside_noise, mean_ci, paired_difference
 from labelsmooth.experiments.train import TrainConfig, train
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-RUN_KEYS = {"alpha", "seed", "accuracy", "nll", "ece", "learned", "learned_check", "history"}
+METRIC_NAMES = ("accuracy", "nll", "ece", "smooth_ece", "adaptive_ece", "classwise_ece", "brier", "aurc")
+RUN_KEYS = {"alpha", "seed", *METRIC_NAMES, *(f"{n}_ts" for n in METRIC_NAMES), "temperature",
+            "temperature_at_bound", "learned", "learned_check", "history"}
 HISTORY_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"}
-FILES = ["curves.png", "metrics.json", "penultimate.png", "reliability.png", "report.md", "runs.jsonl"]
-SUMMARY_KEYS = {"alpha", "accuracy_mean", "accuracy_ci95", "nll_mean", "nll_ci95", "ece_mean", "ece_ci95"}
-
-
-def make_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class: int = 8) -> Path:
-    rng = np.random.default_rng(0)
-    for k, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 60, size=(12, 14, 3), dtype=np.uint8)
-            pixels[..., k] += 150
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
-
-
-def make_table(path: Path, n: int = 90) -> Path:
-    import pandas as pd
-
-    rng = np.random.default_rng(0)
-    labels = np.arange(n) % 3
-    frame = pd.DataFrame({
-        "x1": rng.normal(labels, 0.5), "x2": rng.normal(-labels, 0.5),
-        "color": np.where(labels == 0, "red", "blue"), "species": np.array(["a", "b", "c"])[labels],
-    })
-    if path.suffix == ".csv":
-        frame.to_csv(path, index=False)
-    else:
-        frame.to_parquet(path)
-    return path
+FIGURES = ("curves", "metrics_vs_alpha", "penultimate", "reliability")
+FILES = sorted(["metrics.json", "report.md", "runs.jsonl",
+                *(f"{f}.{kind}" for f in FIGURES for kind in ("png", "svg"))])
 
 
 def check_outputs(out: Path, task: str) -> dict:
     assert sorted(p.name for p in out.iterdir()) == FILES
-    for name in ("reliability.png", "penultimate.png", "curves.png"):
-        data = (out / name).read_bytes()
-        assert data.startswith(PNG_SIGNATURE)
-        with Image.open(out / name) as image:
-            image.verify()
+    for name in FIGURES:
+        check_png(out / f"{name}.png")
+        check_svg(out / f"{name}.svg")
     document = json.loads((out / "metrics.json").read_text())
     assert document["task"] == task
     assert {"dataset", "task", "runs", "summary"} <= set(document)
+    names = METRIC_NAMES + (("miou",) if task == "segmentation" else ())
     for run in document["runs"]:
         assert set(run) >= RUN_KEYS
         assert 0 <= run["accuracy"] <= 1 and run["nll"] >= 0 and 0 <= run["ece"] <= 1
+        assert run["temperature"] > 0 and run["accuracy_ts"] == run["accuracy"]
         epochs = document["config"]["epochs"]
         assert [entry["epoch"] for entry in run["history"]] == list(range(1, epochs + 1))
         assert all(set(entry) == HISTORY_KEYS for entry in run["history"])
     for row in document["summary"]:
-        assert set(row) >= SUMMARY_KEYS
+        assert set(row) == {"alpha", "n_seeds", *summary_keys(names)}
+    assert [b["alpha"] for b in document["reliability"]] == document["alphas"]
     report = (out / "report.md").read_text()
     assert "![reliability diagrams](reliability.png)" in report
-    assert "![penultimate-layer activations](penultimate.png)" in report
+    assert "![penultimate layer](penultimate.png)" in report
     assert "![training curves](curves.png)" in report
+    assert "![metrics against alpha](metrics_vs_alpha.png)" in report
     assert "noise" in report and "| alpha |" in report
     return document
 
@@ -96,7 +74,10 @@ def test_digits_end_to_end(digits_run):
     assert [(r["alpha"], r["seed"]) for r in document["runs"]] == [(0.0, 0), (0.1, 0), (0.0, 1), (0.1, 1)]
     assert [row["alpha"] for row in document["summary"]] == [0.0, 0.1]
     assert result.summary[0]["accuracy_mean"] > 0.5  # one epoch already learns digits
-    assert {c["metric"] for c in result.comparisons} == {"accuracy", "nll", "ece"}
+    by_scaling = {s: {c["metric"] for c in result.comparisons if c["scaling"] == s}
+                  for s in ("none", "both", "baseline")}
+    assert by_scaling["none"] == set(METRIC_NAMES)
+    assert by_scaling["both"] == by_scaling["baseline"] == set(METRIC_NAMES) - {"accuracy"}
     assert [p["alpha"] for p in document["penultimate"]] == [0.0, 0.1]
     assert all(p["spread_to_separation"] > 0 for p in document["penultimate"])
 
@@ -366,4 +347,4 @@ def test_rounding_noise_prints_as_zero():
     accuracy = next(c for c in result.comparisons if c["metric"] == "accuracy")
     assert accuracy["difference_mean"] != 0.0  # (0.3 - 0.1) + (0.5 - 0.7) is not exactly 0 in floats
     sentence = next(s for s in noise_statement(result) if s.startswith("- accuracy"))
-    assert "alpha=0.1 vs alpha=0: 0 points ± " in sentence and "e-1" not in sentence
+    assert "alpha=0.1 vs alpha=0: 0 ± 254 points." in sentence and "e-1" not in sentence

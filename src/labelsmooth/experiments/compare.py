@@ -9,6 +9,7 @@ a pure function), an executor (:mod:`.executors`) and the run store
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from labelsmooth.experiments import options
+from labelsmooth import _validation as v
+from labelsmooth.experiments import options, provenance
 from labelsmooth.experiments.data import (
     VAL_FRACTION,
     DataSet,
@@ -30,9 +32,10 @@ from labelsmooth.experiments.data import (
     take,
     tensor_bytes,
 )
-from labelsmooth.experiments.evaluate import ECE_BINS, METRICS, metric_names
+from labelsmooth.experiments.evaluate import ECE_BINS, METRICS, TEMPERATURE_BOUNDS, metric_names
 from labelsmooth.experiments.executors import check_picklable, run_local, run_processes, run_ray
 from labelsmooth.experiments.models import BuiltinModel, last_layer
+from labelsmooth.experiments.provenance import call_text
 from labelsmooth.experiments.run import RunContext, RunResult
 from labelsmooth.experiments.sources import load_dataset
 from labelsmooth.experiments.stats import NOT_COMPARABLE, inside_noise, mean_ci, paired_difference
@@ -43,9 +46,11 @@ __all__ = ["DEFAULTS", "CompareResult", "Progress", "compare", "load", "probe", 
 
 #: (epochs, batch size, learning rate) per kind of data set; "custom" is the user's own Datasets.
 DEFAULTS = {
-    "digits": (15, 64, 3e-3), "shapes": (15, 16, 3e-3), "image": (15, 32, 1e-3), "table": (40, 64, 3e-3),
-    "custom": (10, 64, 1e-3),
+    "digits": (15, 64, 3e-3), "shapes": (15, 16, 3e-3), "mnist1d": (60, 100, 1e-2), "image": (15, 32, 1e-3),
+    "table": (40, 64, 3e-3), "custom": (10, 64, 1e-3),
 }
+#: How the penultimate-layer panels are scaled: one scale for all (comparable), or each its own.
+PENULTIMATE_SCALES = ("shared", "own")
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,11 @@ class CompareResult:
     notes: tuple[str, ...] = ()
     #: Interrupted before every run finished.
     partial: bool = False
+    #: Versions, the call, the device, the start and wall time, the git commit (:mod:`.provenance`);
+    #: the report prints it, ``metrics.json`` leaves it out.
+    provenance: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: ``"shared"``: every penultimate-layer panel on one scale; ``"own"``: each on its own.
+    penultimate_scale: str = "shared"
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -100,6 +110,28 @@ class CompareResult:
     @property
     def not_learned(self) -> list[RunResult]:
         return [r for r in self.runs if not r.learned]
+
+    def reliability(self, alpha: float) -> dict[str, Any] | None:
+        """The reliability bins of ``alpha``'s test predictions pooled over its finished seeds, and their ECE.
+
+        Per bin: the ``count`` of predictions, their mean ``confidence`` and
+        ``accuracy`` (0 for an empty bin); ``total`` counts every prediction
+        (a confidence of exactly 0 falls in no bin of Guo et al.'s binning).
+        ``ece`` is the ECE of the pooled predictions, which is what the diagram
+        draws; ``None`` when no run of ``alpha`` has finite outputs.
+        """
+        runs = [r for r in self.runs_of(alpha) if r.bins.total > 0]
+        if not runs:
+            return None
+        count = torch.stack([r.bins.count for r in runs]).sum(0)
+        # Per-bin sums of correctness and confidence pool exactly; the means are taken afterwards.
+        hits = torch.stack([r.bins.accuracy * r.bins.count for r in runs]).sum(0) / count.clamp(min=1)
+        confidence = torch.stack([r.bins.confidence * r.bins.count for r in runs]).sum(0) / count.clamp(min=1)
+        total = sum(r.bins.total for r in runs)
+        ece = float(((hits - confidence).abs() * count).sum()) / total
+        return {"alpha": alpha, "n_seeds": len(runs), "edges": runs[0].bins.edges.tolist(),
+                "count": [int(c) for c in count.tolist()], "accuracy": hits.tolist(),
+                "confidence": confidence.tolist(), "total": total, "ece": ece}
 
     def to_dict(self) -> dict[str, Any]:
         """The ``metrics.json`` document."""
@@ -110,16 +142,23 @@ class CompareResult:
                 **self.settings,
                 "loss": "dice+cross_entropy" if self.task == "segmentation" else "cross_entropy",
                 "ece_bins": ECE_BINS, "ece_binning": "guo", "ci_level": 0.95,
+                "temperature_scaling": "one T per run, the NLL minimizer on the validation split",
+                "temperature_bounds": list(TEMPERATURE_BOUNDS),
             },
             "runs": [run.record() for run in self.runs],
             "summary": self.summary,
+            "reliability": [bins for bins in map(self.reliability, self.alphas) if bins is not None],
             "penultimate": [
                 {"alpha": r.alpha, "seed": r.seed, "classes": r.projection_classes,
                  "spread_to_separation": r.cluster_tightness()}
-                for r in self.runs if r.seed == min(self.seeds_of(r.alpha))
+                for r in self.penultimate_runs()
             ],
             "comparisons": self.comparisons,
         }
+
+    def penultimate_runs(self) -> list[RunResult]:
+        """The lowest finished seed of every alpha: the runs the penultimate-layer picture shows."""
+        return [runs[0] for runs in map(self.runs_of, self.alphas) if runs]
 
     def runs_of(self, alpha: float) -> list[RunResult]:
         """The finished runs of ``alpha``, by seed."""
@@ -129,12 +168,34 @@ class CompareResult:
         return [r.seed for r in self.runs_of(alpha)]
 
 
-def _comparison(alpha: float, base: float, name: str, runs: list[RunResult], baseline: list[RunResult],
-                ci: bool) -> dict[str, Any]:
-    diff, half = paired_difference([r.metrics[name] for r in runs], [r.metrics[name] for r in baseline])
+#: Paired comparisons by which side is temperature-scaled: ``"none"`` (both at T = 1), ``"both"``, and
+#: ``"baseline"`` (the alpha at T = 1 against the baseline alpha after temperature scaling: Müller et al.'s
+#: question, whether smoothing replaces the one-parameter fix).
+SCALINGS = {"none": ("", ""), "both": ("_ts", "_ts"), "baseline": ("", "_ts")}
+
+
+def summary_keys(names: Sequence[str]) -> list[str]:
+    """The per-run values the summary averages: each metric raw and scaled (``_ts``), then the temperature."""
+    return [key for name in names for key in (name, f"{name}_ts")] + ["temperature"]
+
+
+def _values(runs: list[RunResult], key: str) -> list[float] | None:
+    """``key`` of every run, or ``None`` when some run did not measure it (no validation split)."""
+    values = [r.value(key) for r in runs]
+    measured = [x for x in values if x is not None]
+    return measured if len(measured) == len(values) else None
+
+
+def _comparison(alpha: float, base: float, name: str, scaling: str, runs: list[RunResult],
+                baseline: list[RunResult], ci: bool) -> dict[str, Any] | None:
+    own, other = SCALINGS[scaling]
+    values, base_values = _values(runs, name + own), _values(baseline, name + other)
+    if values is None or base_values is None:
+        return None
+    diff, half = paired_difference(values, base_values)
     half = half if ci else None
-    row = {"alpha": alpha, "baseline_alpha": base, "metric": name, "difference_mean": diff,
-           "difference_ci95": half, "n_pairs": len(runs)}
+    row = {"alpha": alpha, "baseline_alpha": base, "metric": name, "scaling": scaling,
+           "difference_mean": diff, "difference_ci95": half, "n_pairs": len(runs)}
     if not all(r.learned for r in runs + baseline):
         return {**row, "inside_noise": None, "verdict": NOT_COMPARABLE}
     noise = inside_noise(diff, half)
@@ -143,32 +204,42 @@ def _comparison(alpha: float, base: float, name: str, runs: list[RunResult], bas
             "verdict": "inside the noise" if noise else ("better" if better else "worse")}
 
 
+def _summary_row(alpha: float, runs: list[RunResult], names: Sequence[str], ci: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"alpha": alpha, "n_seeds": len(runs)}
+    for key in summary_keys(names):
+        values = _values(runs, key)
+        mean, half = mean_ci(values) if values else (None, None)
+        row[f"{key}_mean"], row[f"{key}_ci95"] = mean, half if ci else None
+    return row
+
+
 def summarize(result: CompareResult, ci: bool = True) -> None:
     """Fill ``result.summary`` (mean, CI per alpha) and ``result.comparisons`` (paired by seed).
 
-    Works on the finished runs only (a partial comparison pairs the seeds both
-    alphas finished). A comparison that involves a run that did not learn gets
-    the verdict :data:`NOT_COMPARABLE`.
+    Every metric is summarized at T = 1 (``{metric}_mean``, ``{metric}_ci95``)
+    and after temperature scaling (``{metric}_ts_mean``, ``{metric}_ts_ci95``),
+    with the fitted temperature (``temperature_mean``, ``temperature_ci95``).
+    Each alpha is compared with the first under every entry of
+    :data:`SCALINGS` (metrics that temperature scaling cannot change,
+    accuracy and mean IoU, only at T = 1). Works on the finished runs only (a
+    partial comparison pairs the seeds both alphas finished). A comparison that
+    involves a run that did not learn gets the verdict :data:`NOT_COMPARABLE`.
     """
-    result.summary, result.comparisons = [], []
-    for alpha in result.alphas:
-        runs = result.runs_of(alpha)
-        if not runs:
-            continue
-        row: dict[str, Any] = {"alpha": alpha, "n_seeds": len(runs)}
-        for name in result.metric_names:
-            mean, half = mean_ci([r.metrics[name] for r in runs])
-            row[f"{name}_mean"], row[f"{name}_ci95"] = mean, half if ci else None
-        result.summary.append(row)
+    result.summary = [_summary_row(alpha, result.runs_of(alpha), result.metric_names, ci)
+                      for alpha in result.alphas if result.runs_of(alpha)]
+    result.comparisons = []
     base = result.alphas[0]
     for alpha in result.alphas[1:]:
         paired = sorted(set(result.seeds_of(alpha)) & set(result.seeds_of(base)))
-        if not paired:
-            continue
         runs = [r for r in result.runs_of(alpha) if r.seed in paired]
         baseline = [r for r in result.runs_of(base) if r.seed in paired]
-        result.comparisons.extend(_comparison(alpha, base, name, runs, baseline, ci)
-                                  for name in result.metric_names)
+        for scaling in SCALINGS if paired else ():
+            for name in result.metric_names:
+                if scaling != "none" and METRICS[name].scale_invariant:
+                    continue
+                row = _comparison(alpha, base, name, scaling, runs, baseline, ci)
+                if row is not None:
+                    result.comparisons.append(row)
 
 
 def load(dataset: str | os.PathLike[str] | None = None, *, train: object = None, test: object = None,
@@ -245,6 +316,8 @@ def _settings(data: DataSet, factory: ModelFactory, config: TrainConfig, layer: 
         "weight_decay": config.weight_decay, "optimizer": _identity(config.optimizer),
         "convention": config.convention, "label_noise": config.label_noise, "mixup": config.mixup,
         "cutmix": config.cutmix, "device": config.device, "threads": config.threads,
+        # What each run measures: a store written before temperature scaling cannot be resumed.
+        "measured": [*metric_names(data.task), "temperature"],
     }
 
 
@@ -304,6 +377,7 @@ def _config(data: DataSet, *, epochs: int | None, batch_size: int | None, lr: fl
 
 
 def _finish(result: CompareResult, ci: bool, out: Path | None) -> None:
+    result.provenance = provenance.finish(result.provenance)
     order = {alpha: k for k, alpha in enumerate(result.alphas)}
     result.runs.sort(key=lambda r: (r.seed, order[r.alpha]))
     summarize(result, ci)
@@ -328,6 +402,42 @@ def _execute(result: CompareResult, context: RunContext, todo: list[tuple[float,
         _finish(result, ci, out)
         raise
     _finish(result, ci, out)
+
+
+def _check_options(*, alphas: Sequence[float], seeds: int, ci: bool, epochs: int | None,
+                   batch_size: int | None, model: ModelFactory | None, out: str | os.PathLike[str] | None,
+                   resume: bool, overwrite: bool, penultimate_scale: str, device: str,
+                   augmentation: tuple[float, str, float | None, float | None],
+                   training: dict[str, Any]) -> tuple[list[float], int, Path | None]:
+    """Every check that needs no data: the alphas, the seeds, the output folder."""
+    checked = options.check_alphas(alphas)
+    seeds = options.check_seeds(seeds, ci)
+    options.check_positive(epochs, "epochs", optional=True)
+    options.check_positive(batch_size, "batch_size", optional=True)
+    options.check_training(**training)
+    options.check_augmentation(*augmentation)
+    options.check_device(device)
+    v.check_choice(penultimate_scale, "penultimate_scale", PENULTIMATE_SCALES)
+    if model is not None and (not callable(model) or isinstance(model, nn.Module)):
+        # A model instance would be shared by every run; a factory gives each run a fresh one.
+        raise fail("model", "a callable(num_classes) returning a torch.nn.Module (a factory, not a model)",
+                   type(model).__name__)
+    out_path = None if out is None else Path(out)
+    if out_path is not None:
+        check_out(out_path, resume=resume, overwrite=overwrite)
+    elif resume:
+        raise fail("out", "a folder to resume from (resume=True)", None)
+    return checked, seeds, out_path
+
+
+def _context(data: DataSet, model: ModelFactory | None, config: TrainConfig,
+             penultimate: str | None) -> tuple[RunContext, dict[str, Any], tuple[str, ...]]:
+    """What every run gets, the settings the store hashes, and the notes for the report."""
+    input_shape = tuple(take(data.train, torch.zeros(1, dtype=torch.long))[0].shape[1:])
+    factory = model if model is not None else BuiltinModel(data.task, input_shape)
+    layer, note, init = probe(factory, data, config, penultimate)
+    notes = data.notes + ((f"No penultimate-layer picture: {note}.",) if note else ())
+    return RunContext(data, factory, config, layer), _settings(data, factory, config, layer, init), notes
 
 
 def compare(
@@ -365,8 +475,17 @@ def compare(
     ci: bool = True,
     progress: Callable[[Progress], None] | None = None,
     data: DataSet | None = None,
+    penultimate_scale: str = "shared",
 ) -> CompareResult:
-    """Train the same model once per alpha and seed; report accuracy, NLL, ECE (and mean IoU).
+    """Train the same model once per alpha and seed; measure it at T = 1 and after temperature scaling.
+
+    Each run is measured on the test split by every metric of
+    :data:`~labelsmooth.experiments.evaluate.METRICS` (accuracy, NLL, ECE,
+    smooth ECE, adaptive ECE, classwise ECE, Brier score, AURC; mean IoU for
+    segmentation, where every metric is per pixel), once as trained and once
+    after temperature scaling: one temperature per run, the NLL minimizer on
+    the validation split (Guo et al., 2017), the baseline Müller et al. (2019)
+    judge label smoothing against.
 
     Runs seeds ``0 .. seeds - 1`` for every alpha. The seed is set before
     ``model(num_classes)`` is called, so a given seed gives the same
@@ -380,8 +499,9 @@ def compare(
     ``"not comparable: a run did not learn"``.
 
     Args:
-        dataset: ``"digits"`` (the default), ``"shapes"``, a folder of class
-            subfolders or a ``.csv``/``.parquet`` table (label in ``label_column``).
+        dataset: ``"digits"`` (the default), ``"shapes"``, ``"mnist1d"`` (the
+            ``mnist1d`` extra), a folder of class subfolders or a
+            ``.csv``/``.parquet`` table (label in ``label_column``).
         model: ``callable(num_classes) -> nn.Module`` returning logits
             ``(N, C)`` (classification) or ``(N, C, H, W)`` (segmentation);
             ``None``: a small built-in network for the data.
@@ -400,15 +520,17 @@ def compare(
         executor: ``"local"`` or ``"ray"`` (one task per run; ``ray_address``
             joins a cluster, ``None`` starts a local one).
         out: if given, ``runs.jsonl`` (appended as each run finishes),
-            ``metrics.json``, ``reliability.png``, ``penultimate.png``,
-            ``curves.png`` and ``report.md`` go there; a folder that holds
+            ``metrics.json``, ``report.md`` and four figures, each as PNG
+            (150 dpi) and SVG: ``reliability``, ``metrics_vs_alpha``,
+            ``curves`` and ``penultimate``; a folder that holds
             files needs ``resume`` (skip finished runs; the settings must be
             the same) or ``overwrite``.
         num_classes: default: the largest label plus one.
         penultimate: the name of the layer whose input is the penultimate
             layer (default: the last ``nn.Linear`` or 1x1 ``nn.Conv2d``).
         ignore_index: a label value left out of training and evaluation.
-        val_fraction: share of ``train`` held out when ``val`` is ``None``.
+        val_fraction: share of ``train`` held out when ``val`` is ``None``
+            (with 0 and no ``val``: no temperature scaling, its values ``None``).
         image_size: side of the square images a folder is resized to.
         threads: torch threads per run.
         label_noise: fraction of training labels moved to another class.
@@ -420,28 +542,22 @@ def compare(
         progress: called with a :class:`Progress` after every optimizer step
             (runs in this process) and every finished run.
         data: an already loaded :class:`DataSet` (overrides ``dataset``).
+        penultimate_scale: ``"shared"`` (every penultimate-layer panel on one
+            scale) or ``"own"``.
 
     Returns:
         A :class:`CompareResult`; ``result.to_dict()`` is ``metrics.json``.
         Ctrl-C writes the finished runs' report (marked partial) and re-raises.
     """
-    checked = options.check_alphas(alphas)
-    seeds = options.check_seeds(seeds, ci)
-    options.check_positive(epochs, "epochs", optional=True)
-    options.check_positive(batch_size, "batch_size", optional=True)
-    options.check_training(lr=lr, weight_decay=weight_decay, optimizer=optimizer, val_fraction=val_fraction,
-                           image_size=image_size, jobs=jobs, executor=executor, threads=threads)
-    options.check_augmentation(label_noise, convention, mixup, cutmix)
-    options.check_device(device)
-    if model is not None and (not callable(model) or isinstance(model, nn.Module)):
-        # A model instance would be shared by every run; a factory gives each run a fresh one.
-        raise fail("model", "a callable(num_classes) returning a torch.nn.Module (a factory, not a model)",
-                   type(model).__name__)
-    out_path = None if out is None else Path(out)
-    if out_path is not None:
-        check_out(out_path, resume=resume, overwrite=overwrite)
-    elif resume:
-        raise fail("out", "a folder to resume from (resume=True)", None)
+    call = call_text(locals(), _DEFAULTS)
+    checked, seeds, out_path = _check_options(
+        alphas=alphas, seeds=seeds, ci=ci, epochs=epochs, batch_size=batch_size, model=model, out=out,
+        resume=resume, overwrite=overwrite, penultimate_scale=penultimate_scale, device=device,
+        augmentation=(label_noise, convention, mixup, cutmix),
+        training={"lr": lr, "weight_decay": weight_decay, "optimizer": optimizer,
+                  "val_fraction": val_fraction, "image_size": image_size, "jobs": jobs, "executor": executor,
+                  "threads": threads})
+    started = provenance.start(call, device)
     loaded = load(dataset, train=train, test=test, val=val, data=data, num_classes=num_classes,
                   ignore_index=ignore_index, val_fraction=val_fraction, label_column=label_column,
                   image_size=image_size)
@@ -450,21 +566,21 @@ def compare(
     config = _config(loaded, epochs=epochs, batch_size=batch_size, lr=lr, convention=convention,
                      label_noise=float(label_noise), device=device, mixup=mixup, cutmix=cutmix,
                      weight_decay=float(weight_decay), optimizer=optimizer, threads=threads)
-    factory = model if model is not None else BuiltinModel(loaded.task, tuple(take(loaded.train, torch.zeros(
-        1, dtype=torch.long))[0].shape[1:]))
-    layer, note, init = probe(factory, loaded, config, penultimate)
-    settings = _settings(loaded, factory, config, layer, init)
-    context = RunContext(loaded, factory, config, layer)
+    context, settings, notes = _context(loaded, model, config, penultimate)
     if executor == "local" and jobs > 1:
         check_picklable(context)
     store, done = RunStore.open(out_path, settings, resume=resume) if out_path is not None else (None, [])
     todo, finished = _grid(checked, seeds, done)
     result = CompareResult(loaded.name, loaded.task, loaded.num_classes, loaded.class_names, checked,
-                           list(range(seeds)), config, finished, settings=settings,
-                           notes=loaded.notes + ((f"No penultimate-layer picture: {note}.",) if note else ()))
+                           list(range(seeds)), config, finished, settings=settings, notes=notes,
+                           provenance=started, penultimate_scale=penultimate_scale)
     in_process = executor == "local" and (jobs == 1 or len(todo) <= 1)
     steps = config.epochs * -(-size(loaded.train) // config.batch_size)
     tracker = _Tracker(progress, len(todo), steps * len(todo) if in_process else 0)
     _execute(result, context, todo, store, tracker, ci=ci, out=out_path,
              jobs=jobs, executor=executor, ray_address=ray_address)
     return result
+
+
+#: ``compare``'s defaults, for the Python call the report shows.
+_DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(compare).parameters.items()}

@@ -4,6 +4,8 @@
   fixed stratified 70/30 split.
 * ``shapes``: generated segmentation images (discs, squares and triangles on
   noise), one class per pixel, an ignore label on every shape's border.
+* ``mnist1d``: Greydanus's MNIST-1D, built procedurally by the ``mnist1d``
+  package (no download): 4000 train / 1000 test signals of length 40.
 * a folder of images in class subfolders (discovered with
   ``sklearn.datasets.load_files``, decoded with Pillow, resized to
   ``image_size`` square RGB);
@@ -19,6 +21,7 @@ split depends on the run's seed, so every run sees the same data.
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,6 +49,7 @@ __all__ = [
     "in_order",
     "load_digits",
     "load_image_folder",
+    "load_mnist1d",
     "load_shapes",
     "prepare",
     "read_split",
@@ -67,7 +71,7 @@ SHAPES_IGNORE = 255
 SHOWN = 10
 
 Task = Literal["classification", "segmentation"]
-Kind = Literal["image", "table", "other"]
+Kind = Literal["image", "signal", "table", "other"]
 
 
 class DataError(ValueError):
@@ -133,8 +137,8 @@ def in_order(dataset: Dataset[Any], batch_size: int) -> Iterator[tuple[Tensor, T
 class DataSet:
     """A train, an optional validation and a test split, and what a model needs to know about them.
 
-    ``kind`` is ``"image"`` (``(C, H, W)`` inputs), ``"table"`` (``(D,)``) or
-    ``"other"``. ``labels`` holds every split's labels, read once
+    ``kind`` is ``"image"`` (``(C, H, W)`` inputs), ``"signal"`` (``(C, L)``),
+    ``"table"`` (``(D,)``) or ``"other"``. ``labels`` holds every split's labels, read once
     (``{"train": ..., "val": ..., "test": ...}``); ``fingerprint`` is a hash of
     every input and label, so a resumed comparison can tell the data changed.
     ``notes`` says what loading changed (dropped columns, for instance).
@@ -191,6 +195,34 @@ def load_digits() -> DataSet:
     images = (bunch.images / 16.0).astype(np.float32)[:, None]
     train, test = _split(images, bunch.target.astype(np.int64))
     return DataSet("digits", "classification", "image", train, test, 10, tuple(str(d) for d in range(10)))
+
+
+def load_mnist1d() -> DataSet:
+    """MNIST-1D (Greydanus, 2020) with the package's default arguments, as ``(N, 1, 40)`` signals.
+
+    ``mnist1d.data.make_dataset`` builds it from ten hand-drawn templates
+    (shifted, scaled, sheared, padded and noised), so nothing is downloaded;
+    its 5000 samples split 4000 train / 1000 test. It seeds numpy's and
+    Python's global generators; both are restored afterwards.
+    """
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ModuleNotFoundError:
+        raise fail("dataset", 'the mnist1d package for "mnist1d" (pip install "labelsmooth[mnist1d]")',
+                   "mnist1d") from None
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        built = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+
+    def split(x: str, y: str) -> Split:
+        inputs = torch.from_numpy(np.asarray(built[x], dtype=np.float32)[:, None].copy())
+        return Split(inputs, torch.from_numpy(np.asarray(built[y], dtype=np.int64)))
+
+    return DataSet("mnist1d", "classification", "signal", split("x", "y"), split("x_test", "y_test"), 10,
+                   tuple(str(d) for d in range(10)))
 
 
 def _shape_masks(rng: np.random.Generator, size: int) -> list[tuple[int, np.ndarray]]:
@@ -445,7 +477,8 @@ def from_datasets(train: object, test: object, val: object = None, *, num_classe
     given = getattr(train, "classes", None)
     names = tuple(map(str, given)) if isinstance(given, (list, tuple)) and len(given) == classes else tuple(
         str(k) for k in range(classes))
-    kind: Kind = "image" if len(shape) == 3 else "table" if len(shape) == 1 else "other"
+    kinds: dict[int, Kind] = {3: "image", 2: "signal", 1: "table"}
+    kind = kinds.get(len(shape), "other")
     digest.update(f"classes {classes} ignore {ignore_index}".encode())
     data = DataSet(name or type(train).__name__, "segmentation" if label_dims == 2 else "classification",
                    kind, splits["train"], splits["test"], classes, names, ignore_index, splits["val"],

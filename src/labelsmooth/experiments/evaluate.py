@@ -8,6 +8,7 @@ directions from it, so a new metric is one entry here.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -18,16 +19,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from labelsmooth.experiments.data import DataSet, in_order
+from labelsmooth.experiments.data import DataSet, fail, in_order
 from labelsmooth.experiments.models import class_weights
 from labelsmooth.experiments.stats import above_rate
 from labelsmooth.experiments.train import EVAL_BATCH
-from labelsmooth.metrics import ReliabilityBins, expected_calibration_error, reliability_bins
+from labelsmooth.metrics import (
+    ReliabilityBins,
+    adaptive_ece,
+    aurc,
+    brier_score,
+    classwise_ece,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+    smooth_ece,
+)
 from labelsmooth.metrics import template_plane_projection as project
 
 __all__ = [
-    "ECE_BINS", "LEARNED_LEVEL", "METRICS", "Metric", "Predictions", "learned_check", "metric_names",
-    "penultimate_weights", "predict", "projection", "scores"
+    "ECE_BINS", "LEARNED_LEVEL", "METRICS", "TEMPERATURE_BOUNDS", "Metric", "Predictions", "fit_scaling",
+    "learned_check", "metric_names", "penultimate_weights", "predict", "projection", "scores"
 ]
 
 #: Penultimate-layer points kept per class for the template-plane picture.
@@ -35,6 +46,8 @@ PROJECTION_POINTS = 300
 #: A run learned when its test accuracy beats the majority-class rate at this level (one-sided binomial test).
 LEARNED_LEVEL = 0.01
 ECE_BINS = 15
+#: The interval the validation split's temperature is searched in (a fit at either end is flagged).
+TEMPERATURE_BOUNDS = (0.01, 100.0)
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,10 @@ class Predictions:
     @cached_property
     def prediction(self) -> Tensor:
         return self.probs.argmax(1)
+
+    def scaled(self, temperature: float) -> Predictions:
+        """The same predictions with the logits divided by ``temperature`` (temperature scaling)."""
+        return Predictions(self.logits / temperature, self.targets, self.num_classes)
 
 
 def _mean_iou(p: Predictions) -> float:
@@ -73,14 +90,25 @@ class Metric:
     #: Shown in percent (a rate) rather than as a plain number.
     percent: bool = False
     segmentation_only: bool = False
+    #: A function of the argmax only: temperature scaling (T > 0) cannot change it.
+    scale_invariant: bool = False
 
 
+# For segmentation every metric is computed per pixel (ignored pixels left out): each pixel's
+# class distribution is one prediction, as the ECE has always been here.
 METRICS: dict[str, Metric] = {
     "accuracy": Metric("accuracy", True, lambda p: float((p.prediction == p.targets).double().mean().item()),
-                       percent=True),
+                       percent=True, scale_invariant=True),
     "nll": Metric("NLL", False, lambda p: float(F.cross_entropy(p.logits, p.targets).item())),
     "ece": Metric("ECE", False, lambda p: expected_calibration_error(p.probs, p.targets, ECE_BINS)),
-    "miou": Metric("mean IoU", True, _mean_iou, percent=True, segmentation_only=True),
+    "smooth_ece": Metric("smooth ECE", False, lambda p: smooth_ece(p.probs, p.targets)),
+    "adaptive_ece": Metric("adaptive ECE", False,
+                           lambda p: adaptive_ece(p.probs, p.targets, n_bins=ECE_BINS)),
+    "classwise_ece": Metric("classwise ECE", False,
+                            lambda p: classwise_ece(p.probs, p.targets, n_bins=ECE_BINS)),
+    "brier": Metric("Brier", False, lambda p: brier_score(p.probs, p.targets)),
+    "aurc": Metric("AURC", False, lambda p: aurc(p.probs, p.targets)),
+    "miou": Metric("mean IoU", True, _mean_iou, percent=True, segmentation_only=True, scale_invariant=True),
 }
 
 
@@ -94,20 +122,24 @@ def _rows(tensor: Tensor) -> Tensor:
     return tensor.permute(0, 2, 3, 1).flatten(0, 2) if tensor.dim() == 4 else tensor
 
 
-def predict(model: nn.Module, data: DataSet, device: torch.device,
-            layer: str | None) -> tuple[Predictions, Tensor | None]:
-    """Test-split predictions (ignored pixels left out) and the input of ``layer`` per row, if named."""
+def predict(model: nn.Module, data: DataSet, device: torch.device, layer: str | None, *,
+            split: str = "test") -> tuple[Predictions, Tensor | None]:
+    """Predictions on ``split`` (``"test"`` or ``"val"``; ignored pixels left out) and the input of
+    ``layer`` per row, if named."""
     captured: list[Tensor] = []
     hook = None
     if layer is not None:
         module = dict(model.named_modules())[layer]
         hook = module.register_forward_pre_hook(
             lambda _, args: captured.append(_rows(args[0].detach()).cpu()))
+    source = data.val if split == "val" else data.test
+    if source is None:
+        raise fail("split", "a split the data set has", split)
     model.eval()
     logits, targets = [], []
     try:
         with torch.no_grad():
-            for inputs, batch_targets in in_order(data.test, EVAL_BATCH):
+            for inputs, batch_targets in in_order(source, EVAL_BATCH):
                 logits.append(_rows(model(inputs.to(device))).cpu().double())
                 targets.append(batch_targets.reshape(-1))
     finally:
@@ -158,6 +190,22 @@ def scores(p: Predictions, task: str) -> tuple[dict[str, float], ReliabilityBins
         return {name: math.nan for name in metric_names(task)}, _empty_bins()
     metrics = {name: METRICS[name].compute(p) for name in metric_names(task)}
     return metrics, reliability_bins(p.probs, p.targets, n_bins=ECE_BINS)
+
+
+def fit_scaling(val: Predictions) -> tuple[float | None, bool]:
+    """The temperature that minimizes the validation NLL (Guo et al.), and whether it is a search bound.
+
+    ``None`` when the validation logits are not finite or there are none. A
+    fit at a bound of :data:`TEMPERATURE_BOUNDS` (a validation split the model
+    separates perfectly drives ``T`` to 0) is returned and flagged, not warned
+    about: the report says so.
+    """
+    if val.targets.numel() == 0 or not bool(torch.isfinite(val.logits).all()):
+        return None, False
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="fit_temperature", category=RuntimeWarning)
+        temperature = fit_temperature(val.logits, val.targets, bounds=TEMPERATURE_BOUNDS)
+    return temperature, temperature in TEMPERATURE_BOUNDS
 
 
 def _spread(rows: Tensor) -> Tensor:

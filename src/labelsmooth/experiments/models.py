@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from labelsmooth.experiments.data import DataSet, fail
 
 __all__ = [
-    "BuiltinModel", "Classifier", "build_model", "class_weights", "last_layer", "mlp", "small_cnn",
+    "BuiltinModel", "Classifier", "build_model", "class_weights", "cnn1d", "last_layer", "mlp", "small_cnn",
     "tiny_segnet"
 ]
 
@@ -43,6 +43,22 @@ def small_cnn(in_channels: int, num_classes: int) -> Classifier:
     return Classifier(body, nn.Linear(WIDTH, num_classes))
 
 
+def cnn1d(in_channels: int, length: int, num_classes: int, *, width: int = 32) -> Classifier:
+    """Three 1-D convolutions with stride 2 (kernels 5, 3, 3), then the flattened maps into the head.
+
+    The shape of the CNN Greydanus trains on MNIST-1D (94% test accuracy
+    there, against 68% for an MLP), a little wider.
+    """
+    body = nn.Sequential(
+        nn.Conv1d(in_channels, width, 5, stride=2, padding=1), nn.ReLU(),
+        nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+    )
+    for kernel in (5, 3, 3):  # the output length of each stride-2 convolution above
+        length = (length + 2 - kernel) // 2 + 1
+    return Classifier(body, nn.Linear(width * length, num_classes))
+
+
 def tiny_segnet(in_channels: int, num_classes: int) -> Classifier:
     """Four 3x3 convolutions (dilations 1, 2, 4, 1: a 17-pixel receptive field) and a 1x1 head.
 
@@ -68,8 +84,8 @@ def mlp(in_features: int, num_classes: int) -> Classifier:
 class BuiltinModel:
     """The model factory ``compare`` uses without ``model=``: ``BuiltinModel(...)(num_classes)``.
 
-    A segmentation net for label maps, a CNN for ``(C, H, W)`` images, an MLP
-    for ``(D,)`` table rows.
+    A segmentation net for label maps, a CNN for ``(C, H, W)`` images, a 1-D CNN
+    for ``(C, L)`` signals, an MLP for ``(D,)`` table rows.
     """
 
     task: str
@@ -80,9 +96,12 @@ class BuiltinModel:
             return tiny_segnet(self.input_shape[0], num_classes)
         if self.task == "classification" and len(self.input_shape) == 3:
             return small_cnn(self.input_shape[0], num_classes)
+        if self.task == "classification" and len(self.input_shape) == 2:
+            return cnn1d(self.input_shape[0], self.input_shape[1], num_classes)
         if self.task == "classification" and len(self.input_shape) == 1:
             return mlp(self.input_shape[0], num_classes)
-        raise fail("model", "a model factory (the built-in models take images (C, H, W) or table rows (D,))",
+        raise fail("model", "a model factory (the built-in models take images (C, H, W), signals (C, L) or "
+                   "table rows (D,))",
                    f"none, for {self.task} inputs of shape {self.input_shape}")
 
     @property

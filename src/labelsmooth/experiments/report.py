@@ -1,36 +1,45 @@
-"""What ``compare`` writes beside ``runs.jsonl``: ``metrics.json``, three pictures and ``report.md``.
+"""What ``compare`` writes beside ``runs.jsonl``: ``metrics.json``, four figures and ``report.md``.
 
-Each file is written atomically, and everything comes from the
+The report opens with one verdict per headline metric (accuracy, ECE after
+temperature scaling, NLL) and the best alpha per metric, then any warning,
+then where the numbers came from. Every sentence that makes a claim (a
+verdict, a caption) is computed from the result. Each file is written
+atomically, and everything comes from the
 :class:`~labelsmooth.experiments.compare.CompareResult`, which comes from the
 run store alone.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from labelsmooth.experiments import figures
 from labelsmooth.experiments.evaluate import METRICS
-from labelsmooth.experiments.run import RunResult
 from labelsmooth.experiments.stats import NOT_COMPARABLE
+from labelsmooth.experiments.store import FIGURES
 
 if TYPE_CHECKING:  # compare writes the report: an import at run time would be a cycle
     from labelsmooth.experiments.compare import CompareResult
 
 __all__ = [
-    "atomic_write", "curves_png", "format_table", "noise_statement", "number", "penultimate_png",
-    "reliability_png", "report_markdown", "warning", "write_report"
+    "HEADLINE", "atomic_write", "best_alphas", "captions", "format_table", "metrics_table", "noise_statement",
+    "number", "provenance_lines", "report_markdown", "temperature_answer", "temperature_table", "verdicts",
+    "warning", "write_report"
 ]
 
 #: Printed numbers smaller than this (in their unit) are float rounding of an exact 0: they print as 0.
 ZERO = 1e-9
+#: The report's headline metrics: (metric, scaling of the comparison, label).
+HEADLINE = (("accuracy", "none", "Accuracy"), ("ece", "both", "ECE after temperature scaling"),
+            ("nll", "none", "NLL"))
+#: A reliability bin with fewer predictions than this is called sparse in the caption.
+SPARSE_BIN = 10
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -65,26 +74,58 @@ def number(value: float | None, spec: str) -> str:
     return text.lstrip("+-") if float(text) == 0 else text
 
 
-def _scale(name: str) -> float:
-    return 100.0 if METRICS[name].percent else 1.0
+def _base(key: str) -> str:
+    """The metric of a summary key: ``"ece_ts"`` -> ``"ece"``."""
+    return key.removesuffix("_ts")
 
 
-def _format(mean: float, half: float | None, name: str) -> str:
-    spec = ".1f" if METRICS[name].percent else ".3f"
-    text = number(mean * _scale(name), spec)
-    return text if half is None else f"{text} ± {number(half * _scale(name), spec)}"
+def _percent(key: str) -> bool:
+    return _base(key) in METRICS and METRICS[_base(key)].percent
+
+
+def _format(mean: float | None, half: float | None, key: str) -> str:
+    """``mean ± half`` of summary key ``key`` (rates in %; the temperature with 2 decimals)."""
+    spec = ".1f" if _percent(key) else ".2f" if key == "temperature" else ".3f"
+    scale = 100.0 if _percent(key) else 1.0
+    text = number(None if mean is None else mean * scale, spec)
+    return text if half is None else f"{text} ± {number(half * scale, spec)}"
+
+
+def _label(key: str) -> str:
+    if key == "temperature":
+        return "T"
+    metric = METRICS[_base(key)]
+    return metric.label + (" after TS" if key.endswith("_ts") else "") + (" (%)" if metric.percent else "")
+
+
+def _table(result: CompareResult, keys: Sequence[str], headers: Sequence[str] | None = None) -> str:
+    headers = [_label(k) for k in keys] if headers is None else headers
+    lines = ["| alpha | seeds | " + " | ".join(headers) + " |", "|" + "---|" * (len(keys) + 2)]
+    for row in result.summary:
+        cells = [_format(row[f"{k}_mean"], row[f"{k}_ci95"], k) for k in keys]
+        lines.append(f"| {row['alpha']:g} | {row['n_seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def format_table(result: CompareResult) -> str:
-    """The summary as a Markdown table (rates in %), mean ± 95% CI half-width."""
-    names = result.metric_names
-    header = "| alpha | seeds | " + " | ".join(METRICS[n].label + (" (%)" if METRICS[n].percent else "")
-                                               for n in names)
-    lines = [header + " |", "|" + "---|" * (len(names) + 2)]
-    for row in result.summary:
-        cells = [_format(row[f"{n}_mean"], row[f"{n}_ci95"], n) for n in names]
-        lines.append(f"| {row['alpha']:g} | {row['n_seeds']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """The headline table the command prints: accuracy, NLL, ECE (mean IoU), the temperature, ECE and NLL
+    after temperature scaling; mean ± 95% CI half-width, rates in %."""
+    raw = ["accuracy", "nll", "ece", *(["miou"] if "miou" in result.metric_names else [])]
+    return _table(result, [*raw, "temperature", "ece_ts", "nll_ts"])
+
+
+def metrics_table(result: CompareResult, *, scaled: bool) -> str:
+    """Every metric at T = 1, or (``scaled``) after temperature scaling."""
+    names = [n for n in result.metric_names if not (scaled and METRICS[n].scale_invariant)]
+    return _table(result, [f"{n}_ts" if scaled else n for n in names])
+
+
+def temperature_table(result: CompareResult) -> str:
+    """Müller et al.'s Table 3 layout, one row per alpha: ECE at T = 1, the fitted T, ECE after scaling."""
+    keys = ["ece", "temperature", "ece_ts", "nll", "nll_ts", "accuracy"]
+    headers = ["ECE (T = 1)", "T", "ECE (temperature-scaled)", "NLL (T = 1)", "NLL (temperature-scaled)",
+               "accuracy (%)"]
+    return _table(result, keys, headers)
 
 
 def warning(result: CompareResult) -> str | None:
@@ -98,145 +139,228 @@ def warning(result: CompareResult) -> str | None:
             f"{first.check['reasons'][0]}); their comparisons are {NOT_COMPARABLE!r}")
 
 
-def noise_statement(result: CompareResult) -> list[str]:
-    """One plain sentence per compared alpha and metric."""
+def _difference(c: dict[str, Any]) -> str:
+    """``+1.48 ± 1.38 points``: a comparison's paired difference in the metric's unit."""
+    scale = 100.0 if _percent(c["metric"]) else 1.0
+    unit = " points" if _percent(c["metric"]) else ""
+    interval = "" if c["difference_ci95"] is None else f" ± {number(c['difference_ci95'] * scale, '.3g')}"
+    return f"{number(c['difference_mean'] * scale, '+.3g')}{interval}{unit}"
+
+
+def _judgement(c: dict[str, Any]) -> str:
+    if c["verdict"] == NOT_COMPARABLE:
+        return "not comparable (a run did not learn)"
+    return "inside the noise" if c["inside_noise"] else f"{c['verdict']}, outside the noise"
+
+
+def noise_statement(result: CompareResult, scaling: str = "none") -> list[str]:
+    """One plain sentence per compared alpha and metric (``scaling``: see ``compare.SCALINGS``)."""
     sentences = []
-    for c in result.comparisons:
-        name, scale = METRICS[c["metric"]].label, _scale(c["metric"])
-        unit = " points" if METRICS[c["metric"]].percent else ""
-        diff = f"{number(c['difference_mean'] * scale, '+.3g')}{unit}"
-        interval = "" if c["difference_ci95"] is None else f" ± {number(c['difference_ci95'] * scale, '.3g')}"
+    for c in (c for c in result.comparisons if c["scaling"] == scaling):
+        name = METRICS[c["metric"]].label
         where = f"alpha={c['alpha']:g} vs alpha={c['baseline_alpha']:g}"
+        diff = _difference(c)
         if c["verdict"] == NOT_COMPARABLE:
-            sentences.append(f"- {name}, {where}: {diff}{interval}. **Not comparable**: a run did not learn.")
+            sentences.append(f"- {name}, {where}: {diff}. **Not comparable**: a run did not learn.")
         elif c["inside_noise"]:
-            sentences.append(f"- {name}, {where}: {diff}{interval}. **Inside the noise**: the 95% interval "
+            sentences.append(f"- {name}, {where}: {diff}. **Inside the noise**: the 95% interval "
                              "of the paired difference contains 0.")
         else:
-            sentences.append(f"- {name}, {where}: {diff}{interval}. Outside the noise: {c['verdict']}.")
+            sentences.append(f"- {name}, {where}: {diff}. Outside the noise: {c['verdict']}.")
     return sentences
 
 
-def _png(figure: Any) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
+def _comparison(result: CompareResult, alpha: float, name: str, scaling: str) -> dict[str, Any] | None:
+    return next((c for c in result.comparisons
+                 if c["alpha"] == alpha and c["metric"] == name and c["scaling"] == scaling), None)
 
 
-def _figure(panels: int) -> tuple[Any, list[Any]]:
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(3.6 * panels, 3.6), layout="constrained")
-    axes = figure.subplots(1, panels, squeeze=False)[0]
-    return figure, list(axes)
-
-
-def _no_runs(ax: Any, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center")
-    ax.set_axis_off()
+def _best(result: CompareResult, key: str) -> dict[str, Any] | None:
+    """The summary row with the best mean of ``key`` (ties: the first alpha); ``None`` if none is finite."""
+    rows = [r for r in result.summary if r[f"{key}_mean"] is not None and math.isfinite(r[f"{key}_mean"])]
+    if not rows:
+        return None
+    sign = 1.0 if METRICS[_base(key)].higher_is_better else -1.0
+    return max(rows, key=lambda r: sign * r[f"{key}_mean"])
 
 
-def reliability_png(result: CompareResult) -> bytes:
-    """Reliability diagrams side by side, one per alpha, test predictions pooled over seeds."""
-    figure, axes = _figure(len(result.alphas))
-    for ax, alpha in zip(axes, result.alphas, strict=True):
-        runs = [r for r in result.runs_of(alpha) if r.bins.total > 0]
-        if not runs:
-            _no_runs(ax, "no finished run with finite outputs")
+def _verdict(result: CompareResult, name: str, scaling: str, label: str) -> str:
+    key = name + ("_ts" if scaling == "both" else "")
+    best = _best(result, key)
+    if best is None:
+        return f"- **{label}**: not measured (no finite value)."
+    base = result.alphas[0]
+    shown = _format(best[f"{key}_mean"], best[f"{key}_ci95"], key) + ("%" if _percent(key) else "")
+    head = f"- **{label}**: best at alpha {best['alpha']:g} ({shown})"
+    if best["alpha"] != base:
+        c = _comparison(result, best["alpha"], name, scaling)
+        if c is None:
+            return f"{head}; alpha {base:g}, the baseline, was not measured the same way."
+        return f"{head}, {_difference(c)} against alpha {base:g}: {_judgement(c)}."
+    others = [c for a in result.alphas[1:] if (c := _comparison(result, a, name, scaling)) is not None]
+    if not others:
+        return f"{head}; no other alpha to compare with."
+    against = "; ".join(f"alpha {c['alpha']:g} {_difference(c)} ({_judgement(c)})" for c in others)
+    return f"{head}, the baseline; against it: {against}."
+
+
+def verdicts(result: CompareResult) -> list[str]:
+    """One sentence per headline metric (:data:`HEADLINE`): the best alpha and how it compares."""
+    return [_verdict(result, name, scaling, label) for name, scaling, label in HEADLINE]
+
+
+def best_alphas(result: CompareResult) -> str:
+    """The best alpha (by mean over seeds) of every metric, at T = 1 and after temperature scaling."""
+    def best_of(keys: list[str]) -> str:
+        shown = []
+        for key in keys:
+            best = _best(result, key)
+            alpha = "n/a" if best is None else format(best["alpha"], "g")
+            shown.append(f"{METRICS[_base(key)].label} {alpha}")
+        return ", ".join(shown)
+
+    names = list(result.metric_names)
+    scaled = [f"{n}_ts" for n in names if not METRICS[n].scale_invariant]
+    return (f"Best alpha per metric (mean over seeds): at T = 1: {best_of(names)}; "
+            f"after temperature scaling: {best_of(scaled)}.")
+
+
+def _against_ts(result: CompareResult, alpha: float) -> str | None:
+    base = result.alphas[0]
+    row = {r["alpha"]: r for r in result.summary}
+    found = {name: _comparison(result, alpha, name, "baseline") for name in ("ece", "nll")}
+    ece, nll = found["ece"], found["nll"]
+    if ece is None or nll is None or alpha not in row or base not in row:
+        return None
+    parts = []
+    for name, c in (("ece", ece), ("nll", nll)):
+        mine = _format(row[alpha][f"{name}_mean"], row[alpha][f"{name}_ci95"], name)
+        theirs = _format(row[base][f"{name}_ts_mean"], row[base][f"{name}_ts_ci95"], name)
+        parts.append(f"{METRICS[name].label} {mine} against {theirs}, {_difference(c)} ({_judgement(c)})")
+    if ece["verdict"] == NOT_COMPARABLE:
+        conclusion = "cannot tell: a run did not learn"
+    elif ece["inside_noise"]:
+        conclusion = "on ECE the two are indistinguishable within the noise"
+    elif ece["verdict"] == "better":
+        conclusion = "on ECE smoothing alone calibrates better than temperature scaling"
+    else:
+        conclusion = "on ECE temperature scaling calibrates better than smoothing alone"
+    temperature = _format(row[base]["temperature_mean"], row[base]["temperature_ci95"], "temperature")
+    return (f"- alpha {alpha:g} against temperature scaling at alpha {base:g} (T = {temperature}): "
+            f"{'; '.join(parts)}. So {conclusion}.")
+
+
+def temperature_answer(result: CompareResult) -> list[str]:
+    """The plain-words answer per alpha: "alpha 0.1 against temperature scaling at alpha 0: ..."."""
+    lines = [line for alpha in result.alphas[1:] if (line := _against_ts(result, alpha)) is not None]
+    return lines or ["- Nothing to compare (one alpha, or no validation split to fit a temperature on)."]
+
+
+def _reliability_caption(result: CompareResult) -> str:
+    parts = []
+    for alpha in result.alphas:
+        bins = result.reliability(alpha)
+        if bins is None:
             continue
-        edges = runs[0].bins.edges.numpy()
-        count = sum(r.bins.count.numpy() for r in runs)
-        conf = sum(r.bins.confidence.numpy() * r.bins.count.numpy() for r in runs) / np.maximum(count, 1)
-        acc = sum(r.bins.accuracy.numpy() * r.bins.count.numpy() for r in runs) / np.maximum(count, 1)
-        width = np.diff(edges)
-        used = count > 0
-        ax.bar(edges[:-1][used], acc[used], width=width[used], align="edge", color="tab:blue",
-               edgecolor="black", linewidth=0.5, label="accuracy")
-        ax.bar(edges[:-1][used], conf[used] - acc[used], bottom=acc[used], width=width[used], align="edge",
-               color="none", hatch="///", edgecolor="tab:red", linewidth=0.5, label="gap to confidence")
-        ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
-        row = next(s for s in result.summary if s["alpha"] == alpha)
-        ax.set_title(f"alpha = {alpha:g}   ECE = {number(row['ece_mean'], '.3f')}")
-        ax.set_xlabel("confidence")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-    axes[0].set_ylabel("accuracy")
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(loc="upper left", fontsize=8)
-    return _png(figure)
+        # Mean confidence minus accuracy over every prediction: > 0 over-confident, < 0 under-confident.
+        gap = sum((c - a) * n for c, a, n in zip(bins["confidence"], bins["accuracy"], bins["count"],
+                                                 strict=True)) / bins["total"]
+        sparse = sum(1 for n in bins["count"] if 0 < n < SPARSE_BIN)
+        lean = ("over-confident" if gap > 0 else "under-confident" if gap < 0
+                else "neither over- nor under-confident")
+        parts.append(f"alpha {alpha:g}: {lean} on average (mean confidence minus accuracy "
+                     f"{number(gap, '+.3f')}), {sparse} of the occupied bins hold fewer than {SPARSE_BIN} "
+                     "predictions")
+    return ("Bars: accuracy per confidence bin (test predictions of all seeds pooled); hatched: the gap to "
+            "the bin's mean confidence; the strip below counts the predictions per bin (log scale), so a bar "
+            "drawn from a handful of predictions shows as such. The title's ECE is that of the pooled "
+            "predictions drawn. " + ("; ".join(parts) + "." if parts else ""))
 
 
-def penultimate_png(result: CompareResult) -> bytes:
-    """Müller et al.'s picture: penultimate activations in the template plane of three classes.
+def _metrics_caption(result: CompareResult) -> str:
+    parts = []
+    for key in ("ece", "ece_ts", "nll", "nll_ts"):
+        best = _best(result, key)
+        if best is not None:
+            parts.append(f"{_label(key)} is lowest at alpha {best['alpha']:g}")
+    rows = [r for r in result.summary if r["temperature_mean"] is not None]
+    temperatures = ", ".join(f"{r['temperature_mean']:.2f} at alpha {r['alpha']:g}" for r in rows)
+    if rows:
+        parts.append(f"the fitted temperature is {temperatures} (above 1: scaling softens an over-confident "
+                     "model; below 1: it sharpens an under-confident one)")
+    return ("Mean over seeds with its 95% interval; solid at T = 1, dashed after temperature scaling. "
+            + ("; ".join(parts) + "." if parts else ""))
 
-    One panel per alpha, from its lowest finished seed.
-    """
-    figure, axes = _figure(len(result.alphas))
-    for ax, alpha in zip(axes, result.alphas, strict=True):
-        runs = result.runs_of(alpha)
-        ax.set_title(f"alpha = {alpha:g}")
-        if not runs:
-            _no_runs(ax, "no finished run")
+
+def _curves_caption(result: CompareResult) -> str:
+    parts = []
+    for alpha in result.alphas:
+        epochs, losses = figures.epoch_means(result, alpha, "val_loss")
+        if not losses:
             continue
-        run = runs[0]
-        if run.projection is None or run.projection_labels is None or run.projection_classes is None:
-            _no_runs(ax, "no picture (see the report)")
+        lowest = min(range(len(losses)), key=losses.__getitem__)
+        parts.append(f"alpha {alpha:g}: lowest at epoch {epochs[lowest]} of {epochs[-1]} "
+                     f"({losses[lowest]:.3f}; {losses[-1]:.3f} at the end)")
+    if not parts:
+        return "No validation split, so no validation curve."
+    return "Mean validation NLL over seeds: " + "; ".join(parts) + "."
+
+
+def _penultimate_caption(result: CompareResult) -> str:
+    """The cluster claim, from the measured spread-to-separation ratios against the first alpha."""
+    values = [(r.alpha, r.cluster_tightness()) for r in result.penultimate_runs()]
+    measured = [(a, t) for a, t in values if t is not None]
+    scale = ("All panels share one scale." if result.penultimate_scale == "shared"
+             else "Each panel has its own scale.")
+    text = ("Penultimate-layer activations of three classes (lowest seed) projected onto the plane through "
+            f"those classes' last-layer weight vectors (Müller et al., 2019). {scale}")
+    if not measured:
+        return text
+    shown = "; ".join(f"alpha {a:g}: {t:.3f}" for a, t in measured)
+    text += (" Mean distance to the class centroid over mean distance between centroids (smaller is "
+             f"tighter): {shown}.")
+    base = dict(measured).get(result.alphas[0])
+    if base is None or base == 0:
+        return text
+    claims = []
+    for alpha, t in measured:
+        if alpha == result.alphas[0]:
             continue
-        for k, color in zip(run.projection_classes, ("tab:blue", "tab:orange", "tab:green"), strict=True):
-            points = run.projection[run.projection_labels == k]
-            ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.5, color=color, label=result.class_names[k])
-        ax.set_xlabel("template-plane axis 1")
-        ax.set_aspect("equal", adjustable="datalim")
-        ax.legend(loc="best", fontsize=8, markerscale=3)
-    axes[0].set_ylabel("template-plane axis 2")
-    return _png(figure)
+        ratio = t / base
+        word = "tighter" if ratio < 1 else "looser" if ratio > 1 else "neither tighter nor looser"
+        claims.append(f"at alpha {alpha:g} the clusters are {word} than at alpha {result.alphas[0]:g} "
+                      f"(ratio {ratio:.2f})")
+    return text + (" " + "; ".join(claims).capitalize() + "." if claims else "")
 
 
-def _augmentation(config: Any) -> str:
-    parts = [f"{name} {value:g}" for name, value in (("MixUp", config.mixup), ("CutMix", config.cutmix))
-             if value is not None]
-    return (", with " + " and ".join(parts)) if parts else ""
+def captions(result: CompareResult) -> dict[str, str]:
+    """The caption of every figure, each claim computed from the result."""
+    return {"reliability": _reliability_caption(result), "metrics_vs_alpha": _metrics_caption(result),
+            "curves": _curves_caption(result), "penultimate": _penultimate_caption(result)}
 
 
-def _first_runs(result: CompareResult) -> list[RunResult]:
-    """The lowest finished seed of every alpha (the penultimate picture's runs)."""
-    return [runs[0] for runs in map(result.runs_of, result.alphas) if runs]
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
 
 
-def _tightness_lines(result: CompareResult) -> list[str]:
-    values = [(r.alpha, r.cluster_tightness()) for r in _first_runs(result)]
-    shown = [f"alpha={a:g}: {t:.3f}" for a, t in values if t is not None]
-    if not shown:
-        return []
-    return [f"Mean distance to the class centroid over mean distance between centroids in this plane "
-            f"(smaller is tighter): {'; '.join(shown)}.", ""]
-
-
-def curves_png(result: CompareResult) -> bytes:
-    """Training curves: loss and accuracy per epoch, train (solid) and validation (dashed), every run."""
-    figure, (loss_ax, acc_ax) = _figure(2)
-    colors = [f"C{k % 10}" for k in range(len(result.alphas))]
-    for alpha, color in zip(result.alphas, colors, strict=True):
-        for k, run in enumerate(result.runs_of(alpha)):
-            epochs = [entry["epoch"] for entry in run.history]
-            for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
-                label = f"alpha = {alpha:g}" if k == 0 else None
-                train = [e[f"train_{key}"] for e in run.history]
-                ax.plot(epochs, train, color=color, linewidth=1, label=label)
-                val = [e[f"val_{key}"] for e in run.history]
-                if all(x is not None for x in val):
-                    ax.plot(epochs, val, color=color, linewidth=1, linestyle="--")
-    loss_ax.set_title("loss (train: smoothed objective; validation: NLL, dashed)", fontsize=8)
-    acc_ax.set_title("accuracy (train solid, validation dashed)", fontsize=8)
-    for ax in (loss_ax, acc_ax):
-        ax.set_xlabel("epoch")
-    if loss_ax.get_legend_handles_labels()[0]:
-        loss_ax.legend(loc="best", fontsize=8)
-    return _png(figure)
+def provenance_lines(result: CompareResult) -> list[str]:
+    """Versions, the command line and the Python call, the device, the times and the git commit."""
+    p = result.provenance
+    if not p:
+        return ["- Not recorded (this result was not produced by `compare` in this process)."]
+    wall = p.get("wall_seconds")
+    return [
+        f"- labelsmooth {p['labelsmooth']}, torch {p['torch']}, Python {p['python']}",
+        f"- command line: `{p['command_line']}`",
+        f"- Python call: `{p['call']}`",
+        f"- device: {p['device']}",
+        f"- started {p['started']}, wall time {'n/a' if wall is None else _duration(wall)}",
+        f"- git commit of the working directory: {p['git_commit'] or 'none (not a git working directory)'}",
+    ]
 
 
 def _opening(result: CompareResult) -> list[str]:
-    """The warnings the report opens with: runs that did not learn, an interrupted comparison."""
+    """The warnings after the verdicts: runs that did not learn, an interrupted comparison, bounded fits."""
     lines = []
     text = warning(result)
     if text is not None:
@@ -245,77 +369,115 @@ def _opening(result: CompareResult) -> list[str]:
     if result.partial:
         lines += [f"> **Partial report**: interrupted after {len(result.runs)} of "
                   f"{len(result.alphas) * len(result.seeds)} runs; `--resume` finishes the rest.", ""]
+    bounded = [r for r in result.runs if r.temperature_at_bound]
+    if bounded:
+        lines += [f"> **Note**: in {len(bounded)} of {len(result.runs)} runs the fitted temperature is an "
+                  "end of its search interval (the validation NLL was still falling there, as it does when "
+                  "the model separates the validation split perfectly); a larger validation split fits it "
+                  "better.", ""]
     return lines
+
+
+def _augmentation(config: Any) -> str:
+    parts = [f"{name} {value:g}" for name, value in (("MixUp", config.mixup), ("CutMix", config.cutmix))
+             if value is not None]
+    return (", with " + " and ".join(parts)) if parts else ""
 
 
 def _setup(result: CompareResult) -> str:
     config = result.config
+    segmentation = result.task == "segmentation"
+    per_pixel = " Every metric is per pixel (ignored pixels left out)." if segmentation else ""
     return (f"{result.task.capitalize()}, {result.num_classes} classes, "
             f"model `{result.settings.get('model')}`; "
             f"alphas {', '.join(f'{a:g}' for a in result.alphas)} ({config.convention} convention), "
             f"{len(result.seeds)} seeds each, {config.epochs} epochs, batches of {config.batch_size}, "
             f"lr {config.lr:g}, label noise {config.label_noise:g}{_augmentation(config)}. "
             "Test-split values: mean ± half-width of the 95% Student-t interval over seeds. "
-            "ECE: 15 equal-width bins, top label (Guo et al.'s binning).")
+            "ECE: 15 equal-width bins, top label (Guo et al.'s binning); adaptive ECE: 15 equal-mass bins; "
+            "classwise ECE: 15 bins per class; smooth ECE: Błasiok and Nakkiran's kernel estimate; AURC: "
+            "area under the risk-coverage curve. Temperature scaling: one T per run, the NLL minimizer on "
+            f"the validation split (Guo et al., 2017).{per_pixel}")
+
+
+def _figure(name: str, title: str, caption: str) -> list[str]:
+    return [f"## {title}", "", f"![{title.lower()}]({name}.png)", "",
+            f"{caption} (Also as `{name}.svg`.)", ""]
 
 
 def report_markdown(result: CompareResult) -> str:
-    lines = [
-        *_opening(result),
+    notes = captions(result)
+    base = result.alphas[0]
+    return "\n".join([
         f"# Does label smoothing help on `{result.dataset}`?",
+        "",
+        *verdicts(result),
+        "",
+        best_alphas(result),
+        "",
+        *_opening(result),
+        "## Provenance",
+        "",
+        *provenance_lines(result),
+        "",
+        "## Setup",
         "",
         _setup(result),
         "",
         *[f"- {note}" for note in result.notes],
         *([""] if result.notes else []),
-        format_table(result),
+        "## Against temperature scaling (Müller et al., 2019, Table 3)",
+        "",
+        temperature_table(result),
+        "",
+        *temperature_answer(result),
+        "",
+        "## Every metric at T = 1",
+        "",
+        metrics_table(result, scaled=False),
+        "",
+        "## Every metric after temperature scaling",
+        "",
+        metrics_table(result, scaled=True),
         "",
         "## Which differences are inside the noise",
         "",
-        f"Each alpha is compared with alpha={result.alphas[0]:g} run by run (same seed: same initialization, "
+        f"Each alpha is compared with alpha={base:g} run by run (same seed: same initialization, "
         "data order and label noise); a difference is inside the noise when the 95% interval of the paired "
         "difference contains 0. A comparison that involves a run that did not learn (test accuracy not above "
         "the majority-class rate, one-sided binomial test at 1%, or a training loss that became "
-        "non-finite or ended above its first epoch's) is not comparable.",
+        "non-finite or ended above its first epoch's) is not comparable. At T = 1:",
         "",
         *(noise_statement(result) or ["- Only one alpha was run: nothing to compare."]),
         "",
-        "## Training curves",
+        "Both temperature-scaled:",
         "",
-        "![training curves](curves.png)",
+        *(noise_statement(result, "both") or ["- Nothing to compare."]),
         "",
-        "## Reliability diagrams",
-        "",
-        "![reliability diagrams](reliability.png)",
-        "",
-        "Bars: accuracy per confidence bin (test predictions of all seeds); hatched: the gap to the bin's "
-        "mean confidence. Bars below the diagonal mean over-confidence, above it under-confidence.",
-        "",
-        "## Penultimate layer (Müller et al., 2019)",
-        "",
-        "![penultimate-layer activations](penultimate.png)",
-        "",
-        "Penultimate-layer activations of three classes (first seed) projected onto the plane through those "
-        "classes' last-layer weight vectors. Label smoothing tends to pull each class into a tighter cluster "
-        "at equal distance from the other templates.",
-        "",
-        *_tightness_lines(result),
-    ]
-    return "\n".join(lines)
+        *_figure("metrics_vs_alpha", "Metrics against alpha", notes["metrics_vs_alpha"]),
+        *_figure("curves", "Training curves", notes["curves"]),
+        *_figure("reliability", "Reliability diagrams", notes["reliability"]),
+        *_figure("penultimate", "Penultimate layer", notes["penultimate"]),
+    ])
+
+
+_DRAW = {"reliability": figures.reliability_figure, "metrics_vs_alpha": figures.metrics_figure,
+         "curves": figures.curves_figure, "penultimate": figures.penultimate_figure}
 
 
 def write_report(result: CompareResult, out: Path) -> list[Path]:
-    """Write ``metrics.json``, the three pictures and ``report.md`` into ``out`` (created if needed)."""
+    """Write ``metrics.json``, each figure as PNG and SVG, and ``report.md`` into ``out`` (created if needed).
+
+    Everything is rendered before the first file is written, and each file is
+    written atomically, so ``out`` never holds half a file.
+    """
     out.mkdir(parents=True, exist_ok=True)
     # Non-finite numbers (a run whose loss diverged) become null: JSON has no NaN.
     document = json.loads(json.dumps(result.to_dict()), parse_constant=lambda _: None)
-    files = {
-        "metrics.json": (json.dumps(document, indent=2) + "\n").encode(),
-        "reliability.png": reliability_png(result),
-        "penultimate.png": penultimate_png(result),
-        "curves.png": curves_png(result),
-        "report.md": report_markdown(result).encode(),
-    }
+    files = {"metrics.json": (json.dumps(document, indent=2) + "\n").encode()}
+    for name in FIGURES:
+        files[f"{name}.png"], files[f"{name}.svg"] = figures.render(_DRAW[name](result))
+    files["report.md"] = report_markdown(result).encode()
     paths = []
     for name, data in files.items():
         atomic_write(out / name, data)

@@ -16,7 +16,15 @@ import numpy as np
 import torch
 
 from labelsmooth.experiments.data import DataSet
-from labelsmooth.experiments.evaluate import learned_check, penultimate_weights, predict, projection, scores
+from labelsmooth.experiments.evaluate import (
+    Predictions,
+    fit_scaling,
+    learned_check,
+    penultimate_weights,
+    predict,
+    projection,
+    scores,
+)
 from labelsmooth.experiments.train import ModelFactory, TrainConfig, deterministic, train
 from labelsmooth.metrics import ReliabilityBins
 
@@ -38,7 +46,12 @@ class RunContext:
 
 @dataclass
 class RunResult:
-    """What one (alpha, seed) run measured on the test split, and how its training went."""
+    """What one (alpha, seed) run measured on the test split, and how its training went.
+
+    ``metrics`` are at temperature 1; ``scaled`` the same metrics after
+    temperature scaling with ``temperature``, fitted on the validation split
+    (both empty/``None`` without one).
+    """
 
     alpha: float
     seed: int
@@ -54,14 +67,29 @@ class RunResult:
     projection_classes: tuple[int, int, int] | None = None
     #: Wall time of the run (kept in ``runs.jsonl``, left out of ``metrics.json``).
     seconds: float = 0.0
+    scaled: dict[str, float] = field(default_factory=dict)
+    temperature: float | None = None
+    #: The fitted temperature is an end of the search interval (the NLL was still falling there).
+    temperature_at_bound: bool = False
 
     @property
     def learned(self) -> bool:
         return bool(self.check["learned"])
 
+    def value(self, key: str) -> float | None:
+        """``"nll"`` (at T = 1), ``"nll_ts"`` (after scaling), ``"temperature"``; ``None`` if not measured."""
+        if key == "temperature":
+            return self.temperature
+        if key.endswith("_ts"):
+            return self.scaled.get(key[:-3])
+        return self.metrics.get(key)
+
     def record(self) -> dict[str, Any]:
         """The run's entry in ``metrics.json``."""
-        return {"alpha": self.alpha, "seed": self.seed, **self.metrics, "learned": self.learned,
+        return {"alpha": self.alpha, "seed": self.seed, **self.metrics,
+                **{f"{name}_ts": value for name, value in self.scaled.items()},
+                "temperature": self.temperature, "temperature_at_bound": self.temperature_at_bound,
+                "learned": self.learned,
                 "learned_check": {k: v for k, v in self.check.items() if k != "learned"},
                 "history": self.history}
 
@@ -87,7 +115,8 @@ class RunResult:
         """Everything, as JSON values (a line of ``runs.jsonl``)."""
         return {
             "alpha": self.alpha, "seed": self.seed, "metrics": self.metrics, "history": self.history,
-            "check": self.check, "seconds": self.seconds,
+            "check": self.check, "seconds": self.seconds, "scaled": self.scaled,
+            "temperature": self.temperature, "temperature_at_bound": self.temperature_at_bound,
             "bins": {name: getattr(self.bins, name).tolist() for name in BIN_FIELDS}
             | {"total": self.bins.total},
             "projection": None if self.projection is None else self.projection.tolist(),
@@ -107,6 +136,7 @@ class RunResult:
             None if line["projection_labels"] is None
             else np.array(line["projection_labels"], dtype=np.int64),
             None if classes is None else (classes[0], classes[1], classes[2]), line["seconds"],
+            line["scaled"], line["temperature"], line["temperature_at_bound"],
         )
 
 
@@ -119,15 +149,30 @@ def execute(context: RunContext, alpha: float, seed: int,
     """
     started = time.perf_counter()
     config, data = context.config, context.data
+    device = torch.device(config.device)
     with deterministic(threads=config.threads, device=config.device):
         model, history = train(data, context.model, alpha, seed, config, on_step=on_step)
-        predictions, features = predict(model, data, torch.device(config.device), context.layer)
+        predictions, features = predict(model, data, device, context.layer)
         metrics, bins = scores(predictions, data.task)
+        val = predict(model, data, device, None, split="val")[0] if data.val is not None else None
+        temperature, at_bound, scaled = _temperature_scaled(predictions, val, data.task)
         check = learned_check(predictions, history)
         picture = None
         if features is not None and context.layer is not None:
             picture = projection(predictions, features, penultimate_weights(model, context.layer), data.task)
-    result = RunResult(alpha, seed, metrics, bins, history, check, seconds=time.perf_counter() - started)
+    result = RunResult(alpha, seed, metrics, bins, history, check, seconds=time.perf_counter() - started,
+                       scaled=scaled, temperature=temperature, temperature_at_bound=at_bound)
     if picture is not None:
         result.projection, result.projection_labels, result.projection_classes = picture
     return result
+
+
+def _temperature_scaled(test: Predictions, val: Predictions | None,
+                        task: str) -> tuple[float | None, bool, dict[str, float]]:
+    """The temperature fitted on ``val``, whether it is a search bound, and the test metrics after scaling."""
+    if val is None:
+        return None, False, {}
+    temperature, at_bound = fit_scaling(val)
+    if temperature is None:
+        return None, False, {}
+    return temperature, at_bound, scores(test.scaled(temperature), task)[0]

@@ -11,23 +11,25 @@ from labelsmooth.experiments.data import (
     fail,
     load_digits,
     load_image_folder,
+    load_mnist1d,
     load_shapes,
 )
 from labelsmooth.experiments.tables import load_table
 
 __all__ = ["BUILTIN", "TABLE_SUFFIXES", "load_dataset"]
 
-BUILTIN = ("digits", "shapes")
+BUILTIN = {"digits": load_digits, "shapes": load_shapes, "mnist1d": load_mnist1d}
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
 def load_dataset(dataset: str | os.PathLike[str], *, label_column: str = "label",
                  image_size: int = IMAGE_SIZE) -> DataSet:
-    """``"digits"``, ``"shapes"``, a folder of class subfolders, or a ``.csv``/``.parquet`` table."""
+    """``"digits"``, ``"shapes"``, ``"mnist1d"``, a folder of class subfolders, or a ``.csv``/``.parquet``
+    table."""
     if isinstance(dataset, str) and dataset in BUILTIN:
-        return load_digits() if dataset == "digits" else load_shapes()
+        return BUILTIN[dataset]()
     path = Path(dataset)
-    expected = "'digits', 'shapes', a folder of class subfolders or a .csv/.parquet file"
+    expected = "'digits', 'shapes', 'mnist1d', a folder of class subfolders or a .csv/.parquet file"
     if not path.exists():
         raise fail("dataset", f"{expected} that exists", str(dataset))
     if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):

@@ -19,12 +19,16 @@ from typing import Any
 from labelsmooth.experiments.data import fail
 from labelsmooth.experiments.run import RunResult
 
-__all__ = ["REPORT_FILES", "STORE", "RunStore", "check_out", "settings_hash"]
+__all__ = ["FIGURES", "REPORT_FILES", "STORE", "RunStore", "check_out", "settings_hash"]
 
 STORE = "runs.jsonl"
+#: The figures of a report, each written as ``<name>.png`` and ``<name>.svg``.
+FIGURES = ("reliability", "metrics_vs_alpha", "curves", "penultimate")
 #: What a comparison writes to ``out`` besides the store (``overwrite`` replaces exactly these).
-REPORT_FILES = ("metrics.json", "reliability.png", "penultimate.png", "curves.png", "report.md")
-FORMAT = 1
+REPORT_FILES = ("metrics.json", *(f"{name}.{kind}" for name in FIGURES for kind in ("png", "svg")),
+                "report.md")
+#: 2: runs carry temperature-scaled metrics and their temperature.
+FORMAT = 2
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
