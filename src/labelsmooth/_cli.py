@@ -46,8 +46,8 @@ def cli() -> None:
 
 OPTIONS = [
     click.option("--dataset", default=None,
-                 help="'digits' [default], 'shapes', a folder of images in class subfolders, or a "
-                      ".csv/.parquet table."),
+                 help="'digits' [default], 'shapes', 'mnist1d' (the mnist1d extra), a folder of images in "
+                      "class subfolders, or a .csv/.parquet table."),
     click.option("--model", default=None, metavar="PKG.MODULE:FACTORY",
                  help="Your model: factory(num_classes) -> nn.Module returning logits [default: a small "
                       "built-in network]."),
@@ -83,6 +83,9 @@ OPTIONS = [
     click.option("--cutmix", default=None, type=float, metavar="CONCENTRATION",
                  help="Add CutMix with this Beta concentration (e.g. 1.0) to every run; image data only."),
     click.option("--label-column", default="label", show_default=True, help="The class column of a table."),
+    click.option("--penultimate-scale", default="shared", show_default=True,
+                 type=click.Choice(["shared", "own"]),
+                 help="penultimate.png: every panel on one scale, or each on its own."),
     click.option("--ci/--no-ci", default=True, show_default=True,
                  help="95% confidence intervals over seeds (needs at least 2 seeds)."),
     click.option("--device", default="cpu", show_default=True, help="Torch device."),
@@ -221,9 +224,11 @@ def _interrupted(out: Path) -> None:
 @cli.command()
 @_with_options
 def compare(**opts: Any) -> None:
-    """Train the same model once per alpha and seed; compare accuracy, NLL, calibration (ECE)."""
+    """Train the same model once per alpha and seed; compare accuracy, NLL and calibration, at T = 1 and
+    after temperature scaling."""
     from labelsmooth.experiments import compare as run_compare
     from labelsmooth.experiments.report import format_table, noise_statement, warning
+    from labelsmooth.experiments.store import REPORT_FILES
 
     progress = _Progress()
     try:
@@ -246,8 +251,7 @@ def compare(**opts: Any) -> None:
         click.echo(f"labelsmooth: warning: {text}", err=True)
     click.echo(format_table(result))
     click.echo("\n".join(noise_statement(result)))
-    click.echo(f"wrote {opts['out'] / 'runs.jsonl'}, metrics.json, curves.png, reliability.png, "
-               "penultimate.png, report.md", err=True)
+    click.echo(f"wrote {opts['out'] / 'runs.jsonl'}, {', '.join(REPORT_FILES)}", err=True)
 
 
 @cli.command()
