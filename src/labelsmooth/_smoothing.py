@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["along_dim", "smoothing_distribution"]
+__all__ = ["along_dim", "smoothing_distribution", "weighted_distribution"]
 
 
 def smoothing_distribution(
@@ -27,6 +27,22 @@ def smoothing_distribution(
     if prior is None:
         return torch.full((num_classes,), 1.0 / num_classes, dtype=dtype, device=device)
     return prior.to(dtype=dtype, device=device)
+
+
+def weighted_distribution(
+    num_classes: int, prior: Tensor | None, weight: Tensor | None, *, dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor:
+    """``u_c w_c``: :func:`smoothing_distribution` times the class ``weight`` (``u`` itself
+    without one), the smoothing term's mass on each class under PyTorch's index-target rule.
+
+    Example:
+        >>> weighted_distribution(2, None, torch.tensor([1.0, 3.0]), dtype=torch.float32,
+        ...                       device=torch.device("cpu"))
+        tensor([0.5000, 1.5000])
+    """
+    u = smoothing_distribution(num_classes, prior, dtype=dtype, device=device)
+    return u if weight is None else u * weight.to(dtype=dtype, device=device)
 
 
 def along_dim(vector: Tensor, ndim: int, dim: int) -> Tensor:

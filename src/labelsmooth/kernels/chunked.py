@@ -31,14 +31,15 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from labelsmooth._dtypes import compute_dtype
+from labelsmooth._smoothing import smoothing_distribution
 from labelsmooth.kernels.rowmath import (
     Layout,
-    class_mass,
+    component_loss_gradient,
+    forward_outputs,
     gradient_scales,
-    outputs,
+    keep_component_loss,
     per_row,
-    row_coefficients,
-    target_mask,
+    row_terms,
     unit_rows,
     with_z_loss_gradient,
     z_loss_scale,
@@ -70,8 +71,7 @@ def _weighted_class_sum(layout: Layout, log_p: Tensor, vector: Tensor | None, ou
     else:
         # (C,) @ (n, C, S): a batched BLAS product, far cheaper than einsum here.
         if vector is None:
-            vector = torch.full((layout.num_classes,), 1.0 / layout.num_classes, dtype=log_p.dtype,
-                                device=log_p.device)
+            vector = smoothing_distribution(layout.num_classes, None, dtype=log_p.dtype, device=log_p.device)
         torch.matmul(vector, log_p, out=out[:, 0])
 
 
@@ -138,13 +138,13 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
         layout = Layout(logits.shape)
         dtype = compute_dtype(logits.dtype)
         z_divisor = divisor if z_divisor is None else z_divisor
-        cm = class_mass(layout.num_classes, prior, weight, dtype=dtype, device=logits.device)
-        mass_sum = 1.0 if cm is None else cm.sum()
-        index, tw, coef_a, smooth_mass = row_coefficients(
-            targets, target_weights, smoothing=smoothing, weight=weight,
-            ignore_index=ignore_index, mass_sum=mass_sum, dtype=dtype,
+        terms = row_terms(
+            targets, target_weights, layout.num_classes, smoothing=smoothing, prior=prior,
+            weight=weight, ignore_index=ignore_index, z_loss=z_loss, dtype=dtype, device=logits.device,
         )
-        z_mask = target_mask(targets, target_weights, ignore_index, dtype) if z_loss else None
+        index, tw, coef_a, smooth_mass, cm, z_mask = (
+            terms.target_index, terms.tw, terms.coef_a, terms.smooth_mass, terms.cm, terms.z_mask
+        )
         step = rows_per_chunk(layout.num_classes * (layout.spatial or 1), chunk_size)
         ctx.layout, ctx.step, ctx.dtype = layout, step, dtype
         ctx.softcap, ctx.smooth = softcap, smoothing != 0.0
@@ -159,22 +159,13 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
             _forward_with_gradient(ctx, logits, grad, stats, scales, scale_z, cm)
         else:
             _forward_statistics(ctx, logits, stats, cm)
-        loss, lse, nll_y, nll_smooth = stats.losses(tw, smooth_mass, mass_sum)
+        loss, lse, nll_y, nll_smooth = stats.losses(tw, smooth_mass, terms.mass_sum)
         ctx.save_for_backward(logits, index, tw, coef_a, smooth_mass, cm, lse, z_mask)
         ctx.inplace_backward = inplace_backward
         ctx.divisor, ctx.z_divisor, ctx.z_loss = divisor, z_divisor, z_loss
         ctx.grad = grad
-        ctx.component_loss = None
-        if target_weights is not None and ctx.needs_input_grad[2]:
-            # d loss_i / d lam_ik, for callers that learn mixing weights.
-            valid = (targets.reshape(index.shape) != ignore_index).to(dtype)
-            per_mass = tw / torch.where(valid > 0, target_weights.reshape(index.shape).to(dtype), 1.0)
-            ctx.target_weights_shape = target_weights.shape
-            ctx.component_loss = valid * (per_mass * nll_y + smoothing * nll_smooth[:, None])
-        if z_mask is not None:
-            # The z-loss part's gradient is None when it was only logged.
-            ctx.set_materialize_grads(False)
-        return outputs(loss, lse, z_mask, z_loss, divisor, z_divisor)
+        keep_component_loss(ctx, targets, target_weights, ignore_index, tw, nll_y, smoothing * nll_smooth)
+        return forward_outputs(ctx, loss, lse, z_mask, z_loss, divisor, z_divisor)
 
     @staticmethod
     @once_differentiable
@@ -195,8 +186,7 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
                 grad.mul_(grad_out)
             grads[0] = grad
         grad_loss = per_row(grad_out, ctx.divisor, coef_a)
-        if ctx.component_loss is not None:
-            grads[2] = (grad_loss[:, None] * ctx.component_loss).reshape(ctx.target_weights_shape)
+        grads[2] = component_loss_gradient(ctx, grad_loss)
         if not ctx.needs_input_grad[0] or grads[0] is not None:
             return tuple(grads)
         # No gradient from the forward (in place, a second backward through a

@@ -35,13 +35,13 @@ from labelsmooth.kernels import dispatch
 from labelsmooth.kernels.rowmath import (
     Layout,
     cap_column,
-    class_mass,
+    component_loss_gradient,
+    forward_outputs,
     gradient_scales,
-    outputs,
+    keep_component_loss,
     per_row,
-    row_coefficients,
     row_losses,
-    target_mask,
+    row_terms,
     unit_rows,
     with_z_loss_gradient,
     z_loss_scale,
@@ -67,13 +67,13 @@ class FusedIndexCrossEntropy(torch.autograd.Function):
         layout = Layout(logits.shape)
         dtype = compute_dtype(logits.dtype)
         z_divisor = divisor if z_divisor is None else z_divisor
-        cm = class_mass(layout.num_classes, prior, weight, dtype=dtype, device=logits.device)
-        mass_sum = 1.0 if cm is None else cm.sum()
-        index, tw, coef_a, smooth_mass = row_coefficients(
-            targets, target_weights, smoothing=smoothing, weight=weight,
-            ignore_index=ignore_index, mass_sum=mass_sum, dtype=dtype,
+        terms = row_terms(
+            targets, target_weights, layout.num_classes, smoothing=smoothing, prior=prior,
+            weight=weight, ignore_index=ignore_index, z_loss=z_loss, dtype=dtype, device=logits.device,
         )
-        z_mask = target_mask(targets, target_weights, ignore_index, dtype) if z_loss else None
+        index, tw, coef_a, smooth_mass, cm, z_mask = (
+            terms.target_index, terms.tw, terms.coef_a, terms.smooth_mass, terms.cm, terms.z_mask
+        )
         column, index_view = layout.class_column(cm), layout.view(index)
         inv_cap = cap_column(layout, softcap, dtype=dtype, device=logits.device)
         precompute = (
@@ -94,21 +94,14 @@ class FusedIndexCrossEntropy(torch.autograd.Function):
                 logits, index_view, column, dtype, inv_cap, softcap
             )
         loss, lse, nll_y, nll_smooth = row_losses(
-            layout, row_max, exp_sum, class_sum, z_y, tw, smooth_mass, mass_sum, cm is None
+            layout, row_max, exp_sum, class_sum, z_y, tw, smooth_mass, terms.mass_sum, cm is None
         )
         ctx.grad = grad
         ctx.divisor, ctx.z_divisor = divisor, z_divisor
         ctx.z_loss, ctx.softcap = z_loss, softcap
         ctx.save_for_backward(logits, index, tw, coef_a, smooth_mass, cm, lse, row_max, exp_sum, z_mask)
-        ctx.component_loss = None
-        if target_weights is not None and ctx.needs_input_grad[2]:
-            ctx.component_loss_shape = target_weights.shape
-            ctx.component_loss = _component_loss(targets, target_weights, ignore_index, tw, nll_y,
-                                                 smoothing * nll_smooth)
-        if z_mask is not None:
-            # The z-loss part's gradient is None when it was only logged.
-            ctx.set_materialize_grads(False)
-        return outputs(loss, lse, z_mask, z_loss, divisor, z_divisor)
+        keep_component_loss(ctx, targets, target_weights, ignore_index, tw, nll_y, smoothing * nll_smooth)
+        return forward_outputs(ctx, loss, lse, z_mask, z_loss, divisor, z_divisor)
 
     @staticmethod
     @once_differentiable
@@ -120,8 +113,7 @@ class FusedIndexCrossEntropy(torch.autograd.Function):
         dtype = coef_a.dtype
         grad_out = coef_a.new_zeros(()) if grad_out is None else grad_out.to(dtype)
         grad_loss = per_row(grad_out, ctx.divisor, coef_a)
-        if ctx.component_loss is not None:
-            grads[2] = (grad_loss[:, None] * ctx.component_loss).reshape(ctx.component_loss_shape)
+        grads[2] = component_loss_gradient(ctx, grad_loss)
         grad, ctx.grad = ctx.grad, None
         if not ctx.needs_input_grad[0]:
             return tuple(grads)
@@ -145,13 +137,3 @@ class FusedIndexCrossEntropy(torch.autograd.Function):
         )
         return tuple(grads)
 
-
-def _component_loss(
-    targets: Tensor, target_weights: Tensor, ignore_index: int, tw: Tensor, nll_y: Tensor,
-    smooth_nll: Tensor,
-) -> Tensor:
-    """``d loss_i / d lam_ik``, for callers that learn mixing weights."""
-    shape = tw.shape
-    valid = (targets.reshape(shape) != ignore_index).to(tw.dtype)
-    per_mass = tw / torch.where(valid > 0, target_weights.reshape(shape).to(tw.dtype), 1.0)
-    return valid * (per_mass * nll_y + smooth_nll[:, None])

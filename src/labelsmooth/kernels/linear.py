@@ -35,13 +35,11 @@ from labelsmooth.kernels import dispatch
 from labelsmooth.kernels.rowmath import (
     Layout,
     cap_column,
-    class_mass,
+    forward_outputs,
     gradient_scales,
-    outputs,
     per_row,
-    row_coefficients,
     row_losses,
-    target_mask,
+    row_terms,
     unit_rows,
     with_z_loss_gradient,
     z_loss_scale,
@@ -51,27 +49,23 @@ __all__ = ["LinearCrossEntropyFunction", "fused_linear_cross_entropy"]
 
 #: Logit elements per chunk: 3 * 2^21 float32 (24 MiB; 196 rows at V=32000).
 #: The peak is dW, dh and one chunk (plus BLAS packing buffers), and each chunk
-#: adds a read-modify-write pass over the (V, H) weight gradient. Measured at
-#: (4096, 1024, 32000) float32 on the 2-core benchmark machine, fwd+bwd time
-#: over linear-then-cross-entropy and peak RSS growth: 131 rows 1.19x, 198 MiB;
-#: 196 rows 1.06x, 220 MiB; 262 rows 1.0x, 276-308 MiB (baseline: 1510 MiB).
+#: adds a read-modify-write pass over the (V, H) weight gradient: smaller
+#: chunks save memory and cost time. This size keeps the time near unfused
+#: PyTorch's at a small fraction of its peak (BENCHMARKS.md, the linear case).
 DEFAULT_CHUNK_ELEMENTS = 3 << 21
 MIN_CHUNK_ROWS = 128
 
 
 class _Rows:
-    """The per-row coefficients of one call (:func:`~labelsmooth.kernels.rowmath.row_coefficients`)."""
+    """The per-row coefficients of one call (:func:`~labelsmooth.kernels.rowmath.row_terms`)."""
 
     def __init__(self, targets: Tensor, num_classes: int, *, smoothing: float,
                  weight: Tensor | None, ignore_index: int, z_loss: float, softcap: float | None,
                  dtype: torch.dtype, device: torch.device) -> None:
-        self.cm = class_mass(num_classes, None, weight, dtype=dtype, device=device)
-        self.mass_sum = 1.0 if self.cm is None else self.cm.sum()
-        self.index, self.tw, self.coef_a, self.smooth_mass = row_coefficients(
-            targets, None, smoothing=smoothing, weight=weight, ignore_index=ignore_index,
-            mass_sum=self.mass_sum, dtype=dtype,
+        self.terms = row_terms(
+            targets, None, num_classes, smoothing=smoothing, prior=None, weight=weight,
+            ignore_index=ignore_index, z_loss=z_loss, dtype=dtype, device=device,
         )
-        self.z_mask = target_mask(targets, None, ignore_index, dtype) if z_loss else None
         self.z_loss, self.softcap = z_loss, softcap
         #: All rows, for the row scales (flat: 2-D logits).
         self.layout = Layout(torch.Size((targets.shape[0], num_classes)))
@@ -83,8 +77,9 @@ class _Rows:
         logits = torch.nn.functional.linear(hidden[part], weight, bias)
         dtype = compute_dtype(logits.dtype)
         layout = Layout(logits.shape)
-        index = self.index[part]
-        column = layout.class_column(self.cm)
+        terms = self.terms
+        index = terms.target_index[part]
+        column = layout.class_column(terms.cm)
         inv_cap = cap_column(layout, self.softcap, dtype=dtype, device=logits.device)
         grad = None
         if grad_scales is None:
@@ -96,17 +91,17 @@ class _Rows:
                 "fused_rows", logits.device, logits.to(dtype), index, scale_p, scale_u, scale_y,
                 column, scale_z[0] if scale_z else None, inv_cap, self.softcap,
             )
-        loss, lse, _, _ = row_losses(layout, row_max, exp_sum, class_sum, z_y, self.tw[part],
-                                     self.smooth_mass[part], self.mass_sum, self.cm is None)
+        loss, lse, _, _ = row_losses(layout, row_max, exp_sum, class_sum, z_y, terms.tw[part],
+                                     terms.smooth_mass[part], terms.mass_sum, terms.cm is None)
         return grad, loss, lse
 
     def scales(self, grad_rows: Tensor, grad_z_rows: Tensor | None) -> tuple[Tensor, ...]:
         """The gradient's row scales for per-row incoming gradients (and the z-loss part's)."""
-        layout = self.layout
-        scales = gradient_scales(layout, grad_rows, self.coef_a, self.smooth_mass, self.tw, self.cm)
-        if self.z_mask is None or grad_z_rows is None:
+        layout, terms = self.layout, self.terms
+        scales = gradient_scales(layout, grad_rows, terms.coef_a, terms.smooth_mass, terms.tw, terms.cm)
+        if terms.z_mask is None or grad_z_rows is None:
             return scales
-        return (*scales, z_loss_scale(layout, grad_z_rows, self.z_loss, self.z_mask))
+        return (*scales, z_loss_scale(layout, grad_z_rows, self.z_loss, terms.z_mask))
 
 
 class LinearCrossEntropyFunction(torch.autograd.Function):
@@ -131,8 +126,8 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         grads = _GradientAccumulator(hidden, weight, bias, ctx.needs_input_grad) if fused else None
         scales = None
         if fused:
-            unit = unit_rows(divisor, state.coef_a)
-            scales = state.scales(unit, unit_rows(z_divisor, state.coef_a))
+            unit = unit_rows(divisor, state.terms.coef_a)
+            scales = state.scales(unit, unit_rows(z_divisor, state.terms.coef_a))
         losses = torch.empty(rows, dtype=dtype, device=hidden.device)
         lse = torch.empty(rows, dtype=dtype, device=hidden.device)
         for start in range(0, rows, step):
@@ -142,12 +137,9 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
                 grads.add(part, grad_logits)
         ctx.state, ctx.step, ctx.grads = state, step, grads
         ctx.divisor, ctx.z_divisor = divisor, z_divisor
-        if state.z_mask is not None:
-            # The z-loss part's gradient is None when it was only logged.
-            ctx.set_materialize_grads(False)
         # Inputs only (no copies): for a backward that has to recompute.
         ctx.save_for_backward(hidden, weight, bias, lse)
-        return outputs(losses, lse, state.z_mask, z_loss, divisor, z_divisor)
+        return forward_outputs(ctx, losses, lse, state.terms.z_mask, z_loss, divisor, z_divisor)
 
     @staticmethod
     @once_differentiable
@@ -158,7 +150,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         state: _Rows = ctx.state
         nones = (None,) * 9
         if grad_loss is None:
-            grad_loss = state.coef_a.new_zeros(())
+            grad_loss = state.terms.coef_a.new_zeros(())
         if grads is not None and grad_z is None:
             # Computed in the forward for an incoming gradient of 1: scale them
             # and let go, so autograd adopts them as .grad without a copy (a
@@ -167,11 +159,11 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         # "none", a gradient for the z-loss part, or a second backward through
         # a retained graph: recompute.
         hidden, weight, bias, lse = ctx.saved_tensors
-        grad_out = grad_loss.to(state.coef_a.dtype)
-        scale_p, scale_u, scale_y = state.scales(per_row(grad_out, ctx.divisor, state.coef_a), None)
-        if state.z_mask is not None:
+        grad_out = grad_loss.to(state.terms.coef_a.dtype)
+        scale_p, scale_u, scale_y = state.scales(per_row(grad_out, ctx.divisor, state.terms.coef_a), None)
+        if state.terms.z_mask is not None:
             scale_p = with_z_loss_gradient(state.layout, scale_p, lse, grad_out, grad_z, ctx.z_divisor,
-                                           state.z_loss, state.z_mask)
+                                           state.z_loss, state.terms.z_mask)
         recomputed = _GradientAccumulator(hidden, weight, bias, ctx.needs_input_grad)
         for start in range(0, hidden.shape[0], ctx.step):
             part = slice(start, min(start + ctx.step, hidden.shape[0]))

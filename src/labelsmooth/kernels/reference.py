@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from labelsmooth.targets import compute_dtype
+from labelsmooth._dtypes import compute_dtype
+from labelsmooth._smoothing import weighted_distribution
 
 __all__ = ["index_cross_entropy_rows"]
 
@@ -36,15 +37,9 @@ def index_cross_entropy_rows(
 ) -> tuple[Tensor, Tensor]:
     """Per-row smoothed cross-entropy, and the logsumexp of each row's (capped) logits.
 
-    Args:
-        logits: ``(M, C)``, any floating dtype (16-bit is computed in float32).
-        targets: ``(M,)`` or ``(M, K)`` int64 class indices or ``ignore_index``.
-        target_weights: ``(M, K)`` mixing weights ``lam``; ``None`` means 1.
-        smoothing: ``s`` (may exceed 1 after the "others" conversion).
-        prior: ``(C,)`` smoothing distribution, ``None`` for uniform.
-        weight: ``(C,)`` class weights or ``None``.
-        ignore_index: index value that contributes nothing.
-        softcap: ``k`` > 0 for the logits ``k tanh(logits / k)``, or ``None``.
+    Arguments as :func:`labelsmooth.kernels.index_cross_entropy_rows`, but
+    ``logits`` are ``(M, C)`` only (classes last); every operation is plain
+    autograd, so ``weight`` and ``prior`` may require grad.
 
     Returns:
         ``(losses (M,), lse (M,))`` in the compute dtype.
@@ -67,13 +62,7 @@ def index_cross_entropy_rows(
         nll = nll * weight.to(dtype)[index]
     loss = (1.0 - smoothing) * (mass * nll).sum(1)
     if smoothing != 0.0:
-        class_mass = (
-            torch.full((num_classes,), 1.0 / num_classes, dtype=dtype, device=logits.device)
-            if prior is None
-            else prior.to(dtype)
-        )
-        if weight is not None:
-            class_mass = class_mass * weight.to(dtype)
+        class_mass = weighted_distribution(num_classes, prior, weight, dtype=dtype, device=logits.device)
         # A matrix-vector product: no (M, C) product tensor besides log_probs.
         loss = loss - smoothing * mass.sum(1) * (log_probs @ class_mass)
     return loss, lse

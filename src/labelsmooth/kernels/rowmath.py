@@ -31,22 +31,31 @@ each into one loop over rows (CPU C++ or GPU Triton), and under an outer
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import torch
 from torch import Tensor
 
+from labelsmooth._smoothing import weighted_distribution
+
 __all__ = [
     "Layout",
+    "RowTerms",
     "cap_column",
     "capped",
     "class_mass",
+    "component_loss_gradient",
+    "forward_outputs",
     "fused_rows",
     "gradient_scales",
+    "keep_component_loss",
     "outputs",
     "per_row",
     "row_coefficients",
     "row_gradient",
     "row_losses",
     "row_statistics",
+    "row_terms",
     "target_mask",
     "unit_rows",
     "with_z_loss_gradient",
@@ -98,12 +107,7 @@ def class_mass(
     """``cm = u * w`` (``u`` uniform or ``prior``), or ``None`` when it is the constant ``1 / C``."""
     if prior is None and weight is None:
         return None
-    cm = (
-        torch.full((num_classes,), 1.0 / num_classes, dtype=dtype, device=device)
-        if prior is None
-        else prior.to(dtype=dtype, device=device)
-    )
-    return cm if weight is None else cm * weight.to(dtype=dtype, device=device)
+    return weighted_distribution(num_classes, prior, weight, dtype=dtype, device=device)
 
 
 def row_coefficients(
@@ -124,6 +128,62 @@ def row_coefficients(
     tw = mass if weight is None else mass * weight.to(dtype)[index]
     tw = (1.0 - smoothing) * tw
     return index, tw, tw.sum(1) + smooth_mass * mass_sum, smooth_mass
+
+
+class RowTerms(NamedTuple):
+    """What every kernel's forward derives from the targets before it reads a logit."""
+
+    #: ``cm`` (:func:`class_mass`), ``None`` for the constant ``1 / C``.
+    cm: Tensor | None
+    #: ``S = sum_c cm_c`` (1 for ``cm = None``).
+    mass_sum: Tensor | float
+    #: The four outputs of :func:`row_coefficients` (``index`` is a tuple method's name).
+    target_index: Tensor
+    tw: Tensor
+    coef_a: Tensor
+    smooth_mass: Tensor
+    #: :func:`target_mask`, or ``None`` without a z-loss.
+    z_mask: Tensor | None
+
+
+def row_terms(
+    targets: Tensor, target_weights: Tensor | None, num_classes: int, *, smoothing: float,
+    prior: Tensor | None, weight: Tensor | None, ignore_index: int, z_loss: float,
+    dtype: torch.dtype, device: torch.device,
+) -> RowTerms:
+    """:func:`class_mass`, :func:`row_coefficients` and (with a z-loss) :func:`target_mask`."""
+    cm = class_mass(num_classes, prior, weight, dtype=dtype, device=device)
+    mass_sum = 1.0 if cm is None else cm.sum()
+    index, tw, coef_a, smooth_mass = row_coefficients(
+        targets, target_weights, smoothing=smoothing, weight=weight, ignore_index=ignore_index,
+        mass_sum=mass_sum, dtype=dtype,
+    )
+    z_mask = target_mask(targets, target_weights, ignore_index, dtype) if z_loss else None
+    return RowTerms(cm, mass_sum, index, tw, coef_a, smooth_mass, z_mask)
+
+
+def keep_component_loss(
+    ctx: Any, targets: Tensor, target_weights: Tensor | None, ignore_index: int, tw: Tensor,
+    nll_y: Tensor, smooth_nll: Tensor,
+) -> None:
+    """Keep ``d loss_i / d lam_ik`` on a kernel's ``ctx`` when the mixing weights (input 2)
+    need a gradient: ``-log p`` at the component's class times its weight ``tw_ik / lam_ik``,
+    plus ``smooth_nll`` (``s`` times the smoothing term), per component not ignored."""
+    ctx.component_loss = None
+    if target_weights is None or not ctx.needs_input_grad[2]:
+        return
+    shape = tw.shape
+    valid = (targets.reshape(shape) != ignore_index).to(tw.dtype)
+    per_mass = tw / torch.where(valid > 0, target_weights.reshape(shape).to(tw.dtype), 1.0)
+    ctx.component_loss = valid * (per_mass * nll_y + smooth_nll[:, None])
+    ctx.component_loss_shape = target_weights.shape
+
+
+def component_loss_gradient(ctx: Any, grad_loss: Tensor) -> Tensor | None:
+    """The mixing weights' gradient from :func:`keep_component_loss` and the rows' incoming
+    gradient ``grad_loss`` ``(M,)``, in their shape (``None`` when none was kept)."""
+    kept: Tensor | None = ctx.component_loss
+    return None if kept is None else (grad_loss[:, None] * kept).reshape(ctx.component_loss_shape)
 
 
 def target_mask(targets: Tensor, target_weights: Tensor | None, ignore_index: int,
@@ -165,6 +225,17 @@ def outputs(
         return loss + z_rows, z_rows
     z_part = z_rows.sum() / (divisor if z_divisor is None else z_divisor)
     return loss.sum() / divisor + z_part, z_part
+
+
+def forward_outputs(
+    ctx: Any, loss: Tensor, lse: Tensor | None, z_mask: Tensor | None, z_loss: float,
+    divisor: Tensor | float | None, z_divisor: Tensor | float | None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """:func:`outputs`, returned by an autograd ``forward``: with a z-loss, the z-loss part's
+    incoming gradient is ``None`` in backward when the part was only logged."""
+    if z_mask is not None:
+        ctx.set_materialize_grads(False)
+    return outputs(loss, lse, z_mask, z_loss, divisor, z_divisor)
 
 
 def gradient_scales(
