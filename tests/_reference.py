@@ -30,6 +30,17 @@ def one_hot(targets: Tensor, num_classes: int, *, ignore_index: int | None = -10
     return dense.movedim(-1, dim)
 
 
+def mixture(
+    targets: Tensor, weights: Tensor | None, num_classes: int, *, ignore_index: int | None = -100
+) -> Tensor:
+    """Float64 ``sum_k lam_k onehot(y_k)`` over the last dim of ``(..., K)`` ``targets``, classes last.
+
+    ``weights`` are the ``lam`` of ``targets``' shape (``None``: 1 each); an ignored component adds nothing.
+    """
+    lam = torch.ones(targets.shape, dtype=torch.float64) if weights is None else weights.double()
+    return (one_hot(targets, num_classes, ignore_index=ignore_index) * lam.unsqueeze(-1)).sum(-2)
+
+
 def smooth(q: Tensor, alpha: float, *, prior: Tensor | None = None, dim: int = -1) -> Tensor:
     """``(1 - alpha) q + alpha u sum_c q_c``: each row's mass moves towards ``u`` (uniform or ``prior``)."""
     q = q.double()

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import _reference as ref
 import labelsmooth
 from labelsmooth import kernels
 
@@ -41,19 +42,12 @@ def rows_loss(logits, targets, target_weights=None, *, smoothing=0.0, prior=None
 
 
 def dense_rows_float64(logits, targets, target_weights, *, smoothing, prior, weight, ignore_index):
-    """``-sum_c w_c q_c log p_c`` with the dense mixture target ``q`` built explicitly."""
-    logits = logits.double()
-    rows, num_classes = logits.shape
-    index = targets.reshape(rows, -1)
-    lam = torch.ones(index.shape, dtype=torch.float64) if target_weights is None else target_weights.double()
-    valid = index != ignore_index
-    onehot = F.one_hot(torch.where(valid, index, 0), num_classes).double() * (lam * valid)[..., None]
-    mass = onehot.sum((1, 2))
-    u = torch.full((num_classes,), 1.0 / num_classes, dtype=torch.float64)
-    u = u if prior is None else prior.double()
-    q = (1 - smoothing) * onehot.sum(1) + smoothing * mass[:, None] * u
-    w = torch.ones(num_classes, dtype=torch.float64) if weight is None else weight.double()
-    return -(q * w * torch.log_softmax(logits, 1)).sum(1)
+    """The oracle's rows for ``(M, C)`` logits: the dense mixture target ``q``, smoothed towards
+    ``prior`` (or uniform), then ``-sum_c w_c q_c log p_c``."""
+    index = targets.reshape(logits.shape[0], -1)
+    lam = None if target_weights is None else target_weights.reshape(index.shape)
+    q = ref.mixture(index, lam, logits.shape[1], ignore_index=ignore_index)
+    return ref.cross_entropy_rows(logits, ref.smooth(q, smoothing, prior=prior), weight=weight)
 
 
 def peak_allocation(prof):
@@ -345,18 +339,6 @@ def test_segmentation_inplace_backward_through_cross_entropy():
     assert leaf.grad.data_ptr() == leaf.data_ptr()
 
 
-def _unfused_kernel(logits, targets, target_weights=None, **options):
-    """The reference (log-softmax) kernel behind the same call the chunked one gets."""
-    from labelsmooth.kernels import reference
-
-    options.pop("inplace_backward", None)
-    divisor = options.pop("divisor", None)
-    if logits.dim() == 3:
-        logits = logits.movedim(1, -1).reshape(-1, logits.shape[1])
-    rows, _ = reference.index_cross_entropy_rows(logits, targets, target_weights, **options)
-    return rows if divisor is None else rows.sum() / divisor
-
-
 @pytest.mark.parametrize(
     ("options", "convention"),
     [("plain", "uniform"), ("plain", "others"), ("weight", "uniform"), ("weight", "others"),
@@ -364,7 +346,11 @@ def _unfused_kernel(logits, targets, target_weights=None, **options):
 )
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize(("shape", "dim"), [((6, 5), 1), ((2, 5, 3, 2), 1), ((2, 3, 5), -1)], ids=str)
-def test_fused_equals_unfused_cross_entropy(monkeypatch, convention, reduction, options, shape, dim):
+def test_cross_entropy_in_every_layout_matches_the_dense_float64_target(convention, reduction, options,
+                                                                        shape, dim):
+    """cross_entropy through the kernels, against ``-sum_c w_c q_c log p_c`` of the target ``q``
+    written out from each convention's definition; the mean divides by ``sum_i w_{y_i}``
+    (PyTorch's rule for index targets)."""
     generator = torch.Generator().manual_seed(10)
     logits = torch.randn(shape, generator=generator, dtype=torch.float64)
     index_shape = tuple(s for i, s in enumerate(shape) if i != dim % len(shape))
@@ -375,15 +361,21 @@ def test_fused_equals_unfused_cross_entropy(monkeypatch, convention, reduction, 
         extra["weight"] = torch.rand(5, generator=generator, dtype=torch.float64) + 0.1
     if options == "prior":
         extra["prior"] = torch.softmax(torch.randn(5, generator=generator, dtype=torch.float64), 0)
-
-    def run():
-        leaf = logits.clone().requires_grad_()
-        loss = labelsmooth.cross_entropy(leaf, targets, alpha=0.2, reduction=reduction,
-                                         convention=convention, dim=dim, **extra)
-        loss.sum().backward()
-        return loss, leaf.grad
-
-    fused = run()
-    monkeypatch.setattr(labelsmooth.kernels, "index_cross_entropy_rows", _unfused_kernel)
-    unfused = run()
-    torch.testing.assert_close(fused, unfused)
+    one_hot = ref.one_hot(targets, 5, dim=dim)
+    if convention == "others":  # 1 - alpha on the true class, alpha / (C - 1) on each other one
+        q = one_hot * 0.8 + (one_hot.sum(dim, keepdim=True) - one_hot) * 0.2 / 4
+    else:
+        q = ref.smooth(one_hot, 0.2, prior=extra.get("prior"), dim=dim)
+    weight = extra.get("weight")
+    valid = (targets != -100).double()
+    count = valid.sum() if weight is None else (weight[targets.clamp(min=0)] * valid).sum()
+    leaf = logits.clone().requires_grad_()
+    loss = labelsmooth.cross_entropy(leaf, targets, alpha=0.2, reduction=reduction, convention=convention,
+                                     dim=dim, **extra)
+    theirs_in = logits.clone().requires_grad_()
+    rows = ref.cross_entropy_rows(theirs_in, q, weight=weight, dim=dim)
+    theirs = {"none": rows, "sum": rows.sum(), "mean": rows.sum() / count}[reduction]
+    torch.testing.assert_close(loss, theirs)
+    loss.sum().backward()
+    theirs.sum().backward()
+    torch.testing.assert_close(leaf.grad, theirs_in.grad)

@@ -1,15 +1,15 @@
-"""The fused output layer against ``F.linear`` then ``F.cross_entropy(label_smoothing=)`` in float64."""
+"""The fused output layer against ``F.linear`` then ``F.cross_entropy(label_smoothing=)`` in float64.
+
+Function equals module and pickling: ``test_loss_contract``.
+"""
 
 from __future__ import annotations
-
-import pickle
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-import labelsmooth
-from labelsmooth import LinearCrossEntropyLoss, linear_cross_entropy
+from labelsmooth import linear_cross_entropy
 
 DTYPE_TOL = {
     torch.float64: (1e-10, 1e-10),
@@ -118,17 +118,6 @@ def test_huge_logits_stay_finite():
                                torch.tensor([1, 1]), label_smoothing=0.1)
     assert torch.isfinite(hidden.grad).all() and torch.isfinite(weight.grad).all()
     torch.testing.assert_close(loss.double(), expected, rtol=1e-6, atol=1e-2)
-
-
-def test_module_equals_function_and_pickles():
-    hidden, weight, bias, targets = make_case(7, 4, 6, torch.float32)
-    module = LinearCrossEntropyLoss(alpha=0.1, reduction="sum", chunk_size=3)
-    expected = labelsmooth.linear_cross_entropy(hidden, weight, targets, linear_bias=bias, alpha=0.1,
-                                                reduction="sum", chunk_size=3)
-    torch.testing.assert_close(module(hidden, weight, targets, bias), expected)
-    clone = pickle.loads(pickle.dumps(module))
-    assert repr(clone) == repr(module)
-    torch.testing.assert_close(clone(hidden, weight, targets, bias), expected)
 
 
 @pytest.mark.parametrize(

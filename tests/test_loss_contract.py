@@ -144,7 +144,8 @@ LINEAR = LossCase(
         reduction=o["reduction"],
     ),
     inputs=_linear_inputs,
-    options={"alpha": ALPHA, "ignore_index": IGNORE},
+    # Three rows a chunk: the module passes chunk_size on, and 6 rows take two chunks.
+    options={"alpha": ALPHA, "ignore_index": IGNORE, "chunk_size": 3},
     grad_inputs=(0, 1, 3),
 )
 
