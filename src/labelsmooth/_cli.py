@@ -24,6 +24,11 @@ DEFAULT_OUT = "runs/compare"
 class UsageError(Exception):
     """Bad input found by the command itself; printed as one line by :func:`labelsmooth.cli.main`."""
 
+    @classmethod
+    def of(cls, arg: str, expected: str, got: object) -> UsageError:
+        """The error for ``arg`` in the library's one wording (:func:`labelsmooth._validation.fail`)."""
+        return cls(str(v.fail(arg, expected, got)))
+
 
 def _parse_alphas(text: str) -> list[float]:
     tokens = [t for t in re.split(r"[,\s]+", text.strip()) if t]
@@ -32,9 +37,9 @@ def _parse_alphas(text: str) -> list[float]:
         try:
             alphas.append(float(token))
         except ValueError:
-            raise UsageError(str(v.fail("alphas", "numbers in [0, 1]", token))) from None
+            raise UsageError.of("alphas", "numbers in [0, 1]", token) from None
     if not alphas:
-        raise UsageError(str(v.fail("alphas", "at least one number in [0, 1]", text)))
+        raise UsageError.of("alphas", "at least one number in [0, 1]", text)
     return alphas
 
 
@@ -175,7 +180,7 @@ def _user_data(opts: dict[str, Any]) -> Any:
     from labelsmooth.experiments.imports import load_splits
 
     if opts["data"] is not None and opts["dataset"] is not None:
-        raise UsageError(str(v.fail("data", "either --data or --dataset, not both", opts["data"])))
+        raise UsageError.of("data", "either --data or --dataset, not both", opts["data"])
     if opts["data"] is not None:
         train, val, test = load_splits(opts["data"])
         return from_datasets(train, test, val, num_classes=opts["num_classes"],
@@ -269,7 +274,7 @@ def explain(alpha: float, classes: int, convention: str) -> None:
     except ValueError as error:
         raise UsageError(str(error)) from None
     if classes < 2:
-        raise UsageError(str(v.fail("classes", "an int >= 2", classes)))
+        raise UsageError.of("classes", "an int >= 2", classes)
     other = "others" if convention == "uniform" else "uniform"
     # "others" alpha a equals "uniform" alpha a * C / (C - 1).
     factor = classes / (classes - 1) if convention == "others" else (classes - 1) / classes
