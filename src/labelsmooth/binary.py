@@ -25,6 +25,19 @@ def _check_broadcast_vector(value: Tensor | None, arg: str, shape: torch.Size) -
     return value
 
 
+def _binary_tensor_validation(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Floating ``logits`` and real ``targets`` of the same shape, or raise naming the argument."""
+    logits = v.check_tensor(logits, "logits")
+    if not logits.is_floating_point():
+        raise v.fail("logits", "a floating-point tensor", logits.dtype, error=TypeError)
+    targets = v.check_tensor(targets, "targets")
+    if targets.shape != logits.shape:
+        raise v.fail("targets", f"the logits' shape {tuple(logits.shape)}", tuple(targets.shape))
+    if targets.is_complex():
+        raise v.fail("targets", "real values in [0, 1]", targets.dtype, error=TypeError)
+    return logits, targets
+
+
 def smooth_binary_labels(targets: Tensor, alpha: float) -> Tensor:
     """``targets * (1 - alpha) + alpha / 2``: each binary label moves ``alpha / 2`` towards 1/2."""
     return targets * (1.0 - alpha) + alpha / 2.0
@@ -75,14 +88,7 @@ def binary_cross_entropy_with_logits(
         Szegedy et al., "Rethinking the Inception Architecture for Computer
         Vision", 2016. Keras, ``tf.keras.losses.BinaryCrossentropy(label_smoothing=...)``.
     """
-    logits = v.check_tensor(logits, "logits")
-    if not logits.is_floating_point():
-        raise v.fail("logits", "a floating-point tensor", logits.dtype, error=TypeError)
-    targets = v.check_tensor(targets, "targets")
-    if targets.shape != logits.shape:
-        raise v.fail("targets", f"the logits' shape {tuple(logits.shape)}", tuple(targets.shape))
-    if targets.is_complex():
-        raise v.fail("targets", "real values in [0, 1]", targets.dtype, error=TypeError)
+    logits, targets = _binary_tensor_validation(logits, targets)
     alpha = v.check_probability(alpha, "alpha")
     reduction = v.check_reduction(reduction)
     weight = _check_broadcast_vector(weight, "weight", logits.shape)

@@ -33,6 +33,39 @@ def _dense_targets(
     return dense, dense.sum(1, keepdim=True)
 
 
+def _class_dim_first(logits: Tensor, targets: Tensor | SoftTargets, dim: int
+                     ) -> tuple[Tensor, Tensor | SoftTargets]:
+    """Checked ``(N, C, ...)`` logits with the classes moved to dim 1 (dense targets too)."""
+    logits, dim = v.check_logits(logits, dim)
+    if logits.dim() < 2:
+        raise v.fail("logits", "a tensor of shape (N, C, ...)", tuple(logits.shape))
+    if dim != 1:
+        if dim == 0:
+            raise v.fail("dim", "a class dimension after the batch dimension 0", dim)
+        if isinstance(targets, Tensor) and targets.shape == logits.shape:
+            targets = targets.movedim(dim, 1)
+        logits = logits.movedim(dim, 1)
+    return logits, targets
+
+
+def _dice_compute(logits: Tensor, target: Tensor, mass: Tensor, *, softmax: bool, smooth: float,
+                  batch: bool) -> Tensor:
+    """The unreduced loss, ``(N, C)`` (``(C,)`` with ``batch``), of class-dim-1 inputs."""
+    dtype = compute_dtype(logits.dtype)
+    probs = torch.softmax(logits.to(dtype), dim=1) if softmax else logits.to(dtype)
+    # Ignored positions (mass 0) drop out of the prediction too; a position whose
+    # MixUp partner is ignored counts with its remaining mass, as in cross_entropy.
+    probs = probs * mass
+    dims = tuple(range(2, logits.dim()))
+    if batch:
+        dims = (0, *dims)
+    size = probs.sum(dims) + target.sum(dims) if dims else probs + target
+    diff = (probs - target).abs()
+    diff = diff.sum(dims) if dims else diff
+    # The L1 form of the intersection: equal to sum(x * y) for one-hot y.
+    return 1.0 - (size - diff + smooth) / (size + smooth)
+
+
 def dice_loss(
     logits: Tensor,
     targets: Tensor | SoftTargets,
@@ -48,8 +81,8 @@ def dice_loss(
     r"""Soft Dice loss, one minus the Dice coefficient per sample and class.
 
     With ``x = softmax(logits)`` over the class dim 1 (or ``logits`` themselves
-    when ``softmax=False``), the smoothed target ``y = (1 - alpha) * t + alpha * u``,
-    and sums over the positions that are not ignored:
+    when ``softmax=False``), the smoothed target ``y = (1 - alpha) t + alpha u sum_c t_c``
+    (:func:`~labelsmooth.smooth_labels`), and sums over the positions that are not ignored:
 
     .. math::
         I = \tfrac12\left(\lVert x\rVert_1 + \lVert y\rVert_1 - \lVert x - y\rVert_1\right),\qquad
@@ -94,34 +127,14 @@ def dice_loss(
         Milletari, Navab and Ahmadi, "V-Net", 2016. Wang, Blaschko et al.,
         "Jaccard Metric Losses: Optimizing the Jaccard Index with Soft Labels", 2023.
     """
-    logits, dim = v.check_logits(logits, dim)
-    if logits.dim() < 2:
-        raise v.fail("logits", "a tensor of shape (N, C, ...)", tuple(logits.shape))
-    if dim != 1:
-        if dim == 0:
-            raise v.fail("dim", "a class dimension after the batch dimension 0", dim)
-        if isinstance(targets, Tensor) and targets.shape == logits.shape:
-            targets = targets.movedim(dim, 1)
-        logits = logits.movedim(dim, 1)
+    logits, targets = _class_dim_first(logits, targets, dim)
     alpha = v.check_probability(alpha, "alpha")
     ignore_index = v.check_optional_int(ignore_index, "ignore_index")
     reduction = v.check_reduction(reduction)
     v.check_init_args(softmax=softmax, batch=batch)
     smooth = v.check_nonnegative(smooth, "smooth")
-    dtype = compute_dtype(logits.dtype)
-    probs = torch.softmax(logits.to(dtype), dim=1) if softmax else logits.to(dtype)
     target, mass = _dense_targets(logits, targets, alpha, ignore_index)
-    # Ignored positions (mass 0) drop out of the prediction too; a position whose
-    # MixUp partner is ignored counts with its remaining mass, as in cross_entropy.
-    probs = probs * mass
-    dims = tuple(range(2, logits.dim()))
-    if batch:
-        dims = (0, *dims)
-    size = probs.sum(dims) + target.sum(dims) if dims else probs + target
-    diff = (probs - target).abs()
-    diff = diff.sum(dims) if dims else diff
-    # The L1 form of the intersection: equal to sum(x * y) for one-hot y.
-    loss = 1.0 - (size - diff + smooth) / (size + smooth)
+    loss = _dice_compute(logits, target, mass, softmax=softmax, smooth=smooth, batch=batch)
     if reduction == "none":
         return loss
     return loss.sum() if reduction == "sum" else loss.mean()

@@ -17,15 +17,37 @@ from labelsmooth.soft_targets import SoftTargets
 __all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss", "DiceCELoss", "DiceLoss", "LinearCrossEntropyLoss"]
 
 
-def _large_vocabulary_repr(module: CrossEntropyLoss | LinearCrossEntropyLoss) -> str:
-    """The z-loss, softcap and return_z_loss options, when they are not the defaults."""
-    parts = [f"z_loss={module.z_loss}"] if module.z_loss else []
-    parts += [] if module.softcap is None else [f"softcap={module.softcap}"]
-    parts += ["return_z_loss=True"] if module.return_z_loss else []
-    return "".join(", " + part for part in parts)
+class _CrossEntropyOptions(nn.Module):
+    """The options :class:`CrossEntropyLoss` and :class:`LinearCrossEntropyLoss` share, stored
+    (after ``v.check_init_args``) and shown in one place."""
+
+    weight: Tensor | None
+
+    def _store(
+        self, *, alpha: float | None, label_smoothing: float | None, ignore_index: int,
+        reduction: str, z_loss: float, softcap: float | None, return_z_loss: bool,
+        weight: Tensor | None,
+    ) -> None:
+        self.alpha = v.check_smoothing(alpha, label_smoothing)
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+        self.z_loss = float(z_loss)
+        self.softcap = v.check_softcap(softcap)
+        self.return_z_loss = return_z_loss
+        # A buffer, so ``.to(device)`` moves it with the module.
+        self.register_buffer("weight", weight)
+
+    def _options_repr(self, own: str) -> str:
+        """``alpha``, ``ignore_index``, ``reduction``, the subclass's ``own`` options, then the
+        z-loss, softcap and return_z_loss options that are not the defaults."""
+        parts = [f"alpha={self.alpha}, ignore_index={self.ignore_index}, reduction={self.reduction!r}", own]
+        parts += [f"z_loss={self.z_loss}"] if self.z_loss else []
+        parts += [] if self.softcap is None else [f"softcap={self.softcap}"]
+        parts += ["return_z_loss=True"] if self.return_z_loss else []
+        return ", ".join(parts)
 
 
-class CrossEntropyLoss(nn.Module):
+class CrossEntropyLoss(_CrossEntropyOptions):
     """Module form of :func:`labelsmooth.cross_entropy`; see it for the math and shapes.
 
     ``label_smoothing`` is PyTorch's name for ``alpha``. ``num_items_in_batch``
@@ -43,7 +65,6 @@ class CrossEntropyLoss(nn.Module):
 z_loss=0.0001, softcap=30.0)
     """
 
-    weight: Tensor | None
     prior: Tensor | None
 
     def __init__(
@@ -66,16 +87,11 @@ z_loss=0.0001, softcap=30.0)
             reduction=reduction, convention=convention, ignore_index=ignore_index, dim=dim,
             z_loss=z_loss, softcap=softcap, return_z_loss=return_z_loss,
         )
-        self.alpha = v.check_smoothing(alpha, label_smoothing)
-        self.ignore_index = ignore_index
-        self.reduction = reduction
+        self._store(alpha=alpha, label_smoothing=label_smoothing, ignore_index=ignore_index,
+                    reduction=reduction, z_loss=z_loss, softcap=softcap, return_z_loss=return_z_loss,
+                    weight=weight)
         self.convention = convention
         self.dim = dim
-        self.z_loss = float(z_loss)
-        self.softcap = v.check_softcap(softcap)
-        self.return_z_loss = return_z_loss
-        # Buffers, so ``.to(device)`` moves them with the module.
-        self.register_buffer("weight", weight)
         self.register_buffer("prior", prior)
 
     def forward(
@@ -90,14 +106,10 @@ z_loss=0.0001, softcap=30.0)
         )
 
     def extra_repr(self) -> str:
-        return (
-            f"alpha={self.alpha}, ignore_index={self.ignore_index}, "
-            f"reduction={self.reduction!r}, convention={self.convention!r}, dim={self.dim}"
-            + _large_vocabulary_repr(self)
-        )
+        return self._options_repr(f"convention={self.convention!r}, dim={self.dim}")
 
 
-class LinearCrossEntropyLoss(nn.Module):
+class LinearCrossEntropyLoss(_CrossEntropyOptions):
     """Module form of :func:`labelsmooth.linear_cross_entropy`; see it for the math and shapes.
 
     The module stores the options only (``weight`` is the class weights, a
@@ -113,8 +125,6 @@ class LinearCrossEntropyLoss(nn.Module):
         >>> round(loss(torch.tensor([[1.0, 0.0]]), proj, torch.tensor([0])).item(), 4)
         0.3729
     """
-
-    weight: Tensor | None
 
     def __init__(
         self,
@@ -132,14 +142,10 @@ class LinearCrossEntropyLoss(nn.Module):
         super().__init__()
         v.check_init_args(reduction=reduction, ignore_index=ignore_index, z_loss=z_loss,
                           softcap=softcap, return_z_loss=return_z_loss)
-        self.alpha = v.check_smoothing(alpha, label_smoothing)
-        self.ignore_index = ignore_index
-        self.reduction = reduction
+        self._store(alpha=alpha, label_smoothing=label_smoothing, ignore_index=ignore_index,
+                    reduction=reduction, z_loss=z_loss, softcap=softcap, return_z_loss=return_z_loss,
+                    weight=weight)
         self.chunk_size = v.check_chunk_size(chunk_size)
-        self.z_loss = float(z_loss)
-        self.softcap = v.check_softcap(softcap)
-        self.return_z_loss = return_z_loss
-        self.register_buffer("weight", weight)
 
     def forward(
         self, input: Tensor, linear_weight: Tensor, target: Tensor,
@@ -153,11 +159,7 @@ class LinearCrossEntropyLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return (
-            f"alpha={self.alpha}, ignore_index={self.ignore_index}, "
-            f"reduction={self.reduction!r}, chunk_size={self.chunk_size}"
-            + _large_vocabulary_repr(self)
-        )
+        return self._options_repr(f"chunk_size={self.chunk_size}")
 
 
 class BCEWithLogitsLoss(nn.Module):

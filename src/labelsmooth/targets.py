@@ -153,31 +153,42 @@ def smooth_labels(
         Vision", 2016.
     """
     logits, dim = v.check_logits(logits, dim)
-    alpha = v.check_probability(alpha, "alpha")
-    convention = v.check_convention(convention)
     ignore_index = v.check_optional_int(ignore_index, "ignore_index")
-    num_classes = logits.shape[dim]
-    prior = v.check_class_vector(prior, "prior", num_classes, distribution=True)
-    check_prior_convention(prior, convention)
-    alpha = effective_alpha(alpha, num_classes, convention)
-
+    alpha, prior = _smoothing_arg_validation(alpha, prior, convention, logits.shape[dim])
     if isinstance(targets, SoftTargets):
-        # Structured in, structured out: smoothing composes without a dense tensor.
-        if alpha > 1.0:
-            expected = "an effective alpha <= 1 for SoftTargets (convention='others' exceeds it)"
-            raise v.fail("alpha", expected, alpha)
-        return targets.smooth(alpha, prior=prior)
+        return _smooth_soft_targets(targets, alpha, prior)
     if v.target_form(logits, targets, dim) == "index":
-        v.check_index_values(targets, num_classes, ignore_index)
+        v.check_index_values(targets, logits.shape[dim], ignore_index)
         return _index_to_dense(logits, targets, alpha, prior, ignore_index, dim)
     v.check_dense_values(targets)
+    return _smooth_dense(logits, targets, alpha, prior, dim)
+
+
+def _smoothing_arg_validation(
+    alpha: float, prior: Tensor | None, convention: str, num_classes: int
+) -> tuple[float, Tensor | None]:
+    """The checked options of :func:`smooth_labels`: ``(uniform-convention alpha, prior)``."""
+    alpha = v.check_probability(alpha, "alpha")
+    convention = v.check_convention(convention)
+    prior = v.check_class_vector(prior, "prior", num_classes, distribution=True)
+    check_prior_convention(prior, convention)
+    return effective_alpha(alpha, num_classes, convention), prior
+
+
+def _smooth_soft_targets(targets: SoftTargets, alpha: float, prior: Tensor | None) -> SoftTargets:
+    # Structured in, structured out: smoothing composes without a dense tensor.
+    if alpha > 1.0:
+        expected = "an effective alpha <= 1 for SoftTargets (convention='others' exceeds it)"
+        raise v.fail("alpha", expected, alpha)
+    return targets.smooth(alpha, prior=prior)
+
+
+def _smooth_dense(logits: Tensor, targets: Tensor, alpha: float, prior: Tensor | None, dim: int) -> Tensor:
+    """``(1 - alpha) t + alpha u sum_c t_c`` for dense ``t`` (checked), in the compute dtype."""
     dtype = compute_dtype(logits.dtype)
     dense = targets.to(device=logits.device, dtype=dtype)
-    u = along_dim(
-        smoothing_distribution(num_classes, prior, dtype=dtype, device=logits.device),
-        logits.dim(), dim,
-    )
-    return (1.0 - alpha) * dense + alpha * u * dense.sum(dim, keepdim=True)
+    u = smoothing_distribution(logits.shape[dim], prior, dtype=dtype, device=logits.device)
+    return (1.0 - alpha) * dense + alpha * along_dim(u, logits.dim(), dim) * dense.sum(dim, keepdim=True)
 
 
 def ensure_targets_one_hot(
