@@ -2,7 +2,8 @@
 
 ``u`` is uniform (``1 / C`` each) or a caller's ``prior``; index, dense and
 structured targets (:mod:`labelsmooth.targets`, :mod:`labelsmooth.soft_targets`)
-and the losses build it here, so "uniform" means the same vector everywhere.
+and the losses build it here, so "uniform" means the same vector everywhere;
+the kernels take ``u w`` (``w`` the class weights) from here too.
 It sits below both target modules: :mod:`labelsmooth.targets` accepts
 ``SoftTargets``, and ``SoftTargets`` needs ``u``.
 """
