@@ -29,4 +29,24 @@ def test_compare_your_model_example_learns_and_writes_the_report(tmp_path):
     assert all(run["accuracy"] > 0.8 for run in document["runs"])
     assert document["config"]["penultimate"] == "classify"
     report = (out / "report.md").read_text()
-    assert all(f"]({name}.png)" in report for name in ("curves", "reliability", "penultimate"))
+    assert all(f"]({name}.png)" in report for name in ("curves", "reliability", "penultimate",
+                                                        "metrics_vs_alpha"))
+    assert "against temperature scaling at alpha=0: " in result.stdout
+
+
+def test_every_readme_table_has_its_markers_and_only_they_are_replaced():
+    """``examples/compare_readme_tables.py`` writes the README's results tables between markers."""
+    import importlib.util
+
+    path = EXAMPLE.with_name("compare_readme_tables.py")
+    spec = importlib.util.spec_from_file_location("compare_readme_tables", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    readme = script.README.read_text()
+    for name in script.COMPARISONS:
+        assert readme.count(f"<!-- compare: {name} -->\n") == 1, name
+    text = "before\n<!-- compare: a -->\nold\nlines\n<!-- /compare -->\nafter <!-- compare: b -->\n"
+    assert script.replace(text, "a", "new") == ("before\n<!-- compare: a -->\nnew\n<!-- /compare -->\n"
+                                                "after <!-- compare: b -->\n")
+    with pytest.raises(SystemExit, match="no '<!-- compare: c -->'"):
+        script.replace(text, "c", "new")

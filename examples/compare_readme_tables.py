@@ -1,0 +1,77 @@
+"""Rerun the comparisons whose results the README shows, and write their tables into README.md.
+
+    python examples/compare_readme_tables.py                 # every table (about 20 min on 2 CPU cores)
+    python examples/compare_readme_tables.py mnist1d-noise   # one of them
+
+Each comparison writes its full report to ``runs/readme/<name>``; its headline table, verdicts and the answer
+against temperature scaling replace what stands between ``<!-- compare: <name> -->`` and
+``<!-- /compare -->`` in README.md, with the command, the run time and the commit. Nothing else in the
+README changes, so every number there comes from the last run of this script.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+from labelsmooth.experiments import compare
+from labelsmooth.experiments.provenance import git_commit
+from labelsmooth.experiments.report import atomic_write, format_table, temperature_answer, verdicts
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+#: name -> (the equivalent command, compare()'s arguments).
+COMPARISONS = {
+    "digits": ("labelsmooth compare", {"dataset": "digits"}),
+    "shapes": ("labelsmooth compare --dataset shapes", {"dataset": "shapes"}),
+    # 3 alphas x 10 seeds x 40 epochs of the small 1-D CNN: about 12 minutes on 2 cores.
+    "mnist1d-noise": (
+        "labelsmooth compare --dataset mnist1d --label-noise 0.3 --alphas 0 0.1 0.3 --seeds 10 --epochs 40",
+        {"dataset": "mnist1d", "label_noise": 0.3, "alphas": (0.0, 0.1, 0.3), "seeds": 10, "epochs": 40},
+    ),
+}
+
+
+def block(name: str) -> str:
+    """Run comparison ``name`` and return the Markdown that goes between its markers."""
+    command, arguments = COMPARISONS[name]
+    started = time.perf_counter()
+    result = compare(**arguments, out=ROOT / "runs" / "readme" / name, overwrite=True)
+    minutes = (time.perf_counter() - started) / 60
+    commit = git_commit(ROOT)
+    at = "outside git" if commit is None else f"commit {commit[:12]}" + (
+        " with uncommitted changes" if "uncommitted" in commit else "")
+    return "\n".join([
+        f"`{command}` ({minutes:.1f} min on a shared 2-core machine, {at}; written by "
+        f"`python examples/compare_readme_tables.py {name}`):",
+        "",
+        format_table(result),
+        "",
+        *verdicts(result),
+        *temperature_answer(result),
+    ])
+
+
+def replace(text: str, name: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- compare: {re.escape(name)} -->\n).*?(\n<!-- /compare -->)", re.DOTALL)
+    if not pattern.search(text):
+        raise SystemExit(f"README.md has no '<!-- compare: {name} -->' ... '<!-- /compare -->' block")
+    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+
+
+def main(names: list[str]) -> None:
+    unknown = sorted(set(names) - set(COMPARISONS))
+    if unknown:
+        raise SystemExit(f"unknown comparison(s) {unknown}; expected some of {sorted(COMPARISONS)}")
+    for name in names or list(COMPARISONS):
+        body = block(name)
+        # Read and write per comparison: a long run's table is kept even if a later one is stopped.
+        atomic_write(README, replace(README.read_text(), name, body).encode())
+        print(f"README.md: {name} updated", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
