@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -255,6 +256,6 @@ def test_git_commit_is_none_outside_a_repository(tmp_path):
 
 
 def test_call_text_shows_what_differs_from_the_defaults():
-    shown = call_text({"dataset": "mnist1d", "alphas": [0.0, 0.3], "seeds": 3, "model": None},
-                      {"alphas": (0.0, 0.1), "seeds": 3, "model": None})
-    assert shown == "compare('mnist1d', alphas=[0.0, 0.3])"
+    shown = call_text({"dataset": "mnist1d", "alphas": [0.0, 0.3], "seeds": 3, "model": None,
+                       "out": Path("runs/x")}, {"alphas": (0.0, 0.1), "seeds": 3, "model": None, "out": None})
+    assert shown == "compare('mnist1d', alphas=[0.0, 0.3], out='runs/x')"

@@ -6,6 +6,7 @@ comparison writes the same ``metrics.json`` as an uninterrupted one.
 
 from __future__ import annotations
 
+import os
 import platform
 import shlex
 import subprocess
@@ -46,6 +47,8 @@ def _shown(value: object) -> str:
     """A value as the call shows it: literals as written, callables by name, data sets by type."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return repr(value)
+    if isinstance(value, os.PathLike):
+        return repr(os.fspath(value))
     if isinstance(value, (list, tuple)) and all(isinstance(x, (int, float)) for x in value):
         return repr(value)
     if callable(value) and hasattr(value, "__qualname__"):
