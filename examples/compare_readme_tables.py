@@ -1,6 +1,6 @@
 """Rerun the comparisons whose results the README shows, and write their tables into README.md.
 
-    python examples/compare_readme_tables.py                 # every table (about 20 min on 2 CPU cores)
+    python examples/compare_readme_tables.py                 # every table (16 min on a shared 2-core machine)
     python examples/compare_readme_tables.py mnist1d-noise   # one of them
 
 Each comparison writes its full report to ``runs/readme/<name>``; its headline table, verdicts and the answer
@@ -27,7 +27,7 @@ README = ROOT / "README.md"
 COMPARISONS = {
     "digits": ("labelsmooth compare", {"dataset": "digits"}),
     "shapes": ("labelsmooth compare --dataset shapes", {"dataset": "shapes"}),
-    # 3 alphas x 10 seeds x 40 epochs of the small 1-D CNN: about 12 minutes on 2 cores.
+    # 3 alphas x 10 seeds x 40 epochs of the small 1-D CNN: 9 minutes on a shared 2-core machine.
     "mnist1d-noise": (
         "labelsmooth compare --dataset mnist1d --label-noise 0.3 --alphas 0 0.1 0.3 --seeds 10 --epochs 40",
         {"dataset": "mnist1d", "label_noise": 0.3, "alphas": (0.0, 0.1, 0.3), "seeds": 10, "epochs": 40},
