@@ -56,7 +56,10 @@ import torch.distributed as dist
 from torch import Tensor
 
 from labelsmooth import _validation as v
-from labelsmooth.targets import check_prior_convention, compute_dtype, effective_alpha
+from labelsmooth._dtypes import compute_dtype
+from labelsmooth._reduction import mean_divisor
+from labelsmooth._smoothing import weighted_distribution
+from labelsmooth.targets import check_prior_convention, effective_alpha
 
 __all__ = ["global_num_items", "vocab_parallel_cross_entropy"]
 
@@ -186,11 +189,10 @@ def _row_terms(
     if weight is None and prior is None:
         return _RowTerms(valid.to(dtype), None, 1.0)
     device = targets.device
-    ones = torch.ones(where.num_classes, dtype=dtype, device=device)
-    w = ones if weight is None else weight.to(device, dtype)
-    u = ones / where.num_classes if prior is None else prior.to(device, dtype)
-    target_weight = w[torch.where(valid, targets, 0)] * valid
-    smooth = u * w
+    target_weight = valid.to(dtype)
+    if weight is not None:
+        target_weight = weight.to(device, dtype)[torch.where(valid, targets, 0)] * valid
+    smooth = weighted_distribution(where.num_classes, prior, weight, dtype=dtype, device=device)
     return _RowTerms(target_weight, smooth[where.offset : where.offset + size], smooth.sum())
 
 
@@ -249,17 +251,6 @@ def sharded_cross_entropy_rows(
         shard, targets, smoothing, ignore_index, terms, where, _Options(z_loss, softcap),
     )
     return ShardedRows(rows, z_rows, terms.target_weight, (targets != ignore_index).to(dtype))
-
-
-def mean_divisor(count: Tensor | float | int, like: Tensor) -> Tensor:
-    """``count`` as a divisor on ``like``'s device and dtype, 1 where it is 0.
-
-    A zero count means every item is ignored: the sum is 0 and so is the mean,
-    with zero gradients (``torch.where(count > 0, total / count, 0)`` would
-    still send NaN through the unselected branch in backward).
-    """
-    count = torch.as_tensor(count, dtype=like.dtype, device=like.device)
-    return torch.where(count > 0, count, torch.ones_like(count))
 
 
 def vocab_parallel_cross_entropy(
