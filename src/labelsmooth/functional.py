@@ -11,15 +11,12 @@ from torch import Tensor
 
 from labelsmooth import _validation as v
 from labelsmooth import kernels
+from labelsmooth._dtypes import compute_dtype
+from labelsmooth._reduction import mean_divisor
+from labelsmooth._smoothing import along_dim, smoothing_distribution
 from labelsmooth.kernels.rowmath import target_mask
 from labelsmooth.soft_targets import SoftTargets, compose_smoothing
-from labelsmooth.targets import (
-    along_dim,
-    check_prior_convention,
-    compute_dtype,
-    effective_alpha,
-    smoothing_distribution,
-)
+from labelsmooth.targets import check_prior_convention, effective_alpha
 from labelsmooth.tensor_parallel import dtensor_cross_entropy, is_dtensor
 
 __all__ = ["cross_entropy", "linear_cross_entropy", "soft_cross_entropy"]
@@ -45,13 +42,6 @@ class _Options:
 _Pair = tuple[Tensor, "Tensor | None"]
 
 
-def _mean_divisor(count: Tensor) -> Tensor:
-    # Dividing by a clamped count keeps an all-ignored batch at loss 0 with zero
-    # gradients; ``torch.where(count > 0, total / count, 0)`` would still send
-    # NaN through the unselected branch in backward.
-    return torch.where(count > 0, count, torch.ones_like(count))
-
-
 def _num_items(opts: _Options, like: Tensor) -> Tensor | float | None:
     """The item count as a divisor on ``like``'s device and dtype (no host sync)."""
     if isinstance(opts.num_items, Tensor):
@@ -71,9 +61,9 @@ def _reduce(rows: Tensor, row_mass: Tensor, z_rows: Tensor | None, z_count: Tens
         divisor = 1.0 if num_items is None else num_items
         return rows.sum() / divisor, None if z_rows is None else z_rows.sum() / divisor
     if z_rows is None or z_count is None:
-        return rows.sum() / _mean_divisor(row_mass.sum()), None
-    z_part = z_rows.sum() / _mean_divisor(z_count)
-    return (rows - z_rows).sum() / _mean_divisor(row_mass.sum()) + z_part, z_part
+        return rows.sum() / mean_divisor(row_mass.sum()), None
+    z_part = z_rows.sum() / mean_divisor(z_count)
+    return (rows - z_rows).sum() / mean_divisor(row_mass.sum()) + z_part, z_part
 
 
 def _class_layout(logits: Tensor, dim: int) -> Tensor:
@@ -101,11 +91,11 @@ def _index_divisors(
     if opts.reduction == "sum":
         return 1.0, None
     valid = targets != opts.ignore_index
-    count = _mean_divisor(valid.to(dtype).sum())
+    count = mean_divisor(valid.to(dtype).sum())
     if opts.weight is None:
         return count, None
     row_mass = opts.weight.to(dtype)[torch.where(valid, targets, 0)] * valid
-    return _mean_divisor(row_mass.sum()), count
+    return mean_divisor(row_mass.sum()), count
 
 
 def _kernel(
