@@ -27,12 +27,8 @@ import torch
 from torch import Tensor
 
 from labelsmooth import _validation as v
-
-# The ``as`` names are re-exports for functional, distributed and kernels.reference, which
-# still import them from here; their homes are ``_dtypes`` and ``_smoothing``.
-from labelsmooth._dtypes import compute_dtype as compute_dtype
-from labelsmooth._smoothing import along_dim as along_dim
-from labelsmooth._smoothing import smoothing_distribution as smoothing_distribution
+from labelsmooth._dtypes import compute_dtype
+from labelsmooth._smoothing import along_dim, smoothing_distribution
 from labelsmooth.soft_targets import SoftTargets
 
 __all__ = ["check_prior_convention", "effective_alpha", "ensure_targets_one_hot", "smooth_labels"]
