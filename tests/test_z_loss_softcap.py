@@ -1,7 +1,7 @@
 """z-loss, logit softcapping and num_items_in_batch, on both kernels, against the dense float64 formula.
 
-Oracles, written out here: the capped logits ``k tanh(x / k)``, the dense
-smoothed target ``q``, ``-sum_c w_c q_c log softmax(z)_c`` and ``zeta lse^2``
+Oracles: the capped logits ``k tanh(x / k)``, the dense smoothed target ``q`` and
+``-sum_c w_c q_c log softmax(z)_c`` (``_reference``), and ``zeta lse^2``
 per position not ignored, reduced by PyTorch's rule for the cross-entropy and
 Liger-Kernel's for the z-loss (mean over the positions not ignored, without
 class weights); and ``F.cross_entropy`` on the capped logits. Every test runs
@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import _reference as ref
 import labelsmooth as ls
 from labelsmooth import kernels
 
@@ -55,7 +56,7 @@ def reference(logits, q, *, weight=None, softcap=None, z_loss=0.0, reduction="me
     shape[dim] = -1
     w = torch.ones(z.shape[dim], dtype=torch.float64) if weight is None else weight.double()
     wq = q * w.reshape(shape)
-    ce = -(wq * torch.log_softmax(z, dim)).sum(dim)
+    ce = ref.cross_entropy_rows(z, q, weight=weight, dim=dim)
     has_mass = (q.sum(dim) > 0).double()
     zl = z_loss * has_mass * torch.logsumexp(z, dim) ** 2
     if reduction == "none":
@@ -74,10 +75,7 @@ def reference(logits, q, *, weight=None, softcap=None, z_loss=0.0, reduction="me
 
 def smoothed_index_target(targets, num_classes, alpha, dim=1):
     """The dense target of index ``targets`` smoothed by ``alpha`` (zeros where ignored)."""
-    valid = targets != IGNORE
-    onehot = F.one_hot(torch.where(valid, targets, 0), num_classes).double()
-    q = ((1 - alpha) * onehot + alpha / num_classes) * valid[..., None]
-    return q.movedim(-1, dim)
+    return ref.smooth(ref.one_hot(targets, num_classes, ignore_index=IGNORE, dim=dim), alpha, dim=dim)
 
 
 def make_index_case(shape=(13,), num_classes=11, dtype=torch.float64, dim=1, seed=0, scale=4.0):
@@ -157,10 +155,10 @@ def test_softcap_equals_pytorch_on_capped_logits(reduction):
                             reduction=reduction)
     ours.sum().backward()
     ref_in = logits.clone().requires_grad_()
-    ref = F.cross_entropy(7.5 * torch.tanh(ref_in / 7.5), targets, weight=weight, label_smoothing=0.1,
-                          reduction=reduction)
-    ref.sum().backward()
-    torch.testing.assert_close(ours, ref)
+    theirs = F.cross_entropy(7.5 * torch.tanh(ref_in / 7.5), targets, weight=weight, label_smoothing=0.1,
+                             reduction=reduction)
+    theirs.sum().backward()
+    torch.testing.assert_close(ours, theirs)
     torch.testing.assert_close(leaf.grad, ref_in.grad)
 
 
