@@ -21,6 +21,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+import _reference as ref
+
 JOIN_TIMEOUT_S = 180  # a hang guard, far above the few seconds a run takes
 COLLECTIVE_TIMEOUT = timedelta(seconds=60)
 
@@ -96,10 +98,8 @@ def reference_rows(full, targets, *, alpha, convention, weight=None, prior=None,
     logits = full.movedim(dim, 1)
     if prior is None:
         return F.cross_entropy(logits, targets, weight=weight, reduction="none", label_smoothing=smoothing)
-    # PyTorch has no prior: the dense target q = (1 - a) onehot + a prior, zero at ignored positions.
-    valid = targets != -100
-    onehot = F.one_hot(torch.where(valid, targets, 0), num_classes).to(full.dtype)
-    dense = ((1 - smoothing) * onehot + smoothing * prior.to(full.dtype)) * valid.unsqueeze(-1)
+    # PyTorch has no prior: the oracle's dense target q = (1 - a) onehot + a prior, zero at ignored positions.
+    dense = ref.smooth(ref.one_hot(targets, num_classes), smoothing, prior=prior).to(full.dtype)
     return F.cross_entropy(logits, dense.movedim(-1, 1), weight=weight, reduction="none")
 
 
