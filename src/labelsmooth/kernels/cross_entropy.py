@@ -158,7 +158,7 @@ def _run(
             return FusedIndexCrossEntropy.apply(*fused_args)  # type: ignore[no-untyped-call]
         except dispatch.RecompileLimitError as error:
             dispatch.past_limit(error)
-        except dispatch.compile_errors() as error:
+        except dispatch.COMPILE_ERRORS as error:
             if tracing:
                 raise
             dispatch.give_up(logits.device, error)

@@ -33,22 +33,18 @@ from labelsmooth import _validation as v
 from labelsmooth.kernels import rowmath
 
 __all__ = [
-    "BACKENDS", "RECOMPILE_LIMIT", "RecompileLimitError", "backend", "compile_errors", "compiled", "failure",
+    "BACKENDS", "COMPILE_ERRORS", "RECOMPILE_LIMIT", "RecompileLimitError", "backend", "compiled", "failure",
     "past_limit", "run_row_function", "set_backend",
 ]
 
 BACKENDS = ("auto", "inductor", "chunked")
 
-
-def compile_errors() -> tuple[type[Exception], ...]:
-    """What a failed compilation raises (Dynamo wraps Inductor's and the C++ compiler's errors
-    in these); anything else propagates. A function: importing ``torch._dynamo`` takes seconds,
-    which a process that never compiles should not pay (an ``except`` clause calls it only
-    when an exception reaches it)."""
-    import torch._dynamo.exc
-
-    return (torch._dynamo.exc.BackendCompilerFailed, torch._dynamo.exc.Unsupported)
-
+#: What a failed compilation raises (Dynamo wraps Inductor's and the C++
+#: compiler's errors in these); anything else propagates.
+COMPILE_ERRORS: tuple[type[Exception], ...] = (
+    torch._dynamo.exc.BackendCompilerFailed,
+    torch._dynamo.exc.Unsupported,
+)
 
 _requested = os.environ.get("LABELSMOOTH_KERNEL", "auto")
 #: Device types whose compilation failed in this process, with the reason.
@@ -128,21 +124,16 @@ def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
                 recompile_limit=RECOMPILE_LIMIT, accumulated_recompile_limit=4 * RECOMPILE_LIMIT
             ):
                 return compiled_fn(*args)
-        except torch._dynamo.exc.FailOnRecompileLimitHit as error:  # imported by torch.compile
+        except torch._dynamo.exc.FailOnRecompileLimitHit as error:
             limit = f"{fn.__name__}: Dynamo's recompile limit ({RECOMPILE_LIMIT}) reached"
             raise RecompileLimitError(limit) from error
 
     return run
 
 
-#: The compiled row functions, made on first use (``torch.compile`` imports Dynamo).
-_COMPILED: dict[str, Callable[..., Any]] = {}
-
-
-def _compiled_row_function(name: str) -> Callable[..., Any]:
-    if name not in _COMPILED:
-        _COMPILED[name] = _compile(getattr(rowmath, name))
-    return _COMPILED[name]
+_COMPILED = {
+    name: _compile(getattr(rowmath, name)) for name in ("fused_rows", "row_statistics", "row_gradient")
+}
 
 
 def _eager_only() -> bool:
@@ -160,7 +151,7 @@ def compiled(name: str) -> Callable[..., Any]:
     the chunked kernel, whose buffers are chunk-sized (the plain row function's are not)."""
     if _eager_only():
         return getattr(rowmath, name)  # type: ignore[no-any-return]
-    return _compiled_row_function(name)
+    return _COMPILED[name]
 
 
 def run_row_function(name: str, device: torch.device, *args: Any) -> Any:
@@ -171,10 +162,10 @@ def run_row_function(name: str, device: torch.device, *args: Any) -> Any:
     recompile limit runs in plain torch too."""
     if not _eager_only() and backend(device) == "inductor":
         try:
-            return _compiled_row_function(name)(*args)
+            return _COMPILED[name](*args)
         except RecompileLimitError as error:
             past_limit(error)
-        except compile_errors() as error:
+        except COMPILE_ERRORS as error:
             if torch.compiler.is_compiling():
                 raise
             give_up(device, error)
