@@ -193,3 +193,61 @@ def test_second_backward_through_a_retained_graph_recomputes():
     loss.backward()
     for tensor, once in zip(inputs, first, strict=True):
         torch.testing.assert_close(tensor.grad, 2 * once)
+
+
+@pytest.mark.parametrize(("convention", "with_prior"), [("others", False), ("uniform", True)],
+                         ids=["others", "prior"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_convention_and_prior_match_the_dense_float64_target(convention, with_prior, reduction):
+    """The chunked path against ``-sum_c w_c q_c log p_c`` of the target written out from each
+    convention's definition (``_reference``); the mean divides by ``sum_i w_{y_i}``."""
+    import _reference as ref
+
+    hidden, weight, bias, targets = make_case(13, 8, 11, torch.float64)
+    generator = torch.Generator().manual_seed(3)
+    class_weight = torch.rand(11, generator=generator, dtype=torch.float64) + 0.2
+    prior = torch.softmax(torch.randn(11, generator=generator, dtype=torch.float64), 0)
+    prior = prior if with_prior else None
+    one_hot = ref.one_hot(targets, 11)
+    if convention == "others":  # 1 - alpha on the true class, alpha / (V - 1) on each other one
+        q = one_hot * 0.7 + (one_hot.sum(-1, keepdim=True) - one_hot) * 0.3 / 10
+    else:
+        q = ref.smooth(one_hot, 0.3, prior=prior)
+    ours_in = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
+    ours = linear_cross_entropy(ours_in[0], ours_in[1], targets, linear_bias=ours_in[2], weight=class_weight,
+                                alpha=0.3, convention=convention, prior=prior, reduction=reduction,
+                                chunk_size=4)
+    theirs_in = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
+    theirs = ref.cross_entropy_rows(F.linear(*theirs_in), q, weight=class_weight)
+    if reduction == "mean":
+        valid = targets != -100
+        theirs = theirs.sum() / (class_weight[targets.clamp(min=0)] * valid).sum()
+    torch.testing.assert_close(ours, theirs)
+    ours.sum().backward()
+    theirs.sum().backward()
+    for mine, reference in zip(ours_in, theirs_in, strict=True):
+        torch.testing.assert_close(mine.grad, reference.grad)
+
+
+def test_prior_with_the_others_convention_is_refused():
+    hidden, weight, _, targets = make_case(7, 4, 6, torch.float32)
+    with pytest.raises(ValueError, match="convention: expected 'uniform' when a prior is given"):
+        linear_cross_entropy(hidden, weight, targets, alpha=0.1, prior=torch.full((6,), 1 / 6),
+                             convention="others")
+
+
+@pytest.mark.parametrize("options", [{"convention": "others"}, {"prior": "softmax"}], ids=["others", "prior"])
+def test_module_passes_convention_and_prior_and_pickles(options):
+    import pickle
+
+    from labelsmooth import LinearCrossEntropyLoss
+
+    hidden, weight, bias, targets = make_case(9, 4, 6, torch.float64)
+    if "prior" in options:
+        options = {"prior": torch.softmax(torch.arange(6, dtype=torch.float64), 0)}
+    module = LinearCrossEntropyLoss(alpha=0.2, **options)
+    expected = linear_cross_entropy(hidden, weight, targets, linear_bias=bias, alpha=0.2, **options)
+    torch.testing.assert_close(module(hidden, weight, targets, bias), expected, rtol=0, atol=0)
+    torch.testing.assert_close(pickle.loads(pickle.dumps(module))(hidden, weight, targets, bias), expected,
+                               rtol=0, atol=0)
+    assert ("convention='others'" in repr(module)) == ("convention" in options)
