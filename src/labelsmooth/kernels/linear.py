@@ -267,7 +267,9 @@ def fused_linear_cross_entropy(
     """
     common = (hidden, weight, bias, targets, float(smoothing), prior, class_weight, int(ignore_index),
               divisor, float(z_loss), z_divisor, softcap)
-    if hidden.shape[0] and dispatch.backend(hidden.device) == "triton":
+    # Under an outer torch.compile the chunked path is traced (and the rule not asked).
+    triton = not torch.compiler.is_compiling() and hidden.shape[0] > 0
+    if triton and dispatch.backend(hidden.device) == "triton":
         from labelsmooth.kernels import triton_linear
 
         if triton_linear.supports(hidden):
