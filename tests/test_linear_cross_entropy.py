@@ -9,6 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import labelsmooth as ls
+from _devices import LINEAR_PATHS
 from labelsmooth import linear_cross_entropy
 
 DTYPE_TOL = {
@@ -29,22 +31,31 @@ def make_case(rows, hidden_size, vocab, dtype, *, seed=0, ignore_every=3, bias=T
     return hidden, weight, b, targets
 
 
-def run_both(hidden, weight, bias, targets, *, alpha, reduction, chunk_size=None, grad_seed=7):
-    """Loss and gradients of ours (in the input dtype) and of PyTorch in float64."""
+def run_both(hidden, weight, bias, targets, *, alpha, reduction, chunk_size=None, grad_seed=7, device="cpu"):
+    """Loss and gradients of ours (in the input dtype, on ``device``) and of PyTorch in float64."""
     inputs = [t for t in (hidden, weight, bias) if t is not None]
-    ours_in = [t.clone().requires_grad_() for t in inputs]
+    ours_in = [t.to(device, copy=True).requires_grad_() for t in inputs]
     theirs_in = [t.double().requires_grad_() for t in inputs]
     ours_bias = ours_in[2] if bias is not None else None
     theirs_bias = theirs_in[2] if bias is not None else None
-    ours = linear_cross_entropy(ours_in[0], ours_in[1], targets, linear_bias=ours_bias, alpha=alpha,
-                                reduction=reduction, chunk_size=chunk_size)
+    ours = linear_cross_entropy(ours_in[0], ours_in[1], targets.to(device), linear_bias=ours_bias,
+                                alpha=alpha, reduction=reduction, chunk_size=chunk_size)
     theirs = F.cross_entropy(F.linear(theirs_in[0], theirs_in[1], theirs_bias), targets,
                              label_smoothing=alpha, reduction=reduction)
     grad_out = torch.randn(theirs.shape, generator=torch.Generator().manual_seed(grad_seed),
                            dtype=torch.float64)
-    (ours * grad_out.to(ours.dtype)).sum().backward()
+    (ours * grad_out.to(device, ours.dtype)).sum().backward()
     (theirs * grad_out).sum().backward()
     return ours, theirs, ours_in, theirs_in
+
+
+@pytest.fixture
+def linear_path(request):
+    """The device of a ``LINEAR_PATHS`` parameter, with its backend set for the test."""
+    device, backend = request.param
+    ls.kernels.set_backend(backend)
+    yield device
+    ls.kernels.set_backend("auto")
 
 
 @pytest.mark.parametrize("dtype", list(DTYPE_TOL), ids=str)
@@ -52,17 +63,19 @@ def run_both(hidden, weight, bias, targets, *, alpha, reduction, chunk_size=None
 @pytest.mark.parametrize("alpha", [0.0, 0.1, 1.0], ids=lambda a: f"alpha{a}")
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize(("rows", "chunk_size"), [(13, 4), (13, None), (1, 2)], ids=str)
-def test_matches_linear_then_cross_entropy(dtype, reduction, alpha, with_bias, rows, chunk_size):
+@pytest.mark.parametrize("linear_path", LINEAR_PATHS, indirect=True)
+def test_matches_linear_then_cross_entropy(dtype, reduction, alpha, with_bias, rows, chunk_size, linear_path):
+    device = linear_path
     hidden, weight, bias, targets = make_case(rows, 8, 11, dtype, bias=with_bias)
     ours, theirs, ours_in, theirs_in = run_both(
-        hidden, weight, bias, targets, alpha=alpha, reduction=reduction, chunk_size=chunk_size
+        hidden, weight, bias, targets, alpha=alpha, reduction=reduction, chunk_size=chunk_size, device=device
     )
     rtol, atol = DTYPE_TOL[dtype]
     assert ours.dtype == (torch.float32 if dtype == torch.bfloat16 else dtype)
-    torch.testing.assert_close(ours.double(), theirs, rtol=rtol, atol=atol)
+    torch.testing.assert_close(ours.cpu().double(), theirs, rtol=rtol, atol=atol)
     for mine, reference in zip(ours_in, theirs_in, strict=True):
         assert mine.grad.dtype == dtype
-        torch.testing.assert_close(mine.grad.double(), reference.grad, rtol=rtol, atol=atol)
+        torch.testing.assert_close(mine.grad.cpu().double(), reference.grad, rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
