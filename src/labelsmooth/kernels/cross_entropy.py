@@ -33,7 +33,8 @@ def index_cross_entropy_rows(
     """Per-row smoothed cross-entropy; no ``(M, C)`` buffer but the gradient.
 
     Runs the fused kernel (:mod:`labelsmooth.kernels.fused`) when
-    :func:`labelsmooth.kernels.backend` says ``"inductor"``, else the chunked
+    :func:`labelsmooth.kernels.backend` says ``"inductor"`` (or ``"triton"``, see
+    :mod:`labelsmooth.kernels.dispatch`), else the chunked
     one (:mod:`labelsmooth.kernels.chunked`); ``inplace_backward`` and
     ``chunk_size`` always run the chunked kernel, and ``weight`` or ``prior``
     that require grad the plain log-softmax kernel
@@ -153,7 +154,7 @@ def _run(
     fused_args = (logits, targets, target_weights, float(smoothing), prior, weight, int(ignore_index),
                   divisor, z_loss, z_divisor, softcap)
     # Traced code always takes the fused form: the outer compile generates it.
-    if tracing or (not chunked and dispatch.backend(logits.device) == "inductor"):
+    if tracing or (not chunked and dispatch.compiles_rows(logits.device)):
         try:
             return FusedIndexCrossEntropy.apply(*fused_args)  # type: ignore[no-untyped-call]
         except dispatch.RecompileLimitError as error:

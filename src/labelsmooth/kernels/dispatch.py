@@ -9,11 +9,17 @@ Two backends compute the same math (:mod:`labelsmooth.kernels.rowmath`):
   kernel fast on a busy machine.
 * ``"chunked"``: :mod:`labelsmooth.kernels.chunked`, eager ATen operations
   over row chunks. It needs no compiler and always works.
+* ``"triton"``: the fused output layer runs labelsmooth's own Triton kernels
+  (:mod:`labelsmooth.kernels.triton_linear`, no logits in memory); the row
+  functions run as under ``"inductor"`` (whose code is Triton on CUDA). On
+  CUDA with Triton installed, and on CPU tensors in Triton's interpreter when
+  ``TRITON_INTERPRET=1`` is set (how a machine without a GPU tests them).
 
-The rule, for ``LABELSMOOTH_KERNEL=auto`` (the default): ``"inductor"`` when
-Inductor can build code for the device (a C++ compiler on CPU, Triton on
-CUDA), else ``"chunked"``. ``LABELSMOOTH_KERNEL=chunked|inductor`` or
-:func:`set_backend` force one. If compiling fails at run time, a warning says
+The rule, for ``LABELSMOOTH_KERNEL=auto`` (the default): ``"triton"`` on CUDA
+when Triton is importable; elsewhere ``"inductor"`` when Inductor can build
+code for the device (a C++ compiler on CPU), else ``"chunked"``.
+``LABELSMOOTH_KERNEL=chunked|inductor|triton`` or :func:`set_backend` force
+one (``"triton"`` where it cannot run: the auto rule). If compiling fails at run time, a warning says
 so once and the process stays on ``"chunked"``; :func:`backend` reports it.
 """
 
@@ -33,11 +39,12 @@ from labelsmooth import _validation as v
 from labelsmooth.kernels import rowmath
 
 __all__ = [
-    "BACKENDS", "COMPILE_ERRORS", "RECOMPILE_LIMIT", "RecompileLimitError", "backend", "compiled", "failure",
+    "BACKENDS", "COMPILE_ERRORS", "RECOMPILE_LIMIT", "RecompileLimitError", "backend", "compiled",
+    "compiles_rows", "failure",
     "past_limit", "run_row_function", "set_backend",
 ]
 
-BACKENDS = ("auto", "inductor", "chunked")
+BACKENDS = ("auto", "inductor", "chunked", "triton")
 
 #: What a failed compilation raises (Dynamo wraps Inductor's and the C++
 #: compiler's errors in these); anything else propagates. Naming them imports
@@ -58,13 +65,14 @@ _past_limit: list[str] = []
 
 
 def set_backend(name: str) -> None:
-    """Choose the kernel backend for this process: ``"auto"``, ``"inductor"`` or ``"chunked"``."""
+    """Choose the kernel backend for this process: ``"auto"``, ``"inductor"``, ``"chunked"``
+    or ``"triton"``."""
     global _requested
     _requested = v.check_choice(name, "backend", BACKENDS)
 
 
 def backend(device: torch.device | str = "cpu") -> str:
-    """The backend that a call on ``device`` runs now: ``"inductor"`` or ``"chunked"``.
+    """The backend that a call on ``device`` runs now: ``"inductor"``, ``"chunked"`` or ``"triton"``.
 
     Example:
         >>> backend("cpu") in ("inductor", "chunked")
@@ -74,6 +82,9 @@ def backend(device: torch.device | str = "cpu") -> str:
     requested = v.check_choice(_requested, "LABELSMOOTH_KERNEL", BACKENDS)
     if requested == "chunked" or device_type in _failed:
         return "chunked"
+    wants_triton = requested == "triton" or (requested == "auto" and device_type == "cuda")
+    if wants_triton and _triton_runs(device_type):
+        return "triton"
     if requested == "inductor" or _inductor_supports(device_type):
         return "inductor"
     return "chunked"
@@ -84,13 +95,31 @@ def failure(device: torch.device | str = "cpu") -> str | None:
     return _failed.get(torch.device(device).type)
 
 
+def compiles_rows(device: torch.device | str) -> bool:
+    """Whether the row functions run Inductor's code on ``device`` (``"inductor"``, and
+    ``"triton"`` where Inductor can build code for the device)."""
+    name = backend(device)
+    return name == "inductor" or (name == "triton" and _inductor_supports(torch.device(device).type))
+
+
+def _triton_runs(device_type: str) -> bool:
+    """Triton is installed, and the device is CUDA, or CPU under ``TRITON_INTERPRET=1``."""
+    interpreted = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    return (device_type == "cuda" or (device_type == "cpu" and interpreted)) and _triton_installed()
+
+
+@functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 @functools.cache
 def _inductor_supports(device_type: str) -> bool:
     if device_type == "cpu":
         compiler = os.environ.get("CXX", "g++")
         return any(shutil.which(name) for name in (compiler, "g++", "c++", "clang++"))
     if device_type == "cuda":
-        return importlib.util.find_spec("triton") is not None
+        return _triton_installed()
     return False
 
 
@@ -164,7 +193,7 @@ def run_row_function(name: str, device: torch.device, *args: Any) -> Any:
     plain torch under an outer ``torch.compile``, which compiles it in place. For callers whose
     inputs are already chunk-sized (the linear kernel, a backward): a variant past the
     recompile limit runs in plain torch too."""
-    if not _eager_only() and backend(device) == "inductor":
+    if not _eager_only() and compiles_rows(device):
         try:
             return _COMPILED[name](*args)
         except RecompileLimitError as error:
