@@ -234,7 +234,7 @@ class OnlineLabelSmoothing(TargetTransform):
             self.matrix = self.matrix.to(device)
         probs = torch.softmax(logits.movedim(dim, -1).reshape(-1, num_classes).float(), dim=-1)
         labels = targets.reshape(-1).to(device)
-        ignore = -100 if self.ignore_index is None else self.ignore_index
+        ignore = v.IGNORE_INDEX if self.ignore_index is None else self.ignore_index
         valid = labels != ignore
         safe = torch.where(valid, labels, 0).long()
         # A mask instead of boolean indexing: no host sync, and the shapes stay fixed.
