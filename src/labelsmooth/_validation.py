@@ -315,9 +315,10 @@ def dense_targets(targets: Tensor, dtype: torch.dtype) -> Tensor:
     return targets if targets.is_floating_point() else targets.to(dtype)
 
 
-def check_dense_values(targets: Tensor, arg: str = "targets") -> None:
-    """Dense targets are finite and non-negative (tier 3)."""
-    check_values(targets, arg, "probabilities")
+def check_dense_values(targets: Tensor, arg: str = "targets", *, allow_negative: bool = False) -> None:
+    """Dense targets are finite and non-negative (tier 3); finite only with ``allow_negative``
+    (targets smoothed by a negative alpha)."""
+    check_values(targets, arg, "probabilities", low=-math.inf if allow_negative else 0.0)
 
 
 def check_values(

@@ -352,7 +352,10 @@ def cross_entropy(
         label_smoothing: PyTorch's name for ``alpha``; giving both with
             different values is an error.
         allow_negative: accept a negative ``alpha`` (negative label smoothing,
-            above); without it a negative alpha is an error.
+            above), and targets already smoothed by one: dense targets with
+            negative entries (checked finite only) or SoftTargets with a
+            negative ``alpha``, as ``LabelSmoothing(allow_negative=True)``
+            leaves them. Without it each of these is an error.
         z_loss: ``zeta >= 0``, the weight of ``lse^2``.
         softcap: ``k > 0``, or ``None`` for no cap.
         return_z_loss: also return the z-loss part alone (for logging; it is
@@ -408,12 +411,14 @@ def cross_entropy(
         v.check_num_items(num_items_in_batch, reduction),
     )
     if isinstance(targets, SoftTargets):
+        if targets.alpha < 0 and not allow_negative:
+            raise v.fail("targets", f"SoftTargets smoothed by an alpha >= 0, or {v.NEGATIVE_ALPHA}", targets)
         pair = _soft_cross_entropy(logits, targets, opts)
     elif v.target_form(logits, targets, dim) == "index":
         v.check_index_values(targets, num_classes, opts.ignore_index)
         pair = _index_cross_entropy(logits, targets, opts, bool(inplace_backward))
     else:
-        v.check_dense_values(targets)
+        v.check_dense_values(targets, allow_negative=allow_negative)
         pair = _dense_cross_entropy(logits, targets, opts)
     return _with_z_loss(pair, return_z_loss)
 

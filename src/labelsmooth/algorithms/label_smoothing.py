@@ -68,6 +68,8 @@ class LabelSmoothing(TargetTransform):
             pass a schedule that starts at 0, e.g.
             ``schedules.Linear(0.0, -0.2, duration=5, unit="epoch", allow_negative=True)``.
             Select checkpoints on a validation split, never on the test set.
+            The loss must accept such targets too: pass ``allow_negative=True``
+            to :func:`labelsmooth.cross_entropy` or its module.
 
     Example:
         >>> import torch
