@@ -292,3 +292,11 @@ def test_label_smoothing_refuses_what_it_cannot_hold():
     beyond = r"^alpha: expected a value in \[-0.8, 0.8\] with convention='others'"
     with pytest.raises(ValueError, match=beyond), ls.Engine(state, [algorithm]).loss_events():
         pass
+
+
+def test_online_label_smoothing_has_no_negative_smoothing():
+    with pytest.raises(ValueError, match=r"^alpha: expected a real number in \[0, 1\], got -0.3$"):
+        ls.OnlineLabelSmoothing(ALPHA)
+    negative = schedules.Linear(0.0, ALPHA, duration=4, allow_negative=True)
+    with pytest.raises(ValueError, match=r"^alpha: expected a schedule with values in \[0, 1\]"):
+        ls.OnlineLabelSmoothing(negative)
