@@ -300,3 +300,32 @@ def test_online_label_smoothing_has_no_negative_smoothing():
     negative = schedules.Linear(0.0, ALPHA, duration=4, allow_negative=True)
     with pytest.raises(ValueError, match=r"^alpha: expected a schedule with values in \[0, 1\]"):
         ls.OnlineLabelSmoothing(negative)
+
+
+class _Sign(schedules.Schedule):
+    """A schedule of a user's own that does not state its range: -0.2 from step 1 on."""
+
+    def __init__(self, *, allow_negative=False):
+        super().__init__("step", allow_negative)
+
+    @property
+    def hparams(self):
+        return {}
+
+    def value(self, t):
+        return -0.2 if t else 0.0
+
+
+def test_a_users_schedule_is_checked_at_each_step():
+    claims_negative = _Sign(allow_negative=True)
+    with pytest.raises(ValueError, match=r"^alpha: expected a schedule with values in \[0, 1\], or allow"):
+        ls.LabelSmoothing(claims_negative)
+    algorithm = ls.LabelSmoothing(_Sign())  # it claims nothing negative, and gives -0.2 anyway
+    state = State(batch=(None, TARGETS), outputs=LOGITS, step=1)
+    engine = ls.Engine(state, [algorithm])
+    with pytest.raises(ValueError, match=r"^alpha: " + NEEDS_FLAG), engine.loss_events():
+        pass
+    assert state.batch[1] is TARGETS
+    allowed = ls.LabelSmoothing(_Sign(allow_negative=True), allow_negative=True)
+    with ls.Engine(state, [allowed]).loss_events():
+        torch.testing.assert_close(state.batch[1].double(), ref.smooth(ref.one_hot(TARGETS, C), -0.2))

@@ -98,9 +98,10 @@ class Schedule(ABC):
         """The smoothing mass at counter value ``t`` (>= 0)."""
 
     @property
-    @abstractmethod
     def lowest(self) -> float:
-        """The smallest value the schedule takes."""
+        """A lower bound of the values: the least one for the schedules here; for a subclass
+        that does not say, the least its ``allow_negative`` permits."""
+        return -1.0 if self.allow_negative else 0.0
 
     def __call__(self, state: State) -> float:
         t = v.check_int(state.step if self.unit == "step" else state.epoch, f"state.{self.unit}")

@@ -158,8 +158,12 @@ class LabelSmoothing(TargetTransform):
         if event is Event.BEFORE_LOSS:
             pipeline = self.join(state)
             if not pipeline.has_op(self):
+                # A schedule of the user's own may not state its range: check each value it gives.
+                alpha = v.check_smoothing_mass(
+                    alpha_at(self.alpha, state), allow_negative=self.allow_negative
+                )
                 pipeline.ops.append(TargetOp(
-                    self, "smooth", alpha=alpha_at(self.alpha, state), prior=self.prior,
+                    self, "smooth", alpha=alpha, prior=self.prior,
                     convention=self.convention, multilabel=self.task == "multilabel",
                 ))
             self._pipeline = pipeline
