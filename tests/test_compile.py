@@ -46,6 +46,7 @@ def _linear_inputs():
 
 CASES = {
     "index": lambda: ("cross_entropy", *_index_case(), {"alpha": 0.1}),
+    "negative-alpha": lambda: ("cross_entropy", *_index_case(), {"alpha": -0.2, "allow_negative": True}),
     "weight-prior": lambda: ("cross_entropy", *_index_case(), {"alpha": 0.1, "weight": _weight(),
                                                                 "prior": _prior()}),
     "others": lambda: ("cross_entropy", *_index_case(), {"alpha": 0.2, "convention": "others",
