@@ -81,7 +81,6 @@ def _loss_and_grads(fn, tensors, *args, **kwargs):
 
 
 def _assert_compiled_equals_eager(fn, tensors, *args, **kwargs):
-    torch._dynamo.reset()
     explained = torch._dynamo.explain(fn)(*tensors, *args, **kwargs)
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
