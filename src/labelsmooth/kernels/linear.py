@@ -37,6 +37,7 @@ from labelsmooth.kernels.rowmath import (
     cap_column,
     forward_outputs,
     gradient_scales,
+    input_gradients,
     per_row,
     row_losses,
     row_terms,
@@ -149,14 +150,13 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     ) -> tuple[Tensor | None, ...]:
         grads, ctx.grads = ctx.grads, None
         state: _Rows = ctx.state
-        nones = (None,) * 9
         if grad_loss is None:
             grad_loss = state.terms.coef_a.new_zeros(())
         if grads is not None and grad_z is None:
             # Computed in the forward for an incoming gradient of 1: scale them
             # and let go, so autograd adopts them as .grad without a copy (a
             # reference kept here made it clone dW: +0.5x of it in peak memory).
-            return (*grads.result(grad_loss), *nones)
+            return input_gradients(LinearCrossEntropyFunction, **grads.result(grad_loss))
         # "none", a gradient for the z-loss part, or a second backward through
         # a retained graph: recompute.
         hidden, weight, bias, lse = ctx.saved_tensors
@@ -171,7 +171,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             grad_logits, _, _ = state.chunk(hidden, weight, bias, part, (scale_p, scale_u, scale_y))
             if grad_logits is not None:
                 recomputed.add(part, grad_logits)
-        return (*recomputed.result(None), *nones)
+        return input_gradients(LinearCrossEntropyFunction, **recomputed.result(None))
 
 
 class _GradientAccumulator:
@@ -199,8 +199,8 @@ class _GradientAccumulator:
         if self.grad_bias is not None:
             self.grad_bias += grad_logits.sum(0)
 
-    def result(self, scale: Tensor | None) -> list[Tensor | None]:
-        """``(dh, dW, db)`` times ``scale``, in the inputs' dtypes.
+    def result(self, scale: Tensor | None) -> dict[str, Tensor | None]:
+        """``dh``, ``dW``, ``db`` times ``scale``, in the inputs' dtypes, by the forward's names.
 
         With ``scale`` 1 (a plain ``loss.backward()``) the stored tensors are
         handed out without a copy; they are never modified here.
@@ -208,15 +208,15 @@ class _GradientAccumulator:
         # One host read of a scalar per step (CPU only: no device sync), to
         # skip three (V, H)-sized products.
         unit = scale is None or (v.may_read_host(scale.device) and bool(scale == 1))
-        pairs = [
-            (self.grad_hidden, self.hidden.dtype),
-            (self.grad_weight, self.weight.dtype),
-            (self.grad_bias, self.bias_dtype or self.weight.dtype),
-        ]
-        return [
-            None if grad is None else (grad if unit or scale is None else grad * scale).to(dtype)
-            for grad, dtype in pairs
-        ]
+        pairs = {
+            "hidden": (self.grad_hidden, self.hidden.dtype),
+            "weight": (self.grad_weight, self.weight.dtype),
+            "bias": (self.grad_bias, self.bias_dtype or self.weight.dtype),
+        }
+        return {
+            name: None if grad is None else (grad if unit or scale is None else grad * scale).to(dtype)
+            for name, (grad, dtype) in pairs.items()
+        }
 
 
 def fused_linear_cross_entropy(

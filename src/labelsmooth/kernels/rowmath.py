@@ -31,6 +31,8 @@ each into one loop over rows (CPU C++ or GPU Triton), and under an outer
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, NamedTuple
 
 import torch
@@ -48,6 +50,7 @@ __all__ = [
     "forward_outputs",
     "fused_rows",
     "gradient_scales",
+    "input_gradients",
     "keep_component_loss",
     "outputs",
     "per_row",
@@ -236,6 +239,22 @@ def forward_outputs(
     if z_mask is not None:
         ctx.set_materialize_grads(False)
     return outputs(loss, lse, z_mask, z_loss, divisor, z_divisor)
+
+
+def input_gradients(function: type[torch.autograd.Function], **grads: Tensor | None
+                    ) -> tuple[Tensor | None, ...]:
+    """What ``function.backward`` returns: ``grads`` by the names of ``function.forward``'s
+    arguments (after ``ctx``), in their order, and ``None`` for every other argument."""
+    names = _forward_arguments(function)
+    unknown = sorted(set(grads) - set(names))
+    if unknown:
+        raise TypeError(f"{function.__name__}.forward has no argument named {unknown}")
+    return tuple(grads.get(name) for name in names)
+
+
+@functools.cache
+def _forward_arguments(function: type[torch.autograd.Function]) -> tuple[str, ...]:
+    return tuple(inspect.signature(function.forward).parameters)[1:]
 
 
 def gradient_scales(
