@@ -51,8 +51,10 @@ __all__ = [
     "rows_per_chunk",
 ]
 
-#: Elements per chunk: a chunk of float32 logits and its gradient fit in a
-#: 32 MiB L3 together, and few chunks keep the count of parallel regions low.
+#: Elements per chunk (8 MiB of float32): small enough that a chunk stays in
+#: the last-level cache between the passes over it (one read from memory per
+#: element), large enough that the chunks, each a few parallel regions of their
+#: own, stay few.
 DEFAULT_CHUNK_ELEMENTS = 1 << 21
 
 

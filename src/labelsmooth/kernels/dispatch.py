@@ -54,10 +54,9 @@ BACKENDS = ("auto", "inductor", "chunked")
 
 #: What a failed compilation raises (Dynamo wraps Inductor's and the C++
 #: compiler's errors in these); anything else propagates. Naming them imports
-#: ``torch._dynamo`` with the package, on purpose: imported lazily, at the first
-#: compiled call, a Ctrl-C that lands inside that import was lost, or became an
-#: ``AttributeError`` on the half-imported module, in 3 of 5 tries (a SIGINT sent
-#: 0.3-4 s into a fresh process); imported here, all 5 interrupted cleanly.
+#: ``torch._dynamo`` with the package, on purpose: imported lazily at the first
+#: compiled call instead, a Ctrl-C landing inside that import can be lost or
+#: leave a half-imported module behind.
 COMPILE_ERRORS: tuple[type[Exception], ...] = (
     torch._dynamo.exc.BackendCompilerFailed,
     torch._dynamo.exc.Unsupported,

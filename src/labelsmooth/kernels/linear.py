@@ -51,9 +51,9 @@ __all__ = ["LinearCrossEntropyFunction", "fused_linear_cross_entropy"]
 #: Logit elements per chunk: 3 * 2^21 float32 (24 MiB; 196 rows at V=32000).
 #: The peak is dW, dh and one chunk (plus BLAS packing buffers), and each chunk
 #: adds a read-modify-write pass over the (V, H) weight gradient: smaller
-#: chunks save memory and cost time. This size kept the time near unfused
-#: PyTorch's at a small fraction of its peak memory (the sizes measured: the
-#: message of commit 1448527; BENCHMARKS.md has the linear case's full runs).
+#: chunks save memory and cost time. This size keeps the time near unfused
+#: PyTorch's at a small fraction of its peak memory (BENCHMARKS.md, "Chunk
+#: sizes", has the sizes measured).
 DEFAULT_CHUNK_ELEMENTS = 3 << 21
 MIN_CHUNK_ROWS = 128
 
