@@ -32,7 +32,7 @@ from labelsmooth.experiments.data import (
     take,
     tensor_bytes,
 )
-from labelsmooth.experiments.evaluate import ECE_BINS, METRICS, TEMPERATURE_BOUNDS, metric_names
+from labelsmooth.experiments.evaluate import METRICS, metric_names
 from labelsmooth.experiments.executors import check_picklable, run_local, run_processes, run_ray
 from labelsmooth.experiments.models import BuiltinModel, last_layer
 from labelsmooth.experiments.provenance import call_text
@@ -41,6 +41,7 @@ from labelsmooth.experiments.sources import load_dataset
 from labelsmooth.experiments.stats import NOT_COMPARABLE, inside_noise, mean_ci, paired_difference
 from labelsmooth.experiments.store import RunStore, check_out
 from labelsmooth.experiments.train import ModelFactory, TrainConfig, deterministic, seed_everything
+from labelsmooth.metrics import ECE_BINS, TEMPERATURE_BOUNDS
 
 __all__ = ["DEFAULTS", "CompareResult", "Progress", "compare", "load", "probe", "summarize"]
 

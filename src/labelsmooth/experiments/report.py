@@ -23,6 +23,7 @@ from labelsmooth.experiments import figures
 from labelsmooth.experiments.evaluate import METRICS
 from labelsmooth.experiments.stats import NOT_COMPARABLE
 from labelsmooth.experiments.store import FIGURES
+from labelsmooth.metrics import ECE_BINS
 
 if TYPE_CHECKING:  # compare writes the report: an import at run time would be a cycle
     from labelsmooth.experiments.compare import CompareResult
@@ -394,10 +395,10 @@ def _setup(result: CompareResult) -> str:
             f"{len(result.seeds)} seeds each, {config.epochs} epochs, batches of {config.batch_size}, "
             f"lr {config.lr:g}, label noise {config.label_noise:g}{_augmentation(config)}. "
             "Test-split values: mean ± half-width of the 95% Student-t interval over seeds. "
-            "ECE: 15 equal-width bins, top label (Guo et al.'s binning); adaptive ECE: 15 equal-mass bins; "
-            "classwise ECE: 15 bins per class; smooth ECE: Błasiok and Nakkiran's kernel estimate; AURC: "
-            "area under the risk-coverage curve. Temperature scaling: one T per run, the NLL minimizer on "
-            f"the validation split (Guo et al., 2017).{per_pixel}")
+            f"ECE: {ECE_BINS} equal-width bins, top label (Guo et al.'s binning); adaptive ECE: {ECE_BINS} "
+            f"equal-mass bins; classwise ECE: {ECE_BINS} bins per class; smooth ECE: Błasiok and Nakkiran's "
+            "kernel estimate; AURC: area under the risk-coverage curve. Temperature scaling: one T per run, "
+            f"the NLL minimizer on the validation split (Guo et al., 2017).{per_pixel}")
 
 
 def _figure(name: str, title: str, caption: str) -> list[str]:
