@@ -22,12 +22,12 @@ pytest.importorskip("matplotlib")
 import compare_helpers as helpers
 from compare_helpers import check_png, check_svg, summary_keys
 from labelsmooth.experiments import compare
-from labelsmooth.experiments.compare import CompareResult, summarize
+from labelsmooth.experiments._analysis import summarize
+from labelsmooth.experiments._results import CompareResult, RunResult
 from labelsmooth.experiments.evaluate import Predictions, fit_scaling
 from labelsmooth.experiments.figures import epoch_means, penultimate_figure, reliability_figure, render
 from labelsmooth.experiments.provenance import call_text, git_commit
 from labelsmooth.experiments.report import captions, report_markdown, temperature_answer, verdicts
-from labelsmooth.experiments.run import RunResult
 from labelsmooth.experiments.train import TrainConfig
 from labelsmooth.metrics import expected_calibration_error, reliability_bins
 
@@ -68,7 +68,8 @@ def run(alpha, seed, *, metrics=None, scaled=None, temperature=1.5, history=(), 
     metrics = metrics or {name: 0.5 for name in CLASSIFICATION}
     result = RunResult(alpha, seed, dict(metrics), BINS, list(history),
                        {"learned": learned, "reasons": [] if learned else ["forced"]},
-                       scaled=dict(scaled if scaled is not None else metrics), temperature=temperature)
+                       scaled=dict(scaled if scaled is not None else metrics), temperature=temperature,
+                       temperature_ok=None if temperature is None else True)
     if projection is not None:
         result.projection, result.projection_labels, result.projection_classes = projection
     return result
@@ -88,7 +89,7 @@ def test_summary_keys_are_exactly_the_issues(task):
     values = {name: 0.5 for name in names}
     result = constructed([run(a, s, metrics=values) for a in (0.0, 0.1) for s in (0, 1)], task=task)
     for row in result.summary:
-        assert set(row) == {"alpha", "n_seeds", *summary_keys(names)}
+        assert set(row) == {"alpha", "n_seeds", "n_ts", *summary_keys(names)}
 
 
 def test_summary_averages_the_scaled_metrics_and_the_temperature():
@@ -241,8 +242,11 @@ def test_report_has_provenance_and_the_bin_data_is_saved(tmp_path):
         assert re.fullmatch(r"- git commit of the working directory: [0-9a-f]{40}( \+ uncommitted changes)?",
                             line)
     lines = report.splitlines()
-    assert lines[2].startswith("- **Accuracy**: ") and lines[3].startswith("- **ECE after temperature")
-    assert lines[4].startswith("- **NLL**: ") and lines[6].startswith("Best alpha per metric")
+    # Runs whose temperature fit is left out are named first (this tiny validation split has few errors).
+    first = 4 if any(r.temperature_ok is False for r in result.runs) else 2
+    assert lines[2].startswith("> **Temperature fits left out**") == (first == 4)
+    assert lines[first].startswith("- **Accuracy**: ") and lines[first + 1].startswith("- **ECE after temp")
+    assert lines[first + 2].startswith("- **NLL**: ") and lines[first + 4].startswith("Best alpha per metric")
     document = json.loads((out / "metrics.json").read_text())
     assert "provenance" not in json.dumps(document)  # metrics.json stays the same on resume
     for bins, alpha in zip(document["reliability"], (0.0, 0.1), strict=True):

@@ -211,7 +211,7 @@ def _ops_of_forward_backward(rows, **kwargs):
 @pytest.mark.parametrize(
     "kwargs",
     [{}, {"reduction": "none"}, {"weight": torch.rand(100)}, {"z_loss": 1e-2, "softcap": 3.0}],
-    ids=str,
+    ids=["plain", "none", "weight", "z-loss-softcap"],
 )
 def test_operator_count_does_not_grow_with_the_batch(kwargs):
     small = _ops_of_forward_backward(64, **kwargs)

@@ -26,10 +26,10 @@ from labelsmooth.experiments.train import TrainConfig, train
 
 METRIC_NAMES = ("accuracy", "nll", "ece", "smooth_ece", "adaptive_ece", "classwise_ece", "brier", "aurc")
 RUN_KEYS = {"alpha", "seed", *METRIC_NAMES, *(f"{n}_ts" for n in METRIC_NAMES), "temperature",
-            "temperature_at_bound", "learned", "learned_check", "history"}
+            "temperature_ok", "temperature_note", "learned", "learned_check", "history"}
 HISTORY_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"}
 FIGURES = ("curves", "metrics_vs_alpha", "penultimate", "reliability")
-FILES = sorted(["metrics.json", "report.md", "runs.jsonl",
+FILES = sorted(["metrics.json", "predictions", "report.md", "runs.jsonl",
                 *(f"{f}.{kind}" for f in FIGURES for kind in ("png", "svg"))])
 
 
@@ -50,7 +50,7 @@ def check_outputs(out: Path, task: str) -> dict:
         assert [entry["epoch"] for entry in run["history"]] == list(range(1, epochs + 1))
         assert all(set(entry) == HISTORY_KEYS for entry in run["history"])
     for row in document["summary"]:
-        assert set(row) == {"alpha", "n_seeds", *summary_keys(names)}
+        assert set(row) == {"alpha", "n_seeds", "n_ts", *summary_keys(names)}
     assert [b["alpha"] for b in document["reliability"]] == document["alphas"]
     report = (out / "report.md").read_text()
     assert "![reliability diagrams](reliability.png)" in report
@@ -332,9 +332,9 @@ def test_deterministic_context_restores_torch_settings():
 
 def test_rounding_noise_prints_as_zero():
     """A paired difference that is 0 in exact arithmetic but not in floats prints as 0, not 1.39e-17."""
-    from labelsmooth.experiments.compare import CompareResult, summarize
+    from labelsmooth.experiments._analysis import summarize
+    from labelsmooth.experiments._results import CompareResult, RunResult
     from labelsmooth.experiments.report import noise_statement
-    from labelsmooth.experiments.run import RunResult
     from labelsmooth.metrics import reliability_bins
 
     bins = reliability_bins(torch.tensor([[0.6, 0.4]]), torch.tensor([0]))

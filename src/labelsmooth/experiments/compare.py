@@ -22,6 +22,9 @@ from torch import nn
 
 from labelsmooth import _validation as v
 from labelsmooth.experiments import options, provenance
+from labelsmooth.experiments._analysis import attach_examples, summarize
+from labelsmooth.experiments._records import PREDICTIONS, record_name, write_record
+from labelsmooth.experiments._results import CompareResult, RunResult
 from labelsmooth.experiments.data import (
     VAL_FRACTION,
     DataSet,
@@ -32,16 +35,14 @@ from labelsmooth.experiments.data import (
     take,
     tensor_bytes,
 )
-from labelsmooth.experiments.evaluate import METRICS, metric_names
+from labelsmooth.experiments.evaluate import metric_names
 from labelsmooth.experiments.executors import check_picklable, run_local, run_processes, run_ray
 from labelsmooth.experiments.models import BuiltinModel, last_layer
 from labelsmooth.experiments.provenance import call_text
-from labelsmooth.experiments.run import RunContext, RunResult
+from labelsmooth.experiments.run import RunContext
 from labelsmooth.experiments.sources import load_dataset
-from labelsmooth.experiments.stats import NOT_COMPARABLE, inside_noise, mean_ci, paired_difference
 from labelsmooth.experiments.store import RunStore, check_out
 from labelsmooth.experiments.train import ModelFactory, TrainConfig, deterministic, seed_everything
-from labelsmooth.metrics import ECE_BINS, TEMPERATURE_BOUNDS
 
 __all__ = ["DEFAULTS", "CompareResult", "Progress", "compare", "load", "probe", "summarize"]
 
@@ -77,170 +78,6 @@ class Progress:
         if self.runs_done == 0:
             return None
         return self.elapsed / self.runs_done * (self.runs_total - self.runs_done)
-
-
-@dataclass
-class CompareResult:
-    """Every run, the per-alpha summary and the paired comparisons against the first alpha."""
-
-    dataset: str
-    task: str
-    num_classes: int
-    class_names: tuple[str, ...]
-    alphas: list[float]
-    seeds: list[int]
-    config: TrainConfig
-    runs: list[RunResult] = field(repr=False)
-    summary: list[dict[str, Any]] = field(default_factory=list)
-    comparisons: list[dict[str, Any]] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict, repr=False)
-    #: What loading changed (dropped columns) and why the penultimate picture is missing, if it is.
-    notes: tuple[str, ...] = ()
-    #: Interrupted before every run finished.
-    partial: bool = False
-    #: Versions, the call, the device, the start and wall time, the git commit (:mod:`.provenance`);
-    #: the report prints it, ``metrics.json`` leaves it out.
-    provenance: dict[str, Any] = field(default_factory=dict, repr=False)
-    #: ``"shared"``: every penultimate-layer panel on one scale; ``"own"``: each on its own.
-    penultimate_scale: str = "shared"
-
-    @property
-    def metric_names(self) -> tuple[str, ...]:
-        return metric_names(self.task)
-
-    @property
-    def not_learned(self) -> list[RunResult]:
-        return [r for r in self.runs if not r.learned]
-
-    def reliability(self, alpha: float) -> dict[str, Any] | None:
-        """The reliability bins of ``alpha``'s test predictions pooled over its finished seeds, and their ECE.
-
-        Per bin: the ``count`` of predictions, their mean ``confidence`` and
-        ``accuracy`` (0 for an empty bin); ``total`` counts every prediction
-        (a confidence of exactly 0 falls in no bin of Guo et al.'s binning).
-        ``ece`` is the ECE of the pooled predictions, which is what the diagram
-        draws; ``None`` when no run of ``alpha`` has finite outputs.
-        """
-        runs = [r for r in self.runs_of(alpha) if r.bins.total > 0]
-        if not runs:
-            return None
-        count = torch.stack([r.bins.count for r in runs]).sum(0)
-        # Per-bin sums of correctness and confidence pool exactly; the means are taken afterwards.
-        hits = torch.stack([r.bins.accuracy * r.bins.count for r in runs]).sum(0) / count.clamp(min=1)
-        confidence = torch.stack([r.bins.confidence * r.bins.count for r in runs]).sum(0) / count.clamp(min=1)
-        total = sum(r.bins.total for r in runs)
-        ece = float(((hits - confidence).abs() * count).sum()) / total
-        return {"alpha": alpha, "n_seeds": len(runs), "edges": runs[0].bins.edges.tolist(),
-                "count": [int(c) for c in count.tolist()], "accuracy": hits.tolist(),
-                "confidence": confidence.tolist(), "total": total, "ece": ece}
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``metrics.json`` document."""
-        return {
-            "dataset": self.dataset, "task": self.task, "num_classes": self.num_classes,
-            "alphas": self.alphas, "seeds": self.seeds, "partial": self.partial, "notes": list(self.notes),
-            "config": {
-                **self.settings,
-                "loss": "dice+cross_entropy" if self.task == "segmentation" else "cross_entropy",
-                "ece_bins": ECE_BINS, "ece_binning": "guo", "ci_level": 0.95,
-                "temperature_scaling": "one T per run, the NLL minimizer on the validation split",
-                "temperature_bounds": list(TEMPERATURE_BOUNDS),
-            },
-            "runs": [run.record() for run in self.runs],
-            "summary": self.summary,
-            "reliability": [bins for bins in map(self.reliability, self.alphas) if bins is not None],
-            "penultimate": [
-                {"alpha": r.alpha, "seed": r.seed, "classes": r.projection_classes,
-                 "spread_to_separation": r.cluster_tightness()}
-                for r in self.penultimate_runs()
-            ],
-            "comparisons": self.comparisons,
-        }
-
-    def penultimate_runs(self) -> list[RunResult]:
-        """The lowest finished seed of every alpha: the runs the penultimate-layer picture shows."""
-        return [runs[0] for runs in map(self.runs_of, self.alphas) if runs]
-
-    def runs_of(self, alpha: float) -> list[RunResult]:
-        """The finished runs of ``alpha``, by seed."""
-        return sorted((r for r in self.runs if r.alpha == alpha), key=lambda r: r.seed)
-
-    def seeds_of(self, alpha: float) -> list[int]:
-        return [r.seed for r in self.runs_of(alpha)]
-
-
-#: Paired comparisons by which side is temperature-scaled: ``"none"`` (both at T = 1), ``"both"``, and
-#: ``"baseline"`` (the alpha at T = 1 against the baseline alpha after temperature scaling: Müller et al.'s
-#: question, whether smoothing replaces the one-parameter fix).
-SCALINGS = {"none": ("", ""), "both": ("_ts", "_ts"), "baseline": ("", "_ts")}
-
-
-def summary_keys(names: Sequence[str]) -> list[str]:
-    """The per-run values the summary averages: each metric raw and scaled (``_ts``), then the temperature."""
-    return [key for name in names for key in (name, f"{name}_ts")] + ["temperature"]
-
-
-def _values(runs: list[RunResult], key: str) -> list[float] | None:
-    """``key`` of every run, or ``None`` when some run did not measure it (no validation split)."""
-    values = [r.value(key) for r in runs]
-    measured = [x for x in values if x is not None]
-    return measured if len(measured) == len(values) else None
-
-
-def _comparison(alpha: float, base: float, name: str, scaling: str, runs: list[RunResult],
-                baseline: list[RunResult], ci: bool) -> dict[str, Any] | None:
-    own, other = SCALINGS[scaling]
-    values, base_values = _values(runs, name + own), _values(baseline, name + other)
-    if values is None or base_values is None:
-        return None
-    diff, half = paired_difference(values, base_values)
-    half = half if ci else None
-    row = {"alpha": alpha, "baseline_alpha": base, "metric": name, "scaling": scaling,
-           "difference_mean": diff, "difference_ci95": half, "n_pairs": len(runs)}
-    if not all(r.learned for r in runs + baseline):
-        return {**row, "inside_noise": None, "verdict": NOT_COMPARABLE}
-    noise = inside_noise(diff, half)
-    better = (diff > 0) == METRICS[name].higher_is_better
-    return {**row, "inside_noise": noise,
-            "verdict": "inside the noise" if noise else ("better" if better else "worse")}
-
-
-def _summary_row(alpha: float, runs: list[RunResult], names: Sequence[str], ci: bool) -> dict[str, Any]:
-    row: dict[str, Any] = {"alpha": alpha, "n_seeds": len(runs)}
-    for key in summary_keys(names):
-        values = _values(runs, key)
-        mean, half = mean_ci(values) if values else (None, None)
-        row[f"{key}_mean"], row[f"{key}_ci95"] = mean, half if ci else None
-    return row
-
-
-def summarize(result: CompareResult, ci: bool = True) -> None:
-    """Fill ``result.summary`` (mean, CI per alpha) and ``result.comparisons`` (paired by seed).
-
-    Every metric is summarized at T = 1 (``{metric}_mean``, ``{metric}_ci95``)
-    and after temperature scaling (``{metric}_ts_mean``, ``{metric}_ts_ci95``),
-    with the fitted temperature (``temperature_mean``, ``temperature_ci95``).
-    Each alpha is compared with the first under every entry of
-    :data:`SCALINGS` (metrics that temperature scaling cannot change,
-    accuracy and mean IoU, only at T = 1). Works on the finished runs only (a
-    partial comparison pairs the seeds both alphas finished). A comparison that
-    involves a run that did not learn gets the verdict :data:`NOT_COMPARABLE`.
-    """
-    result.summary = [_summary_row(alpha, result.runs_of(alpha), result.metric_names, ci)
-                      for alpha in result.alphas if result.runs_of(alpha)]
-    result.comparisons = []
-    base = result.alphas[0]
-    for alpha in result.alphas[1:]:
-        paired = sorted(set(result.seeds_of(alpha)) & set(result.seeds_of(base)))
-        runs = [r for r in result.runs_of(alpha) if r.seed in paired]
-        baseline = [r for r in result.runs_of(base) if r.seed in paired]
-        for scaling in SCALINGS if paired else ():
-            for name in result.metric_names:
-                if scaling != "none" and METRICS[name].scale_invariant:
-                    continue
-                row = _comparison(alpha, base, name, scaling, runs, baseline, ci)
-                if row is not None:
-                    result.comparisons.append(row)
 
 
 def load(dataset: str | os.PathLike[str] | None = None, *, train: object = None, test: object = None,
@@ -381,6 +218,9 @@ def _finish(result: CompareResult, ci: bool, out: Path | None) -> None:
     result.provenance = provenance.finish(result.provenance)
     order = {alpha: k for k, alpha in enumerate(result.alphas)}
     result.runs.sort(key=lambda r: (r.seed, order[r.alpha]))
+    if out is not None:
+        attach_examples(result.runs, out / PREDICTIONS)
+    result.ci = ci
     summarize(result, ci)
     if out is not None:
         from labelsmooth.experiments.report import write_report
@@ -395,7 +235,10 @@ def _execute(result: CompareResult, context: RunContext, todo: list[tuple[float,
     try:
         for run in _results(context, todo, on_step=tracker.step, **executor):
             if store is not None:
+                name = record_name(run.alpha, run.seed)
+                write_record(run.run_record, store.path.parent / PREDICTIONS / name)
                 store.append(run)
+            run.run_record = None
             result.runs.append(run)
             tracker.finished(run)
     except KeyboardInterrupt:
@@ -438,7 +281,8 @@ def _context(data: DataSet, model: ModelFactory | None, config: TrainConfig,
     factory = model if model is not None else BuiltinModel(data.task, input_shape)
     layer, note, init = probe(factory, data, config, penultimate)
     notes = data.notes + ((f"No penultimate-layer picture: {note}.",) if note else ())
-    return RunContext(data, factory, config, layer), _settings(data, factory, config, layer, init), notes
+    settings = _settings(data, factory, config, layer, init)
+    return RunContext(data, factory, config, layer, settings), settings, notes
 
 
 def compare(

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from labelsmooth.experiments._geometry import template_plane_projection as project
-from labelsmooth.experiments.data import DataSet, fail, in_order
+from labelsmooth.experiments.data import in_order
 from labelsmooth.experiments.models import class_weights
 from labelsmooth.experiments.stats import above_rate
 from labelsmooth.experiments.train import EVAL_BATCH
@@ -40,7 +41,7 @@ from labelsmooth.metrics import (
 
 __all__ = [
     "LEARNED_LEVEL", "METRICS", "Metric", "Predictions", "fit_scaling",
-    "learned_check", "metric_names", "penultimate_weights", "predict", "projection", "scores"
+    "learned_check", "metric_names", "penultimate_weights", "predict", "projection", "scores",
 ]
 
 #: Penultimate-layer points kept per class for the template-plane picture.
@@ -121,36 +122,28 @@ def _rows(tensor: Tensor) -> Tensor:
     return tensor.permute(0, 2, 3, 1).flatten(0, 2) if tensor.dim() == 4 else tensor
 
 
-def predict(model: nn.Module, data: DataSet, device: torch.device, layer: str | None, *,
-            split: str = "test") -> tuple[Predictions, Tensor | None]:
-    """Predictions on ``split`` (``"test"`` or ``"val"``; ignored pixels left out) and the input of
-    ``layer`` per row, if named."""
+def predict(model: nn.Module, source: Dataset[Any], device: torch.device,
+            layer: str | None) -> tuple[np.ndarray, np.ndarray, Tensor | None]:
+    """``model``'s float32 logits ``(N, C, ...)`` on ``source`` in order, its labels ``(N, ...)``, and the
+    input of ``layer`` per row (one row per item or pixel, ignored ones included), if named."""
     captured: list[Tensor] = []
     hook = None
     if layer is not None:
         module = dict(model.named_modules())[layer]
         hook = module.register_forward_pre_hook(
             lambda _, args: captured.append(_rows(args[0].detach()).cpu()))
-    source = data.val if split == "val" else data.test
-    if source is None:
-        raise fail("split", "a split the data set has", split)
     model.eval()
     logits, targets = [], []
     try:
         with torch.no_grad():
             for inputs, batch_targets in in_order(source, EVAL_BATCH):
-                logits.append(_rows(model(inputs.to(device))).cpu().double())
-                targets.append(batch_targets.reshape(-1))
+                logits.append(model(inputs.to(device)).float().cpu())
+                targets.append(batch_targets)
     finally:
         if hook is not None:
             hook.remove()
-    z, y = torch.cat(logits), torch.cat(targets)
     features = torch.cat(captured) if captured else None
-    if data.ignore_index is not None:
-        keep = y != data.ignore_index
-        z, y = z[keep], y[keep]
-        features = features[keep] if features is not None and features.shape[0] == keep.shape[0] else None
-    return Predictions(z, y, data.num_classes), features
+    return torch.cat(logits).numpy(), torch.cat(targets).long().numpy(), features
 
 
 def learned_check(p: Predictions, history: list[dict[str, Any]]) -> dict[str, Any]:

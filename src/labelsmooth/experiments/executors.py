@@ -17,8 +17,9 @@ import pickle
 import signal
 from collections.abc import Callable, Iterator, Sequence
 
+from labelsmooth.experiments._results import RunResult
 from labelsmooth.experiments.data import fail
-from labelsmooth.experiments.run import RunContext, RunResult, execute
+from labelsmooth.experiments.run import RunContext, execute
 
 __all__ = ["EXECUTORS", "check_picklable", "run_local", "run_processes", "run_ray"]
 

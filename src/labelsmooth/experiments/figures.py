@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import io
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from labelsmooth.experiments._results import CompareResult
 from labelsmooth.experiments.evaluate import METRICS
-
-if TYPE_CHECKING:  # compare writes the figures: an import at run time would be a cycle
-    from labelsmooth.experiments.compare import CompareResult
 
 __all__ = [
     "DPI", "PER_ROW", "curves_figure", "epoch_means", "metrics_figure", "penultimate_figure",

@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from labelsmooth.experiments import figures
+from labelsmooth.experiments._analysis import ADDITIVE, REPLICATES
+from labelsmooth.experiments._files import atomic_write
+from labelsmooth.experiments._results import CompareResult
 from labelsmooth.experiments.evaluate import METRICS
 from labelsmooth.experiments.stats import NOT_COMPARABLE
 from labelsmooth.experiments.store import FIGURES
 from labelsmooth.metrics import ECE_BINS
-
-if TYPE_CHECKING:  # compare writes the report: an import at run time would be a cycle
-    from labelsmooth.experiments.compare import CompareResult
 
 __all__ = [
     "HEADLINE", "atomic_write", "best_alphas", "captions", "format_table", "metrics_table", "noise_statement",
@@ -41,22 +39,6 @@ HEADLINE = (("accuracy", "none", "Accuracy"), ("ece", "both", "ECE after tempera
             ("nll", "none", "NLL"))
 #: A reliability bin with fewer predictions than this is called sparse in the caption.
 SPARSE_BIN = 10
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        # mkstemp creates the file private (0600); give it the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def number(value: float | None, spec: str) -> str:
@@ -141,16 +123,23 @@ def warning(result: CompareResult) -> str | None:
 
 
 def _difference(c: dict[str, Any]) -> str:
-    """``+1.48 ± 1.38 points``: a comparison's paired difference in the metric's unit."""
+    """``+1.48 ± 1.38 points``: a comparison's paired difference in the metric's unit; an interval over
+    test examples (a percentile bootstrap, not symmetric) is written ``[low, high]``."""
     scale = 100.0 if _percent(c["metric"]) else 1.0
     unit = " points" if _percent(c["metric"]) else ""
+    mean = number(c["difference_mean"] * scale, "+.3g")
+    if c["interval"] == "examples":
+        low, high = (number(x * scale, "+.3g") for x in c["difference_interval"])
+        return f"{mean}{unit} [{low}, {high}] over test examples"
     interval = "" if c["difference_ci95"] is None else f" ± {number(c['difference_ci95'] * scale, '.3g')}"
-    return f"{number(c['difference_mean'] * scale, '+.3g')}{interval}{unit}"
+    return f"{mean}{interval}{unit}"
 
 
 def _judgement(c: dict[str, Any]) -> str:
     if c["verdict"] == NOT_COMPARABLE:
         return "not comparable (a run did not learn)"
+    if c["inside_noise"] is None:
+        return "no interval, so no noise verdict"
     return "inside the noise" if c["inside_noise"] else f"{c['verdict']}, outside the noise"
 
 
@@ -163,12 +152,43 @@ def noise_statement(result: CompareResult, scaling: str = "none") -> list[str]:
         diff = _difference(c)
         if c["verdict"] == NOT_COMPARABLE:
             sentences.append(f"- {name}, {where}: {diff}. **Not comparable**: a run did not learn.")
+        elif c["inside_noise"] is None:
+            why = _why_no_interval(result, c)
+            sentences.append(f"- {name}, {where}: {diff}. **No noise verdict**: {why}.")
         elif c["inside_noise"]:
             sentences.append(f"- {name}, {where}: {diff}. **Inside the noise**: the 95% interval "
                              "of the paired difference contains 0.")
         else:
             sentences.append(f"- {name}, {where}: {diff}. Outside the noise: {c['verdict']}.")
     return sentences
+
+
+def _why_no_interval(result: CompareResult, c: dict[str, Any]) -> str:
+    if not result.ci:
+        return "intervals were turned off (ci=False / --no-ci)"
+    return (f"one paired seed, and {METRICS[c['metric']].label} has no per-example form for an interval "
+            "over test examples")
+
+
+def interval_statement(result: CompareResult) -> str:
+    """What the intervals cover, how many comparisons there are, and that some cross by chance."""
+    kinds = {c["interval"] for c in result.comparisons}
+    parts = []
+    if "seeds" in kinds:
+        parts.append("Intervals over seeds (Student-t) cover seed-to-seed variation of training on one "
+                     "fixed test split.")
+    if "examples" in kinds:
+        parts.append(f"Intervals over test examples (a paired bootstrap, {REPLICATES} resamples of the test "
+                     "ids) cover the test sample only, not training randomness; "
+                     f"{', '.join(METRICS[n].label for n in result.metric_names if n not in ADDITIVE)} "
+                     "have no per-example form and get no interval there.")
+    if None in kinds:
+        parts.append("A comparison without an interval gets no noise verdict.")
+    per_alpha = sum(1 for c in result.comparisons if c["alpha"] == result.alphas[-1])
+    if per_alpha:
+        parts.append(f"There are {per_alpha} comparisons per alpha, so at a 95% level about one in twenty "
+                     "differences that are pure noise still falls outside it.")
+    return " ".join(parts)
 
 
 def _comparison(result: CompareResult, alpha: float, name: str, scaling: str) -> dict[str, Any] | None:
@@ -240,6 +260,8 @@ def _against_ts(result: CompareResult, alpha: float) -> str | None:
         parts.append(f"{METRICS[name].label} {mine} against {theirs}, {_difference(c)} ({_judgement(c)})")
     if ece["verdict"] == NOT_COMPARABLE:
         conclusion = "cannot tell: a run did not learn"
+    elif ece["inside_noise"] is None:
+        conclusion = "cannot tell: there is no interval"
     elif ece["inside_noise"]:
         conclusion = "on ECE the two are indistinguishable within the noise"
     elif ece["verdict"] == "better":
@@ -357,6 +379,8 @@ def provenance_lines(result: CompareResult) -> list[str]:
         f"- device: {p['device']}",
         f"- started {p['started']}, wall time {'n/a' if wall is None else _duration(wall)}",
         f"- git commit of the working directory: {p['git_commit'] or 'none (not a git working directory)'}",
+        *(f"- record `{r['path']}` (alpha {r['alpha']:g}, seed {r['seed']}): sha256 `{r['sha256']}`"
+          for r in result.records),
     ]
 
 
@@ -370,13 +394,18 @@ def _opening(result: CompareResult) -> list[str]:
     if result.partial:
         lines += [f"> **Partial report**: interrupted after {len(result.runs)} of "
                   f"{len(result.alphas) * len(result.seeds)} runs; `--resume` finishes the rest.", ""]
-    bounded = [r for r in result.runs if r.temperature_at_bound]
-    if bounded:
-        lines += [f"> **Note**: in {len(bounded)} of {len(result.runs)} runs the fitted temperature is an "
-                  "end of its search interval (the validation NLL was still falling there, as it does when "
-                  "the model separates the validation split perfectly); a larger validation split fits it "
-                  "better.", ""]
     return lines
+
+
+def temperature_flags(result: CompareResult) -> list[str]:
+    """The runs whose temperature fit failed, with the reasons: no scaled value rests on them."""
+    flagged = [r for r in result.runs if r.temperature_ok is False]
+    if not flagged:
+        return []
+    runs = "; ".join(f"alpha {r.alpha:g} seed {r.seed}: {r.temperature_note}" for r in flagged)
+    return [f"> **Temperature fits left out**: {len(flagged)} of {len(result.runs)} runs ({runs}). Every "
+            "value after temperature scaling (means, intervals, verdicts) rests on the other runs; "
+            "`n_ts` in metrics.json counts them per alpha.", ""]
 
 
 def _augmentation(config: Any) -> str:
@@ -385,15 +414,22 @@ def _augmentation(config: Any) -> str:
     return (", with " + " and ".join(parts)) if parts else ""
 
 
-def _setup(result: CompareResult) -> str:
+def _trained(result: CompareResult) -> str:
+    """What was trained: the model and its settings, or the records the numbers come from."""
+    alphas = ", ".join(f"{a:g}" for a in result.alphas)
     config = result.config
+    if config is None:
+        return (f"{len(result.runs)} saved run records (listed under Provenance), alphas {alphas}, seeds "
+                f"{', '.join(map(str, result.seeds))}. ")
+    return (f"model `{result.settings.get('model')}`; alphas {alphas} ({config.convention} convention), "
+            f"{len(result.seeds)} seeds each, {config.epochs} epochs, batches of {config.batch_size}, "
+            f"lr {config.lr:g}, label noise {config.label_noise:g}{_augmentation(config)}. ")
+
+
+def _setup(result: CompareResult) -> str:
     segmentation = result.task == "segmentation"
     per_pixel = " Every metric is per pixel (ignored pixels left out)." if segmentation else ""
-    return (f"{result.task.capitalize()}, {result.num_classes} classes, "
-            f"model `{result.settings.get('model')}`; "
-            f"alphas {', '.join(f'{a:g}' for a in result.alphas)} ({config.convention} convention), "
-            f"{len(result.seeds)} seeds each, {config.epochs} epochs, batches of {config.batch_size}, "
-            f"lr {config.lr:g}, label noise {config.label_noise:g}{_augmentation(config)}. "
+    return (f"{result.task.capitalize()}, {result.num_classes} classes; {_trained(result)}"
             "Test-split values: mean ± half-width of the 95% Student-t interval over seeds. "
             f"ECE: {ECE_BINS} equal-width bins, top label (Guo et al.'s binning); adaptive ECE: {ECE_BINS} "
             f"equal-mass bins; classwise ECE: {ECE_BINS} bins per class; smooth ECE: Błasiok and Nakkiran's "
@@ -412,6 +448,7 @@ def report_markdown(result: CompareResult) -> str:
     return "\n".join([
         f"# Does label smoothing help on `{result.dataset}`?",
         "",
+        *temperature_flags(result),
         *verdicts(result),
         "",
         best_alphas(result),
@@ -447,7 +484,8 @@ def report_markdown(result: CompareResult) -> str:
         "data order and label noise); a difference is inside the noise when the 95% interval of the paired "
         "difference contains 0. A comparison that involves a run that did not learn (test accuracy not above "
         "the majority-class rate, one-sided binomial test at 1%, or a training loss that became "
-        "non-finite or ended above its first epoch's) is not comparable. At T = 1:",
+        "non-finite or ended above its first epoch's) is not comparable. " + interval_statement(result)
+        + " At T = 1:",
         "",
         *(noise_statement(result) or ["- Only one alpha was run: nothing to compare."]),
         "",

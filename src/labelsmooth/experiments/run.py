@@ -1,8 +1,9 @@
 """One (alpha, seed) run: a pure function of its context, so it can run here, in another process or on Ray.
 
-:func:`execute` trains and evaluates; :class:`RunResult` is what it returns,
-and :meth:`RunResult.to_json` / :meth:`RunResult.from_json` carry it through
-``runs.jsonl`` without losing a bit (floats are written with ``repr``).
+:func:`execute` trains, writes the run's predictions into a
+:class:`~._records.RunRecord` and measures that record with
+:func:`~._analysis.measure`, the function :func:`~._compare_runs.compare_runs`
+applies to records read from disk: the same record gives the same numbers.
 """
 
 from __future__ import annotations
@@ -15,22 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from labelsmooth.experiments._analysis import measure, rows
+from labelsmooth.experiments._records import RecordSplit, RunRecord
+from labelsmooth.experiments._results import RunResult
 from labelsmooth.experiments.data import DataSet
-from labelsmooth.experiments.evaluate import (
-    Predictions,
-    fit_scaling,
-    learned_check,
-    penultimate_weights,
-    predict,
-    projection,
-    scores,
-)
+from labelsmooth.experiments.evaluate import Predictions, penultimate_weights, predict, projection
 from labelsmooth.experiments.train import ModelFactory, TrainConfig, deterministic, train
-from labelsmooth.metrics import ReliabilityBins
 
-__all__ = ["RunContext", "RunResult", "execute"]
-
-BIN_FIELDS = ("edges", "confidence", "accuracy", "count")
+__all__ = ["RunContext", "execute"]
 
 
 @dataclass(frozen=True)
@@ -42,137 +35,46 @@ class RunContext:
     config: TrainConfig
     #: The layer whose input is the penultimate layer (``None``: no picture).
     layer: str | None = None
+    #: What the run's record says of its settings (``compare``'s settings: all but alpha and seed).
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class RunResult:
-    """What one (alpha, seed) run measured on the test split, and how its training went.
-
-    ``metrics`` are at temperature 1; ``scaled`` the same metrics after
-    temperature scaling with ``temperature``, fitted on the validation split
-    (both empty/``None`` without one).
-    """
-
-    alpha: float
-    seed: int
-    metrics: dict[str, float]
-    bins: ReliabilityBins
-    #: One entry per epoch: ``epoch``, ``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``.
-    history: list[dict[str, Any]] = field(default_factory=list)
-    #: :func:`~labelsmooth.experiments.evaluate.learned_check`'s verdict.
-    check: dict[str, Any] = field(default_factory=lambda: {"learned": True, "reasons": []})
-    #: Penultimate activations of three test classes in their template plane (``None``: no picture).
-    projection: np.ndarray | None = field(default=None, repr=False)
-    projection_labels: np.ndarray | None = field(default=None, repr=False)
-    projection_classes: tuple[int, int, int] | None = None
-    #: Wall time of the run (kept in ``runs.jsonl``, left out of ``metrics.json``).
-    seconds: float = 0.0
-    scaled: dict[str, float] = field(default_factory=dict)
-    temperature: float | None = None
-    #: The fitted temperature is an end of the search interval (the NLL was still falling there).
-    temperature_at_bound: bool = False
-
-    @property
-    def learned(self) -> bool:
-        return bool(self.check["learned"])
-
-    def value(self, key: str) -> float | None:
-        """``"nll"`` (at T = 1), ``"nll_ts"`` (after scaling), ``"temperature"``; ``None`` if not measured."""
-        if key == "temperature":
-            return self.temperature
-        if key.endswith("_ts"):
-            return self.scaled.get(key[:-3])
-        return self.metrics.get(key)
-
-    def record(self) -> dict[str, Any]:
-        """The run's entry in ``metrics.json``."""
-        return {"alpha": self.alpha, "seed": self.seed, **self.metrics,
-                **{f"{name}_ts": value for name, value in self.scaled.items()},
-                "temperature": self.temperature, "temperature_at_bound": self.temperature_at_bound,
-                "learned": self.learned,
-                "learned_check": {k: v for k, v in self.check.items() if k != "learned"},
-                "history": self.history}
-
-    def cluster_tightness(self) -> float | None:
-        """Mean distance of the projected points to their class centroid over the mean distance
-        between centroids: smaller means tighter, better separated clusters (``None``: no projection).
-        """
-        if self.projection is None or self.projection_labels is None or self.projection_classes is None:
-            return None
-        centroids, spreads = [], []
-        for k in self.projection_classes:
-            points = self.projection[self.projection_labels == k]
-            if len(points) == 0:
-                return None
-            centroid = points.mean(0)
-            centroids.append(centroid)
-            spreads.append(float(np.linalg.norm(points - centroid, axis=1).mean()))
-        pairs = [(0, 1), (0, 2), (1, 2)]
-        separation = float(np.mean([np.linalg.norm(centroids[i] - centroids[j]) for i, j in pairs]))
-        return float(np.mean(spreads)) / separation if separation > 0 else None
-
-    def to_json(self) -> dict[str, Any]:
-        """Everything, as JSON values (a line of ``runs.jsonl``)."""
-        return {
-            "alpha": self.alpha, "seed": self.seed, "metrics": self.metrics, "history": self.history,
-            "check": self.check, "seconds": self.seconds, "scaled": self.scaled,
-            "temperature": self.temperature, "temperature_at_bound": self.temperature_at_bound,
-            "bins": {name: getattr(self.bins, name).tolist() for name in BIN_FIELDS}
-            | {"total": self.bins.total},
-            "projection": None if self.projection is None else self.projection.tolist(),
-            "projection_labels": None if self.projection_labels is None else self.projection_labels.tolist(),
-            "projection_classes": None if self.projection_classes is None else list(self.projection_classes),
-        }
-
-    @classmethod
-    def from_json(cls, line: dict[str, Any]) -> RunResult:
-        bins = line["bins"]
-        tensors = {name: torch.tensor(bins[name], dtype=torch.float64) for name in BIN_FIELDS}
-        classes = line["projection_classes"]
-        return cls(
-            line["alpha"], line["seed"], line["metrics"], ReliabilityBins(**tensors, total=bins["total"]),
-            line["history"], line["check"],
-            None if line["projection"] is None else np.array(line["projection"], dtype=np.float64),
-            None if line["projection_labels"] is None
-            else np.array(line["projection_labels"], dtype=np.int64),
-            None if classes is None else (classes[0], classes[1], classes[2]), line["seconds"],
-            line["scaled"], line["temperature"], line["temperature_at_bound"],
-        )
+def _split(logits: np.ndarray, labels: np.ndarray) -> RecordSplit:
+    return RecordSplit(logits, labels, np.arange(labels.shape[0], dtype=np.int64))
 
 
 def execute(context: RunContext, alpha: float, seed: int,
             on_step: Callable[[], None] | None = None) -> RunResult:
-    """Train ``context.model`` with smoothing ``alpha`` under ``seed``, then measure it on the test split.
+    """Train ``context.model`` with smoothing ``alpha`` under ``seed``; record and measure its predictions.
 
     Deterministic kernels and ``context.config.threads`` threads, so the same
-    inputs give the same bits in any process.
+    inputs give the same bits in any process. The result's ``run_record`` holds
+    the run's :class:`~._records.RunRecord`.
     """
     started = time.perf_counter()
     config, data = context.config, context.data
     device = torch.device(config.device)
     with deterministic(threads=config.threads, device=config.device):
         model, history = train(data, context.model, alpha, seed, config, on_step=on_step)
-        predictions, features = predict(model, data, device, context.layer)
-        metrics, bins = scores(predictions, data.task)
-        val = predict(model, data, device, None, split="val")[0] if data.val is not None else None
-        temperature, at_bound, scaled = _temperature_scaled(predictions, val, data.task)
-        check = learned_check(predictions, history)
-        picture = None
+        logits, labels, features = predict(model, data.test, device, context.layer)
+        val = None if data.val is None else _split(*predict(model, data.val, device, None)[:2])
+        record = RunRecord(alpha, seed, _split(logits, labels), val, config.convention, data.ignore_index,
+                           data.class_names, context.settings, history)
+        result = measure(record)
         if features is not None and context.layer is not None:
-            picture = projection(predictions, features, penultimate_weights(model, context.layer), data.task)
-    result = RunResult(alpha, seed, metrics, bins, history, check, seconds=time.perf_counter() - started,
-                       scaled=scaled, temperature=temperature, temperature_at_bound=at_bound)
-    if picture is not None:
-        result.projection, result.projection_labels, result.projection_classes = picture
+            weights = penultimate_weights(model, context.layer)
+            picture = _picture(record, features, weights, data.task)
+            if picture is not None:
+                result.projection, result.projection_labels, result.projection_classes = picture
+    result.seconds = time.perf_counter() - started
+    result.run_record = record
     return result
 
 
-def _temperature_scaled(test: Predictions, val: Predictions | None,
-                        task: str) -> tuple[float | None, bool, dict[str, float]]:
-    """The temperature fitted on ``val``, whether it is a search bound, and the test metrics after scaling."""
-    if val is None:
-        return None, False, {}
-    temperature, at_bound = fit_scaling(val)
-    if temperature is None:
-        return None, False, {}
-    return temperature, at_bound, scores(test.scaled(temperature), task)[0]
+def _picture(record: RunRecord, features: torch.Tensor, weights: torch.Tensor,
+             task: str) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]] | None:
+    """The template-plane projection of the test rows that are not ignored."""
+    logits, labels, _ = rows(record.test, record.ignore_index)
+    if record.ignore_index is not None:
+        features = features[torch.from_numpy(record.test.labels.reshape(-1) != record.ignore_index)]
+    return projection(Predictions(logits, labels, record.num_classes), features, weights, task)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labelsmooth.experiments._records import PREDICTIONS
+from labelsmooth.experiments._results import RunResult
 from labelsmooth.experiments.data import fail
-from labelsmooth.experiments.run import RunResult
 
 __all__ = ["FIGURES", "REPORT_FILES", "STORE", "RunStore", "check_out", "settings_hash"]
 
@@ -27,8 +29,9 @@ FIGURES = ("reliability", "metrics_vs_alpha", "curves", "penultimate")
 #: What a comparison writes to ``out`` besides the store (``overwrite`` replaces exactly these).
 REPORT_FILES = ("metrics.json", *(f"{name}.{kind}" for name in FIGURES for kind in ("png", "svg")),
                 "report.md")
-#: 2: runs carry temperature-scaled metrics and their temperature.
-FORMAT = 2
+#: 2: runs carry temperature-scaled metrics and their temperature; 3: whether that fit can be trusted,
+#: and every run's record in ``predictions/``.
+FORMAT = 3
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
@@ -109,6 +112,7 @@ class RunStore:
         out.mkdir(parents=True, exist_ok=True)
         for name in (STORE, *REPORT_FILES):
             (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / PREDICTIONS, ignore_errors=True)
         store._write({"type": "settings", "format": FORMAT, "hash": digest, "settings": settings})
         return store, []
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import math
-import os
 import random
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from labelsmooth.algorithms import Algorithm, CutMix, Engine, Event, LabelSmoothing, MixUp, State
+from labelsmooth.experiments._determinism import deterministic
 from labelsmooth.experiments.data import DataSet, fail, flip_labels, in_order, size, take
 from labelsmooth.functional import soft_cross_entropy
 from labelsmooth.losses import DiceCELoss
@@ -60,29 +59,6 @@ class TrainConfig:
     optimizer: str | OptimizerFactory = "adamw"
     #: Intra-op threads of every run (the same everywhere, so runs are bit-identical anywhere).
     threads: int = 1
-
-
-@contextmanager
-def deterministic(threads: int = 1, device: str = "cpu") -> Iterator[None]:
-    """Deterministic kernels and a fixed thread count for the body; restored afterwards.
-
-    On CPU every op used here has a deterministic kernel. On CUDA cuBLAS needs
-    ``CUBLAS_WORKSPACE_CONFIG`` (set here if unset) and an op without a
-    deterministic kernel only warns, so the run goes on.
-    """
-    enabled = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    previous_threads = torch.get_num_threads()
-    on_cpu = torch.device(device).type == "cpu"
-    if not on_cpu:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=not on_cpu)
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
-        torch.set_num_threads(previous_threads)
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,292 @@
+"""From run records to numbers: per-run metrics raw and temperature-scaled, the summary, the comparisons.
+
+:func:`measure` turns one :class:`~._records.RunRecord` into a
+:class:`~._results.RunResult`; :func:`summarize` derives the per-alpha summary
+and the paired comparisons. ``compare``'s own runs and :func:`compare_runs`
+go through the same two functions, so a record read back from disk gives the
+same numbers as the run that wrote it.
+
+Intervals. Alphas are paired by seed. With two or more shared seeds a
+comparison carries a Student-t interval over seeds (``"interval": "seeds"``:
+training randomness and the test sample's draw of runs, on one fixed test
+split). With one shared seed it carries a paired bootstrap over test
+examples (``"interval": "examples"``: the test sample only, not training
+randomness): :data:`REPLICATES` resamples of the test ids, the same
+resamples for both runs, from a generator seeded with :data:`BOOTSTRAP_SEED`.
+Only metrics that are sums over examples have that form (:data:`ADDITIVE`);
+the others get no interval there, and no interval means no noise verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from labelsmooth.experiments._determinism import deterministic
+from labelsmooth.experiments._records import RecordSplit, RunRecord, read_run, record_name
+from labelsmooth.experiments._results import CompareResult, RunResult
+from labelsmooth.experiments.evaluate import (
+    METRICS,
+    Predictions,
+    fit_scaling,
+    learned_check,
+    scores,
+)
+from labelsmooth.experiments.stats import NOT_COMPARABLE, mean_ci
+from labelsmooth.metrics import ECE_BINS
+
+__all__ = [
+    "ADDITIVE", "BOOTSTRAP_SEED", "MIN_VAL_ERRORS", "NO_INTERVAL", "REPLICATES", "SCALINGS", "ExampleStats",
+    "attach_examples", "example_stats", "measure", "rows", "summarize", "summary_keys",
+]
+
+#: Paired comparisons by which side is temperature-scaled: ``"none"`` (both at T = 1), ``"both"``, and
+#: ``"baseline"`` (the alpha at T = 1 against the baseline alpha after temperature scaling: Müller et al.'s
+#: question, whether smoothing replaces the one-parameter fix).
+SCALINGS = {"none": ("", ""), "both": ("_ts", "_ts"), "baseline": ("", "_ts")}
+REPLICATES = 2000
+BOOTSTRAP_SEED = 0
+#: Metrics that are a function of per-example sums, so a bootstrap over examples reweights them exactly.
+ADDITIVE = ("accuracy", "nll", "ece", "brier")
+#: A validation split with fewer misclassified rows than this cannot pin the temperature down: its NLL
+#: keeps falling as T goes to 0 (with none) or rests on one or two rows.
+MIN_VAL_ERRORS = 3
+#: The verdict of a comparison that has no interval (ci off, or no per-example form with one seed).
+NO_INTERVAL = "no interval: no noise verdict"
+#: Replicates whose weights are drawn at once (memory: this many rows of N float64 weights).
+_CHUNK = 100
+
+
+def rows(split: RecordSplit, ignore_index: int | None) -> tuple[Tensor, Tensor, np.ndarray]:
+    """``(M, C)`` float64 logits, ``(M,)`` labels and each row's example (pixels of an image share one),
+    ignored rows left out."""
+    logits = torch.from_numpy(split.logits)
+    labels = torch.from_numpy(split.labels)
+    per_example = int(np.prod(split.labels.shape[1:], dtype=np.int64))
+    example = np.repeat(np.arange(split.labels.shape[0]), per_example)
+    if logits.dim() > 2:
+        logits = logits.movedim(1, -1).reshape(-1, logits.shape[1])
+        labels = labels.reshape(-1)
+    if ignore_index is not None:
+        keep = labels != ignore_index
+        logits, labels, example = logits[keep], labels[keep], example[keep.numpy()]
+    return logits.double(), labels, example
+
+
+@dataclass(frozen=True)
+class ExampleStats:
+    """Per-example sums, ``(N, K)``: rows, correct rows, NLL, Brier, then per ECE bin the sum of
+    ``correct - confidence``; ``raw`` at T = 1 and ``scaled`` after temperature scaling (or ``None``)."""
+
+    raw: np.ndarray
+    scaled: np.ndarray | None
+
+    @staticmethod
+    def values(sums: np.ndarray, name: str) -> np.ndarray:
+        """``name``'s value from (weighted) sums over examples, ``(..., K)`` -> ``(...)``."""
+        count = sums[..., 0]
+        if name == "ece":
+            return np.asarray(np.abs(sums[..., 4:]).sum(-1) / count)
+        return np.asarray(sums[..., {"accuracy": 1, "nll": 2, "brier": 3}[name]] / count)
+
+
+def _example_sums(p: Predictions, example: np.ndarray, examples: int) -> np.ndarray:
+    probs = p.probs
+    confidence, prediction = probs.max(1)
+    correct = (prediction == p.targets).double()
+    target_prob = probs.gather(1, p.targets[:, None])[:, 0]
+    brier = probs.square().sum(1) - 2 * target_prob + 1
+    nll = F.cross_entropy(p.logits, p.targets, reduction="none")
+    # The bins of labelsmooth.metrics' "guo" rule: (lo, hi], float32 edges; a confidence of 0 is in none.
+    edges = torch.linspace(0, 1, ECE_BINS + 1).double()
+    bins = torch.bucketize(confidence.clamp(max=1.0), edges, right=False) - 1
+    columns = torch.zeros(len(correct), 4 + ECE_BINS, dtype=torch.float64)
+    columns[:, 0], columns[:, 1], columns[:, 2], columns[:, 3] = 1.0, correct, nll, brier
+    inside = bins >= 0
+    columns[inside, 4 + bins[inside]] = (correct - confidence)[inside]
+    sums = np.zeros((examples, columns.shape[1]))
+    np.add.at(sums, example, columns.numpy())
+    return sums
+
+
+def example_stats(p: Predictions, example: np.ndarray, examples: int,
+                  temperature: float | None) -> ExampleStats:
+    scaled = None if temperature is None else _example_sums(p.scaled(temperature), example, examples)
+    return ExampleStats(_example_sums(p, example, examples), scaled)
+
+
+def _temperature(val: Predictions | None) -> tuple[float | None, bool | None, str | None]:
+    """The fitted temperature, whether it can be trusted, and why not."""
+    if val is None or val.targets.numel() == 0:
+        return None, None, "no validation split: no temperature scaling"
+    temperature, at_bound = fit_scaling(val)
+    if temperature is None:
+        return None, None, "non-finite validation logits: no temperature scaling"
+    errors = int((val.prediction != val.targets).sum())
+    if at_bound:
+        return temperature, False, (f"T = {temperature:g} is a bound of the search: the validation NLL "
+                                    "was still falling there")
+    if errors < MIN_VAL_ERRORS:
+        return temperature, False, (f"the validation split has {errors} misclassified rows (fewer than "
+                                    f"{MIN_VAL_ERRORS}): too few to pin T down")
+    return temperature, True, None
+
+
+def measure(record: RunRecord) -> RunResult:
+    """Every metric of one run at T = 1 and after temperature scaling, the bins, the learned check.
+
+    One thread and deterministic kernels: a record gives the same bits in the
+    worker that trained it and in any later :func:`compare_runs` (a parallel
+    ``index_add_`` or sum adds in an order that depends on the thread count).
+    """
+    with deterministic(threads=1):
+        return _measure(record)
+
+
+def _measure(record: RunRecord) -> RunResult:
+    task = "segmentation" if record.test.logits.ndim > 2 else "classification"
+    logits, labels, example = rows(record.test, record.ignore_index)
+    test = Predictions(logits, labels, record.num_classes)
+    val = None
+    if record.val is not None:
+        val_logits, val_labels, _ = rows(record.val, record.ignore_index)
+        val = Predictions(val_logits, val_labels, record.num_classes)
+    metrics, bins = scores(test, task)
+    temperature, ok, note = _temperature(val)
+    scaled = {} if temperature is None else scores(test.scaled(temperature), task)[0]
+    check = learned_check(test, [h for h in record.history if "train_loss" in h])
+    result = RunResult(record.alpha, record.seed, metrics, bins, list(record.history), check, scaled=scaled,
+                       temperature=temperature, temperature_ok=ok, temperature_note=note)
+    result.examples = example_stats(test, example, record.test.labels.shape[0], temperature)
+    return result
+
+
+def attach_examples(runs: Sequence[RunResult], folder: Path) -> None:
+    """Give the runs read back from a store their per-example sums, from their records in ``folder``."""
+    for run in runs:
+        path = folder / record_name(run.alpha, run.seed)
+        if run.examples is None and path.is_file():
+            record = read_run(path)
+            logits, labels, example = rows(record.test, record.ignore_index)
+            test = Predictions(logits, labels, record.num_classes)
+            run.examples = example_stats(test, example, record.test.labels.shape[0], run.temperature)
+
+
+def summary_keys(names: Sequence[str]) -> list[str]:
+    """The per-run values the summary averages: each metric raw and scaled (``_ts``), then the temperature."""
+    return [key for name in names for key in (name, f"{name}_ts")] + ["temperature"]
+
+
+def _summary_row(alpha: float, runs: list[RunResult], names: Sequence[str], ci: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"alpha": alpha, "n_seeds": len(runs),
+                           "n_ts": sum(1 for r in runs if r.temperature_ok)}
+    for key in summary_keys(names):
+        values = [x for x in (r.value(key) for r in runs) if x is not None]
+        mean, half = mean_ci(values) if values else (None, None)
+        row[f"{key}_mean"], row[f"{key}_ci95"] = mean, half if ci else None
+    return row
+
+
+def _pairs(runs: list[RunResult], baseline: list[RunResult], name: str, own: str,
+           other: str) -> list[tuple[RunResult, RunResult]]:
+    """Runs paired by seed where both sides measured what the comparison needs (a trusted temperature
+    fit for a scaled side)."""
+    by_seed = {r.seed: r for r in baseline}
+    return [(run, by_seed[run.seed]) for run in runs if run.seed in by_seed
+            and run.value(name + own) is not None and by_seed[run.seed].value(name + other) is not None]
+
+
+def _bootstrap(run: RunResult, base: RunResult, name: str, own: str,
+               other: str) -> tuple[float, float] | None:
+    """The 95% percentile interval of the paired difference, resampling test examples."""
+    sides = []
+    for r, key in ((run, own), (base, other)):
+        stats: ExampleStats | None = r.examples
+        side = None if stats is None else stats.scaled if key else stats.raw
+        if side is None:
+            return None
+        sides.append(side)
+    generator = np.random.default_rng(BOOTSTRAP_SEED)
+    n = sides[0].shape[0]
+    differences = []
+    for start in range(0, REPLICATES, _CHUNK):
+        draws = generator.integers(0, n, size=(min(_CHUNK, REPLICATES - start), n))
+        offsets = draws + n * np.arange(draws.shape[0])[:, None]
+        weights = np.bincount(offsets.ravel(), minlength=draws.size).reshape(draws.shape).astype(np.float64)
+        values = [ExampleStats.values(weights @ side, name) for side in sides]
+        differences.append(values[0] - values[1])
+    low, high = np.percentile(np.concatenate(differences), [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _interval(pairs: list[tuple[RunResult, RunResult]], name: str, own: str, other: str,
+              ci: bool) -> tuple[float, tuple[float, float] | None, str | None]:
+    """The mean paired difference, its interval and the interval's kind (``None``: none)."""
+    differences = [run.value(name + own) - base.value(name + other)  # type: ignore[operator]
+                   for run, base in pairs]
+    mean, half = mean_ci(differences)
+    if not ci:
+        return mean, None, None
+    if half is not None:
+        return mean, (mean - half, mean + half), "seeds"
+    interval = _bootstrap(*pairs[0], name, own, other) if name in ADDITIVE else None
+    return mean, interval, None if interval is None else "examples"
+
+
+def _comparison(alpha: float, base: float, name: str, scaling: str, runs: list[RunResult],
+                baseline: list[RunResult], ci: bool) -> dict[str, Any] | None:
+    own, other = SCALINGS[scaling]
+    pairs = _pairs(runs, baseline, name, own, other)
+    if not pairs:
+        return None
+    diff, interval, kind = _interval(pairs, name, own, other, ci)
+    half = None if interval is None else (interval[1] - interval[0]) / 2
+    row: dict[str, Any] = {
+        "alpha": alpha, "baseline_alpha": base, "metric": name, "scaling": scaling,
+        "difference_mean": diff, "difference_ci95": half,
+        "difference_interval": None if interval is None else list(interval), "interval": kind,
+        "n_pairs": len(pairs), "seeds": [run.seed for run, _ in pairs],
+    }
+    if not all(r.learned for pair in pairs for r in pair):
+        return {**row, "inside_noise": None, "verdict": NOT_COMPARABLE}
+    if interval is None:
+        return {**row, "inside_noise": None, "verdict": NO_INTERVAL}
+    noise = interval[0] <= 0.0 <= interval[1]
+    better = (diff > 0) == METRICS[name].higher_is_better
+    return {**row, "inside_noise": noise,
+            "verdict": "inside the noise" if noise else ("better" if better else "worse")}
+
+
+def summarize(result: CompareResult, ci: bool = True) -> None:
+    """Fill ``result.summary`` (mean, interval per alpha) and ``result.comparisons`` (paired by seed).
+
+    Every metric is summarized at T = 1 (``{metric}_mean``, ``{metric}_ci95``)
+    and after temperature scaling (``{metric}_ts_mean``, ``{metric}_ts_ci95``)
+    over the runs whose temperature fit can be trusted (``n_ts`` of them; the
+    means are ``None`` when there is none), with the fitted temperature
+    (``temperature_mean``, ``temperature_ci95``). Each alpha is compared with
+    the first under every entry of :data:`SCALINGS` (metrics that temperature
+    scaling cannot change, accuracy and mean IoU, only at T = 1), over the
+    seeds both finished. A comparison that involves a run that did not learn
+    gets the verdict :data:`NOT_COMPARABLE`; one without an interval,
+    :data:`NO_INTERVAL`.
+    """
+    result.summary = [_summary_row(alpha, result.runs_of(alpha), result.metric_names, ci)
+                      for alpha in result.alphas if result.runs_of(alpha)]
+    result.comparisons = []
+    base = result.alphas[0]
+    for alpha in result.alphas[1:]:
+        for scaling in SCALINGS:
+            for name in result.metric_names:
+                if scaling != "none" and METRICS[name].scale_invariant:
+                    continue
+                row = _comparison(alpha, base, name, scaling, result.runs_of(alpha), result.runs_of(base), ci)
+                if row is not None:
+                    result.comparisons.append(row)

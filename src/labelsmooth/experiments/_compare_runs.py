@@ -1,0 +1,127 @@
+"""``compare_runs``: the verdict from saved run records, whatever trained them.
+
+Records -> checks -> per-run metrics -> summary and comparisons -> report:
+the analysis ``compare`` runs after its own training, fed by files that any
+trainer writes (:mod:`._records`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from labelsmooth import _validation as v
+from labelsmooth.experiments import provenance
+from labelsmooth.experiments._analysis import measure, summarize
+from labelsmooth.experiments._records import RunRecord, read_runs
+from labelsmooth.experiments._results import CompareResult
+from labelsmooth.experiments.data import fail
+from labelsmooth.experiments.provenance import call_text
+
+__all__ = ["compare_runs"]
+
+#: Why a comparison of records draws no penultimate-layer picture.
+NO_PENULTIMATE = "No penultimate-layer picture: run records hold predictions, not activations."
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise fail("out", "a directory (or a path to create one)", str(out))
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not overwrite:
+        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        raise fail("out", "an empty or new folder (or overwrite=True)", f"{out} holding {shown}")
+
+
+def _alphas(records: Sequence[RunRecord]) -> list[float]:
+    """Alpha 0 (or the smallest) first, as the baseline; then the others in increasing order."""
+    found = sorted({r.alpha for r in records})
+    base = 0.0 if 0.0 in found else found[0]
+    return [base, *(a for a in found if a != base)]
+
+
+def _notes(records: Sequence[RunRecord], checked: list[str]) -> tuple[str, ...]:
+    notes = [*checked, *(note for r in records for note in r.notes)]
+    missing = [r for r in records if r.val is None]
+    if missing:
+        names = ", ".join(f"alpha {r.alpha:g} seed {r.seed}" for r in missing)
+        notes.append(f"no validation split in {len(missing)} of {len(records)} records ({names}): "
+                     "those runs get no temperature scaling")
+    if not any(r.history for r in records):
+        notes.append("no record has a training history: no curves, and the 'did not learn' rule uses "
+                     "the majority-class test only")
+    return tuple(dict.fromkeys([*notes, NO_PENULTIMATE]))
+
+
+def compare_runs(
+    runs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    ci: bool = True,
+    allow_different_settings: bool = False,
+    overwrite: bool = False,
+) -> CompareResult:
+    """Compare saved runs: every metric raw and after temperature scaling, paired by seed.
+
+    Reads one record per (alpha, seed) run (:func:`~._records.save_run`
+    writes them; so can ``numpy.savez`` alone: see the README's "Run records"),
+    checks that they are comparable, then measures each as ``compare`` measures
+    its own runs (:func:`~._analysis.measure`) and derives the same summary,
+    comparisons and report. The baseline is alpha 0 if present, else the
+    smallest alpha. With one paired seed, a comparison's interval is a paired
+    bootstrap over test examples (``"interval": "examples"``).
+
+    Args:
+        runs: a folder of ``.npz``/``.pt`` records, a glob, a file, or a list of these.
+        out: if given, ``metrics.json``, the figures and ``report.md`` (whose
+            provenance lists each record with its sha256); a folder that holds
+            files needs ``overwrite``.
+        ci: compute intervals (without them no comparison gets a noise verdict).
+        allow_different_settings: records whose ``settings`` differ in more
+            than alpha and seed are compared anyway, with a note in the report
+            (else refused, naming the key).
+        overwrite: replace what ``out`` holds.
+
+    Returns:
+        A :class:`~._results.CompareResult` (``config`` is ``None``).
+
+    Raises:
+        ValueError, TypeError: a record that cannot be read or compared, named
+            with its file and key, before anything is computed or written.
+    """
+    call = call_text(locals(), _DEFAULTS).replace("compare(", "compare_runs(", 1)
+    v.check_flag(ci, "ci")
+    v.check_flag(overwrite, "overwrite")
+    v.check_flag(allow_different_settings, "allow_different_settings")
+    out_path = None if out is None else Path(out)
+    if out_path is not None:
+        _check_out(out_path, overwrite)
+    started = provenance.start(call, "cpu")
+    records, checked = read_runs(runs, allow_different_settings=allow_different_settings)
+    first = records[0]
+    result = CompareResult(
+        str(first.settings.get("dataset", "saved runs")),
+        "segmentation" if first.test.logits.ndim > 2 else "classification", first.num_classes,
+        first.class_names or tuple(str(k) for k in range(first.num_classes)), _alphas(records),
+        sorted({r.seed for r in records}), None, [], settings=first.compared_settings(),
+        notes=_notes(records, checked), provenance=started, ci=ci,
+        records=[{"path": r.source, "sha256": r.sha256, "alpha": r.alpha, "seed": r.seed} for r in records],
+    )
+    order = {alpha: k for k, alpha in enumerate(result.alphas)}
+    records.sort(key=lambda r: (r.seed, order[r.alpha]), reverse=True)
+    del first
+    while records:  # one record's logits in memory at a time beyond the ones not yet measured
+        result.runs.append(measure(records.pop()))
+    summarize(result, ci)
+    result.provenance = provenance.finish(result.provenance)
+    if out_path is not None:
+        from labelsmooth.experiments.report import write_report
+
+        write_report(result, out_path)
+    return result
+
+
+#: ``compare_runs``' defaults, for the Python call the report shows.
+_DEFAULTS = {name: p.default for name, p in inspect.signature(compare_runs).parameters.items()}

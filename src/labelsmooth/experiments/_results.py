@@ -1,0 +1,229 @@
+"""What a comparison produces: :class:`RunResult` (one run's measurements) and :class:`CompareResult`.
+
+Plain data with ``to_dict``/``to_json``; nothing here needs the report, the
+training loop or the analysis, so every module can import it (this is what
+keeps the imports of ``experiments`` pointing one way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from labelsmooth.experiments.evaluate import metric_names
+from labelsmooth.metrics import ECE_BINS, TEMPERATURE_BOUNDS, ReliabilityBins
+
+if TYPE_CHECKING:
+    from labelsmooth.experiments.train import TrainConfig
+
+__all__ = ["BIN_FIELDS", "CompareResult", "RunResult"]
+
+BIN_FIELDS = ("edges", "confidence", "accuracy", "count")
+
+
+@dataclass
+class RunResult:
+    """What one (alpha, seed) run measured on the test split, and how its training went.
+
+    ``metrics`` are at temperature 1; ``scaled`` the same metrics after
+    temperature scaling with ``temperature``, fitted on the validation split
+    (both empty/``None`` without one).
+    """
+
+    alpha: float
+    seed: int
+    metrics: dict[str, float]
+    bins: ReliabilityBins
+    #: One entry per epoch: ``epoch``, ``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``.
+    history: list[dict[str, Any]] = field(default_factory=list)
+    #: :func:`~labelsmooth.experiments.evaluate.learned_check`'s verdict.
+    check: dict[str, Any] = field(default_factory=lambda: {"learned": True, "reasons": []})
+    #: Penultimate activations of three test classes in their template plane (``None``: no picture).
+    projection: np.ndarray | None = field(default=None, repr=False)
+    projection_labels: np.ndarray | None = field(default=None, repr=False)
+    projection_classes: tuple[int, int, int] | None = None
+    #: Wall time of the run (kept in ``runs.jsonl``, left out of ``metrics.json``).
+    seconds: float = 0.0
+    scaled: dict[str, float] = field(default_factory=dict)
+    temperature: float | None = None
+    #: Whether the fitted temperature can be trusted: ``False`` when it sits at a search bound or the
+    #: validation split cannot pin it down (``temperature_note`` says why); ``None`` without a fit.
+    #: Such runs are left out of every ``_ts`` mean, interval and verdict.
+    temperature_ok: bool | None = None
+    temperature_note: str | None = None
+    #: Per-test-example sums for the bootstrap over examples (:class:`~._analysis.ExampleStats`);
+    #: kept in memory only, never written.
+    examples: Any = field(default=None, repr=False, compare=False)
+    #: The run's :class:`~._records.RunRecord` on its way from a worker to the writer; memory only.
+    run_record: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def learned(self) -> bool:
+        return bool(self.check["learned"])
+
+    def value(self, key: str) -> float | None:
+        """``"nll"`` (at T = 1), ``"nll_ts"`` (after scaling), ``"temperature"``.
+
+        ``None`` if not measured, and for the scaled values and the temperature
+        of a run whose temperature fit failed (``temperature_ok`` false).
+        """
+        if key == "temperature":
+            return self.temperature if self.temperature_ok else None
+        if key.endswith("_ts"):
+            return self.scaled.get(key[:-3]) if self.temperature_ok else None
+        return self.metrics.get(key)
+
+    def record(self) -> dict[str, Any]:
+        """The run's entry in ``metrics.json``."""
+        return {"alpha": self.alpha, "seed": self.seed, **self.metrics,
+                **{f"{name}_ts": value for name, value in self.scaled.items()},
+                "temperature": self.temperature, "temperature_ok": self.temperature_ok,
+                "temperature_note": self.temperature_note, "learned": self.learned,
+                "learned_check": {k: v for k, v in self.check.items() if k != "learned"},
+                "history": self.history}
+
+    def cluster_tightness(self) -> float | None:
+        """Mean distance of the projected points to their class centroid over the mean distance
+        between centroids: smaller means tighter, better separated clusters (``None``: no projection).
+        """
+        if self.projection is None or self.projection_labels is None or self.projection_classes is None:
+            return None
+        centroids, spreads = [], []
+        for k in self.projection_classes:
+            points = self.projection[self.projection_labels == k]
+            if len(points) == 0:
+                return None
+            centroid = points.mean(0)
+            centroids.append(centroid)
+            spreads.append(float(np.linalg.norm(points - centroid, axis=1).mean()))
+        pairs = [(0, 1), (0, 2), (1, 2)]
+        separation = float(np.mean([np.linalg.norm(centroids[i] - centroids[j]) for i, j in pairs]))
+        return float(np.mean(spreads)) / separation if separation > 0 else None
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything, as JSON values (a line of ``runs.jsonl``)."""
+        return {
+            "alpha": self.alpha, "seed": self.seed, "metrics": self.metrics, "history": self.history,
+            "check": self.check, "seconds": self.seconds, "scaled": self.scaled,
+            "temperature": self.temperature, "temperature_ok": self.temperature_ok,
+            "temperature_note": self.temperature_note,
+            "bins": {name: getattr(self.bins, name).tolist() for name in BIN_FIELDS}
+            | {"total": self.bins.total},
+            "projection": None if self.projection is None else self.projection.tolist(),
+            "projection_labels": None if self.projection_labels is None else self.projection_labels.tolist(),
+            "projection_classes": None if self.projection_classes is None else list(self.projection_classes),
+        }
+
+    @classmethod
+    def from_json(cls, line: dict[str, Any]) -> RunResult:
+        bins = line["bins"]
+        tensors = {name: torch.tensor(bins[name], dtype=torch.float64) for name in BIN_FIELDS}
+        classes = line["projection_classes"]
+        return cls(
+            line["alpha"], line["seed"], line["metrics"], ReliabilityBins(**tensors, total=bins["total"]),
+            line["history"], line["check"],
+            None if line["projection"] is None else np.array(line["projection"], dtype=np.float64),
+            None if line["projection_labels"] is None
+            else np.array(line["projection_labels"], dtype=np.int64),
+            None if classes is None else (classes[0], classes[1], classes[2]), line["seconds"],
+            line["scaled"], line["temperature"], line["temperature_ok"], line["temperature_note"],
+        )
+
+
+@dataclass
+class CompareResult:
+    """Every run, the per-alpha summary and the paired comparisons against the first alpha."""
+
+    dataset: str
+    task: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    alphas: list[float]
+    seeds: list[int]
+    #: The training settings (``None`` for a comparison of saved records).
+    config: TrainConfig | None
+    runs: list[RunResult] = field(repr=False)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: What loading changed (dropped columns) and why the penultimate picture is missing, if it is.
+    notes: tuple[str, ...] = ()
+    #: Interrupted before every run finished.
+    partial: bool = False
+    #: Versions, the call, the device, the start and wall time, the git commit (:mod:`.provenance`);
+    #: the report prints it, ``metrics.json`` leaves it out.
+    provenance: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: ``"shared"``: every penultimate-layer panel on one scale; ``"own"``: each on its own.
+    penultimate_scale: str = "shared"
+    #: Whether intervals were computed (``ci=False``: none, and so no noise verdicts).
+    ci: bool = True
+    #: The record files a comparison of saved runs read: ``{"path", "sha256", "alpha", "seed"}`` each.
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return metric_names(self.task)
+
+    @property
+    def not_learned(self) -> list[RunResult]:
+        return [r for r in self.runs if not r.learned]
+
+    def reliability(self, alpha: float) -> dict[str, Any] | None:
+        """The reliability bins of ``alpha``'s test predictions pooled over its finished seeds, and their ECE.
+
+        Per bin: the ``count`` of predictions, their mean ``confidence`` and
+        ``accuracy`` (0 for an empty bin); ``total`` counts every prediction
+        (a confidence of exactly 0 falls in no bin of Guo et al.'s binning).
+        ``ece`` is the ECE of the pooled predictions, which is what the diagram
+        draws; ``None`` when no run of ``alpha`` has finite outputs.
+        """
+        runs = [r for r in self.runs_of(alpha) if r.bins.total > 0]
+        if not runs:
+            return None
+        count = torch.stack([r.bins.count for r in runs]).sum(0)
+        # Per-bin sums of correctness and confidence pool exactly; the means are taken afterwards.
+        hits = torch.stack([r.bins.accuracy * r.bins.count for r in runs]).sum(0) / count.clamp(min=1)
+        confidence = torch.stack([r.bins.confidence * r.bins.count for r in runs]).sum(0) / count.clamp(min=1)
+        total = sum(r.bins.total for r in runs)
+        ece = float(((hits - confidence).abs() * count).sum()) / total
+        return {"alpha": alpha, "n_seeds": len(runs), "edges": runs[0].bins.edges.tolist(),
+                "count": [int(c) for c in count.tolist()], "accuracy": hits.tolist(),
+                "confidence": confidence.tolist(), "total": total, "ece": ece}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``metrics.json`` document."""
+        return {
+            "dataset": self.dataset, "task": self.task, "num_classes": self.num_classes,
+            "alphas": self.alphas, "seeds": self.seeds, "partial": self.partial, "notes": list(self.notes),
+            "config": {
+                **self.settings,
+                "loss": "dice+cross_entropy" if self.task == "segmentation" else "cross_entropy",
+                "ece_bins": ECE_BINS, "ece_binning": "guo", "ci_level": 0.95,
+                "temperature_scaling": "one T per run, the NLL minimizer on the validation split",
+                "temperature_bounds": list(TEMPERATURE_BOUNDS),
+            },
+            "runs": [run.record() for run in self.runs],
+            "summary": self.summary,
+            "reliability": [bins for bins in map(self.reliability, self.alphas) if bins is not None],
+            "penultimate": [
+                {"alpha": r.alpha, "seed": r.seed, "classes": r.projection_classes,
+                 "spread_to_separation": r.cluster_tightness()}
+                for r in self.penultimate_runs()
+            ],
+            "comparisons": self.comparisons,
+            **({"records": self.records} if self.records else {}),
+        }
+
+    def penultimate_runs(self) -> list[RunResult]:
+        """The lowest finished seed of every alpha: the runs the penultimate-layer picture shows."""
+        return [runs[0] for runs in map(self.runs_of, self.alphas) if runs]
+
+    def runs_of(self, alpha: float) -> list[RunResult]:
+        """The finished runs of ``alpha``, by seed."""
+        return sorted((r for r in self.runs if r.alpha == alpha), key=lambda r: r.seed)
+
+    def seeds_of(self, alpha: float) -> list[int]:
+        return [r.seed for r in self.runs_of(alpha)]
