@@ -35,6 +35,7 @@ from labelsmooth._smoothing import smoothing_distribution
 from labelsmooth.kernels.rowmath import (
     Layout,
     component_loss_gradient,
+    forward_arguments,
     forward_outputs,
     gradient_scales,
     input_gradients,
@@ -185,7 +186,7 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
         grad_mixing = component_loss_gradient(ctx, grad_loss)
         grad, ctx.grad = ctx.grad, None
         if not ctx.needs_input_grad[0]:
-            return input_gradients(ChunkedIndexCrossEntropy, target_weights=grad_mixing)
+            return input_gradients(_INPUTS, target_weights=grad_mixing)
         if grad is not None and grad_z is None:
             # Computed in the forward for an incoming gradient of 1: scale it
             # and let go, so autograd adopts it as .grad without a copy.
@@ -193,7 +194,7 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
                 grad.mul_(layout.view(grad_out))
             elif not bool(grad_out == 1):
                 grad.mul_(grad_out)
-            return input_gradients(ChunkedIndexCrossEntropy, logits=grad, target_weights=grad_mixing)
+            return input_gradients(_INPUTS, logits=grad, target_weights=grad_mixing)
         # No gradient from the forward (in place, a second backward through a
         # retained graph, or a gradient for the z-loss part): recompute softmax
         # chunk by chunk into the gradient.
@@ -204,7 +205,11 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
             scales = (scale_p, *scales[1:])
         grad = recomputed_gradient(logits, scales, dtype=dtype, softcap=ctx.softcap, step=ctx.step,
                                    inplace=ctx.inplace_backward)
-        return input_gradients(ChunkedIndexCrossEntropy, logits=grad, target_weights=grad_mixing)
+        return input_gradients(_INPUTS, logits=grad, target_weights=grad_mixing)
+
+
+#: The forward's argument names, for the backward's :func:`~labelsmooth.kernels.rowmath.input_gradients`.
+_INPUTS = forward_arguments(ChunkedIndexCrossEntropy)
 
 
 class _Statistics:

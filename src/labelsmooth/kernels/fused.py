@@ -37,6 +37,7 @@ from labelsmooth.kernels.rowmath import (
     Layout,
     cap_column,
     component_loss_gradient,
+    forward_arguments,
     forward_outputs,
     gradient_scales,
     input_gradients,
@@ -117,14 +118,14 @@ class FusedIndexCrossEntropy(torch.autograd.Function):
         grad_mixing = component_loss_gradient(ctx, grad_loss)
         grad, ctx.grad = ctx.grad, None
         if not ctx.needs_input_grad[0]:
-            return input_gradients(FusedIndexCrossEntropy, target_weights=grad_mixing)
+            return input_gradients(_INPUTS, target_weights=grad_mixing)
         if grad is not None and grad_z is None:
             # Computed in the forward for an incoming gradient of 1: scale it
             # (on CPU one host read skips the pass) and let go, so autograd
             # adopts it as .grad without a copy.
             if not (v.may_read_host(grad_out.device) and bool(grad_out == 1)):
                 grad.mul_(grad_out)
-            return input_gradients(FusedIndexCrossEntropy, logits=grad, target_weights=grad_mixing)
+            return input_gradients(_INPUTS, logits=grad, target_weights=grad_mixing)
         layout = Layout(logits.shape)
         scale_p, scale_u, scale_y = gradient_scales(layout, grad_loss, coef_a, smooth_mass, tw, cm)
         if z_mask is not None:
@@ -143,4 +144,8 @@ class FusedIndexCrossEntropy(torch.autograd.Function):
                 softcap=ctx.softcap, step=rows_per_chunk(layout, None),
             ),
         )
-        return input_gradients(FusedIndexCrossEntropy, logits=grad, target_weights=grad_mixing)
+        return input_gradients(_INPUTS, logits=grad, target_weights=grad_mixing)
+
+
+#: The forward's argument names, for the backward's :func:`~labelsmooth.kernels.rowmath.input_gradients`.
+_INPUTS = forward_arguments(FusedIndexCrossEntropy)

@@ -35,6 +35,7 @@ from labelsmooth.kernels import dispatch
 from labelsmooth.kernels.rowmath import (
     Layout,
     cap_column,
+    forward_arguments,
     forward_outputs,
     gradient_scales,
     input_gradients,
@@ -156,7 +157,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             # Computed in the forward for an incoming gradient of 1: scale them
             # and let go, so autograd adopts them as .grad without a copy (a
             # reference kept here made it clone dW: +0.5x of it in peak memory).
-            return input_gradients(LinearCrossEntropyFunction, **grads.result(grad_loss))
+            return input_gradients(_INPUTS, **grads.result(grad_loss))
         # "none", a gradient for the z-loss part, or a second backward through
         # a retained graph: recompute.
         hidden, weight, bias, lse = ctx.saved_tensors
@@ -171,7 +172,11 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             grad_logits, _, _ = state.chunk(hidden, weight, bias, part, (scale_p, scale_u, scale_y))
             if grad_logits is not None:
                 recomputed.add(part, grad_logits)
-        return input_gradients(LinearCrossEntropyFunction, **recomputed.result(None))
+        return input_gradients(_INPUTS, **recomputed.result(None))
+
+
+#: The forward's argument names, for the backward's :func:`~labelsmooth.kernels.rowmath.input_gradients`.
+_INPUTS = forward_arguments(LinearCrossEntropyFunction)
 
 
 class _GradientAccumulator:

@@ -31,7 +31,6 @@ each into one loop over rows (CPU C++ or GPU Triton), and under an outer
 
 from __future__ import annotations
 
-import functools
 import inspect
 from typing import Any, NamedTuple
 
@@ -47,6 +46,7 @@ __all__ = [
     "capped",
     "class_mass",
     "component_loss_gradient",
+    "forward_arguments",
     "forward_outputs",
     "fused_rows",
     "gradient_scales",
@@ -241,20 +241,19 @@ def forward_outputs(
     return outputs(loss, lse, z_mask, z_loss, divisor, z_divisor)
 
 
-def input_gradients(function: type[torch.autograd.Function], **grads: Tensor | None
-                    ) -> tuple[Tensor | None, ...]:
-    """What ``function.backward`` returns: ``grads`` by the names of ``function.forward``'s
-    arguments (after ``ctx``), in their order, and ``None`` for every other argument."""
-    names = _forward_arguments(function)
-    unknown = sorted(set(grads) - set(names))
-    if unknown:
-        raise TypeError(f"{function.__name__}.forward has no argument named {unknown}")
-    return tuple(grads.get(name) for name in names)
-
-
-@functools.cache
-def _forward_arguments(function: type[torch.autograd.Function]) -> tuple[str, ...]:
+def forward_arguments(function: type[torch.autograd.Function]) -> tuple[str, ...]:
+    """The names of ``function.forward``'s arguments after ``ctx``, for :func:`input_gradients`.
+    Read once, at import: a backward that ``torch.compile`` traces cannot inspect a signature."""
     return tuple(inspect.signature(function.forward).parameters)[1:]
+
+
+def input_gradients(arguments: tuple[str, ...], **grads: Tensor | None) -> tuple[Tensor | None, ...]:
+    """What a ``backward`` returns: ``grads`` by the names of the forward's ``arguments``
+    (:func:`forward_arguments`), in their order, and ``None`` for every other argument."""
+    for name in grads:
+        if name not in arguments:
+            raise TypeError(f"input_gradients: expected names from {arguments}, got {name!r}")
+    return tuple(grads.get(name) for name in arguments)
 
 
 def gradient_scales(
