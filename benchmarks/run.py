@@ -242,7 +242,7 @@ def _fix_malloc_threshold() -> None:
 
 def probe_child(case_name: str, name: str, quick: bool, device: str, first_call_only: bool) -> None:
     """Subprocess body: time the first call, then measure the memory of a second; print JSON."""
-    case = next(c for c in pv.cases(quick) if c.name == case_name)
+    case = next(c for c in pv.cases(quick, device) if c.name == case_name)
     provider = pv.provider(case, name)
     inputs = pv.make_inputs(case, device)
     pristine = _pristine(inputs, provider)
@@ -405,7 +405,7 @@ def main() -> None:
                                "bandwidth_bytes_per_s": copy_bandwidth(args.device), "cases": []}
     bandwidth = results["bandwidth_bytes_per_s"]
     log(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write); writing {args.out}")
-    for case in pv.cases(args.quick):
+    for case in pv.cases(args.quick, args.device):
         if args.only not in case.name:
             continue
         started = time.perf_counter()

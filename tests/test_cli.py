@@ -200,11 +200,11 @@ def test_join_variadic():
 def test_out_with_results_is_refused_in_one_line(capsys, tmp_path):
     out = tmp_path / "out"
     assert run(capsys, "compare", *BLOBS, "--out", out)[0] == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     status, _, err = run(capsys, "compare", *BLOBS, "--out", out)
     assert status == 2 and err.count("\n") == 1
     assert "out: expected an empty or new folder (--resume continues the runs in it, --overwrite" in err
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     status, _, err = run(capsys, "compare", *BLOBS, "--epochs",
                          "4", "--resume", "--out", out)
     assert status == 2 and "out: expected the settings of the runs in" in err and "epochs 3 -> 4" in err
@@ -297,7 +297,7 @@ def test_compare_writes_every_report_file_and_says_so(capsys, tmp_path):
     status, out, err = run(capsys, "compare", *BLOBS, "--out", tmp_path / "o")
     assert status == 0
     names = sorted(p.name for p in (tmp_path / "o").iterdir())
-    assert names == sorted(["runs.jsonl", "metrics.json", "report.md",
+    assert names == sorted(["runs.jsonl", "predictions", "metrics.json", "report.md",
                             *(f"{f}.{k}" for f in ("reliability", "metrics_vs_alpha", "curves", "penultimate")
                               for k in ("png", "svg"))])
     assert all(name in err.splitlines()[-1] for name in names)

@@ -80,7 +80,7 @@ def test_penultimate_is_the_input_of_the_last_linear():
     model = helpers.make_model(3)
     layer, note = last_layer(model, 3)
     assert (layer, note) == ("classifier", "")
-    _, features = predict(model, data, torch.device("cpu"), layer)
+    _, _, features = predict(model, data.test, torch.device("cpu"), layer)
     with torch.no_grad():
         expected = model.trunk(data.test.inputs)
     torch.testing.assert_close(features, expected, rtol=0, atol=0)
@@ -146,7 +146,11 @@ def test_constant_model_did_not_learn_and_gets_no_verdict(tmp_path):
     verdicts = report.index("- **Accuracy**: ")
     warning = report.index("> **Warning: 4 of 4 runs did not learn")
     assert verdicts < warning < report.index("## Provenance")
-    assert report[verdicts:warning].count("not comparable (a run did not learn)") == 3
+    # A constant model's temperature cannot be fitted: nothing after scaling is measured, so that
+    # headline has no verdict at all, and the runs are named before the verdicts.
+    assert report[verdicts:warning].count("not comparable (a run did not learn)") == 2
+    assert "- **ECE after temperature scaling**: not measured" in report
+    assert report.index("> **Temperature fits left out**: 4 of 4 runs") < verdicts
     assert "**Not comparable**" in report
     assert not result.runs[0].learned
 

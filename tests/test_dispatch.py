@@ -75,7 +75,7 @@ def test_set_backend_inside_use_backend_lasts_until_the_block_ends(monkeypatch):
 @pytest.mark.parametrize("choose", [ls.kernels.set_backend, ls.kernels.use_backend], ids=["set", "use"])
 def test_unknown_backend_is_refused_and_the_request_kept(choose, monkeypatch):
     monkeypatch.setattr(dispatch, "_requested", "chunked")
-    expected = r"backend: expected one of 'auto', 'inductor', 'chunked', got 'cuda'"
+    expected = r"backend: expected one of 'auto', 'inductor', 'chunked', 'triton', got 'cuda'"
     with pytest.raises(ValueError, match=expected), choose("cuda"):
         pass
     assert dispatch._requested == "chunked"

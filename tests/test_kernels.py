@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 import _reference as ref
 import labelsmooth
+from _devices import DEVICES
 from labelsmooth import kernels
 
 DTYPE_TOL = {
@@ -76,22 +77,24 @@ def make_case(rows, num_classes, dtype, *, seed=0, ignore_every=4, scale=3.0):
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 1.0], ids=lambda s: f"s{s}")
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize(("rows", "chunk_size"), [(13, 4), (13, None), (1, 3), (64, 7)], ids=str)
-def test_matches_pytorch_loss_and_gradient(dtype, smoothing, weighted, rows, chunk_size):
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_pytorch_loss_and_gradient(dtype, smoothing, weighted, rows, chunk_size, device):
     logits, targets = make_case(rows, 11, dtype)
     weight = torch.rand(11, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + 0.1
     weight = weight if weighted else None
     grad_rows = torch.randn(rows, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    ours_in = logits.clone().requires_grad_()
-    ours = rows_loss(ours_in, targets, smoothing=smoothing, weight=weight, chunk_size=chunk_size)
-    (ours * grad_rows.to(ours.dtype)).sum().backward()
+    ours_in = logits.to(device, copy=True).requires_grad_()
+    ours = rows_loss(ours_in, targets.to(device), smoothing=smoothing,
+                     weight=None if weight is None else weight.to(device), chunk_size=chunk_size)
+    (ours * grad_rows.to(device, ours.dtype)).sum().backward()
     theirs_in = logits.double().requires_grad_()
     theirs = F.cross_entropy(theirs_in, targets, weight=weight, label_smoothing=smoothing, reduction="none")
     (theirs * grad_rows).sum().backward()
     rtol, atol = DTYPE_TOL[dtype]
     assert ours.dtype == (torch.float32 if dtype == torch.bfloat16 else dtype)
     assert ours_in.grad.dtype == dtype
-    torch.testing.assert_close(ours.double(), theirs, rtol=rtol, atol=atol)
-    torch.testing.assert_close(ours_in.grad.double(), theirs_in.grad, rtol=rtol, atol=atol)
+    torch.testing.assert_close(ours.cpu().double(), theirs, rtol=rtol, atol=atol)
+    torch.testing.assert_close(ours_in.grad.cpu().double(), theirs_in.grad, rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("with_prior", [False, True], ids=["uniform", "prior"])

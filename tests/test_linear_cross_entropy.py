@@ -9,6 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import labelsmooth as ls
+from _devices import LINEAR_PATHS
 from labelsmooth import linear_cross_entropy
 
 DTYPE_TOL = {
@@ -29,22 +31,30 @@ def make_case(rows, hidden_size, vocab, dtype, *, seed=0, ignore_every=3, bias=T
     return hidden, weight, b, targets
 
 
-def run_both(hidden, weight, bias, targets, *, alpha, reduction, chunk_size=None, grad_seed=7):
-    """Loss and gradients of ours (in the input dtype) and of PyTorch in float64."""
+def run_both(hidden, weight, bias, targets, *, alpha, reduction, chunk_size=None, grad_seed=7, device="cpu"):
+    """Loss and gradients of ours (in the input dtype, on ``device``) and of PyTorch in float64."""
     inputs = [t for t in (hidden, weight, bias) if t is not None]
-    ours_in = [t.clone().requires_grad_() for t in inputs]
+    ours_in = [t.to(device, copy=True).requires_grad_() for t in inputs]
     theirs_in = [t.double().requires_grad_() for t in inputs]
     ours_bias = ours_in[2] if bias is not None else None
     theirs_bias = theirs_in[2] if bias is not None else None
-    ours = linear_cross_entropy(ours_in[0], ours_in[1], targets, linear_bias=ours_bias, alpha=alpha,
-                                reduction=reduction, chunk_size=chunk_size)
+    ours = linear_cross_entropy(ours_in[0], ours_in[1], targets.to(device), linear_bias=ours_bias,
+                                alpha=alpha, reduction=reduction, chunk_size=chunk_size)
     theirs = F.cross_entropy(F.linear(theirs_in[0], theirs_in[1], theirs_bias), targets,
                              label_smoothing=alpha, reduction=reduction)
     grad_out = torch.randn(theirs.shape, generator=torch.Generator().manual_seed(grad_seed),
                            dtype=torch.float64)
-    (ours * grad_out.to(ours.dtype)).sum().backward()
+    (ours * grad_out.to(device, ours.dtype)).sum().backward()
     (theirs * grad_out).sum().backward()
     return ours, theirs, ours_in, theirs_in
+
+
+@pytest.fixture
+def linear_path(request):
+    """The device of a ``LINEAR_PATHS`` parameter, with its backend set for the test."""
+    device, backend = request.param
+    with ls.kernels.use_backend(backend):
+        yield device
 
 
 @pytest.mark.parametrize("dtype", list(DTYPE_TOL), ids=str)
@@ -52,17 +62,19 @@ def run_both(hidden, weight, bias, targets, *, alpha, reduction, chunk_size=None
 @pytest.mark.parametrize("alpha", [0.0, 0.1, 1.0], ids=lambda a: f"alpha{a}")
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize(("rows", "chunk_size"), [(13, 4), (13, None), (1, 2)], ids=str)
-def test_matches_linear_then_cross_entropy(dtype, reduction, alpha, with_bias, rows, chunk_size):
+@pytest.mark.parametrize("linear_path", LINEAR_PATHS, indirect=True)
+def test_matches_linear_then_cross_entropy(dtype, reduction, alpha, with_bias, rows, chunk_size, linear_path):
+    device = linear_path
     hidden, weight, bias, targets = make_case(rows, 8, 11, dtype, bias=with_bias)
     ours, theirs, ours_in, theirs_in = run_both(
-        hidden, weight, bias, targets, alpha=alpha, reduction=reduction, chunk_size=chunk_size
+        hidden, weight, bias, targets, alpha=alpha, reduction=reduction, chunk_size=chunk_size, device=device
     )
     rtol, atol = DTYPE_TOL[dtype]
     assert ours.dtype == (torch.float32 if dtype == torch.bfloat16 else dtype)
-    torch.testing.assert_close(ours.double(), theirs, rtol=rtol, atol=atol)
+    torch.testing.assert_close(ours.cpu().double(), theirs, rtol=rtol, atol=atol)
     for mine, reference in zip(ours_in, theirs_in, strict=True):
         assert mine.grad.dtype == dtype
-        torch.testing.assert_close(mine.grad.double(), reference.grad, rtol=rtol, atol=atol)
+        torch.testing.assert_close(mine.grad.cpu().double(), reference.grad, rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
@@ -193,3 +205,61 @@ def test_second_backward_through_a_retained_graph_recomputes():
     loss.backward()
     for tensor, once in zip(inputs, first, strict=True):
         torch.testing.assert_close(tensor.grad, 2 * once)
+
+
+@pytest.mark.parametrize(("convention", "with_prior"), [("others", False), ("uniform", True)],
+                         ids=["others", "prior"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_convention_and_prior_match_the_dense_float64_target(convention, with_prior, reduction):
+    """The chunked path against ``-sum_c w_c q_c log p_c`` of the target written out from each
+    convention's definition (``_reference``); the mean divides by ``sum_i w_{y_i}``."""
+    import _reference as ref
+
+    hidden, weight, bias, targets = make_case(13, 8, 11, torch.float64)
+    generator = torch.Generator().manual_seed(3)
+    class_weight = torch.rand(11, generator=generator, dtype=torch.float64) + 0.2
+    prior = torch.softmax(torch.randn(11, generator=generator, dtype=torch.float64), 0)
+    prior = prior if with_prior else None
+    one_hot = ref.one_hot(targets, 11)
+    if convention == "others":  # 1 - alpha on the true class, alpha / (V - 1) on each other one
+        q = one_hot * 0.7 + (one_hot.sum(-1, keepdim=True) - one_hot) * 0.3 / 10
+    else:
+        q = ref.smooth(one_hot, 0.3, prior=prior)
+    ours_in = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
+    ours = linear_cross_entropy(ours_in[0], ours_in[1], targets, linear_bias=ours_in[2], weight=class_weight,
+                                alpha=0.3, convention=convention, prior=prior, reduction=reduction,
+                                chunk_size=4)
+    theirs_in = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
+    theirs = ref.cross_entropy_rows(F.linear(*theirs_in), q, weight=class_weight)
+    if reduction == "mean":
+        valid = targets != -100
+        theirs = theirs.sum() / (class_weight[targets.clamp(min=0)] * valid).sum()
+    torch.testing.assert_close(ours, theirs)
+    ours.sum().backward()
+    theirs.sum().backward()
+    for mine, reference in zip(ours_in, theirs_in, strict=True):
+        torch.testing.assert_close(mine.grad, reference.grad)
+
+
+def test_prior_with_the_others_convention_is_refused():
+    hidden, weight, _, targets = make_case(7, 4, 6, torch.float32)
+    with pytest.raises(ValueError, match="convention: expected 'uniform' when a prior is given"):
+        linear_cross_entropy(hidden, weight, targets, alpha=0.1, prior=torch.full((6,), 1 / 6),
+                             convention="others")
+
+
+@pytest.mark.parametrize("options", [{"convention": "others"}, {"prior": "softmax"}], ids=["others", "prior"])
+def test_module_passes_convention_and_prior_and_pickles(options):
+    import pickle
+
+    from labelsmooth import LinearCrossEntropyLoss
+
+    hidden, weight, bias, targets = make_case(9, 4, 6, torch.float64)
+    if "prior" in options:
+        options = {"prior": torch.softmax(torch.arange(6, dtype=torch.float64), 0)}
+    module = LinearCrossEntropyLoss(alpha=0.2, **options)
+    expected = linear_cross_entropy(hidden, weight, targets, linear_bias=bias, alpha=0.2, **options)
+    torch.testing.assert_close(module(hidden, weight, targets, bias), expected, rtol=0, atol=0)
+    torch.testing.assert_close(pickle.loads(pickle.dumps(module))(hidden, weight, targets, bias), expected,
+                               rtol=0, atol=0)
+    assert ("convention='others'" in repr(module)) == ("convention" in options)

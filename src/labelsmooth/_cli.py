@@ -19,6 +19,8 @@ import torch
 from labelsmooth import _validation as v
 
 DEFAULT_OUT = "runs/compare"
+#: What ``compare --runs`` writes (no store, no records: it reads them).
+REPORT_NAMES = ("metrics.json", "report.md", "the figures")
 
 
 class UsageError(Exception):
@@ -102,8 +104,16 @@ OPTIONS = [
     click.option("--resume", is_flag=True, help="Skip the runs --out already holds (same settings only)."),
     click.option("--overwrite", is_flag=True, help="Replace the results --out holds."),
     click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(path_type=Path),
-                 help="Folder for runs.jsonl, metrics.json, the pictures and report.md."),
+                 help="Folder for runs.jsonl, predictions/ (one record per run), metrics.json, the pictures "
+                      "and report.md."),
+    click.option("--runs", multiple=True, metavar="PATH [PATH ...]",
+                 help="Compare saved run records instead of training: folders, globs or .npz/.pt files "
+                      "(see the README's 'Run records'); --out, --ci/--no-ci and --overwrite apply."),
+    click.option("--allow-different-settings", is_flag=True,
+                 help="With --runs: compare records whose settings differ (noted in the report)."),
 ]
+#: The options that mean something with --runs; any other one given with it is refused.
+RUNS_OPTIONS = ("runs", "out", "ci", "overwrite", "allow_different_settings")
 
 
 def _with_options(function: Any) -> Any:
@@ -226,11 +236,43 @@ def _interrupted(out: Path) -> None:
     raise click.exceptions.Exit(130)
 
 
+def _compare_records(opts: dict[str, Any]) -> None:
+    """``compare --runs``: the analysis of saved records, no training."""
+    from labelsmooth.experiments import compare_runs
+    from labelsmooth.experiments.report import format_table, noise_statement, warning
+
+    context = click.get_current_context()
+    given = [name for name in opts if name not in RUNS_OPTIONS
+             and context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+    if given:
+        raise UsageError.of("runs", "no training options with --runs",
+                            "--" + given[0].replace("_", "-"))
+    try:
+        result = compare_runs(list(opts["runs"]), out=opts["out"], ci=opts["ci"],
+                              allow_different_settings=opts["allow_different_settings"],
+                              overwrite=opts["overwrite"])
+    except (ValueError, TypeError) as error:
+        raise UsageError(str(error)) from None
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    text = warning(result)
+    if text is not None:
+        click.echo(f"labelsmooth: warning: {text}", err=True)
+    click.echo(format_table(result))
+    click.echo("\n".join(noise_statement(result)))
+    click.echo(f"read {len(result.runs)} records; wrote {', '.join(REPORT_NAMES)} to {opts['out']}", err=True)
+
+
 @cli.command()
 @_with_options
 def compare(**opts: Any) -> None:
-    """Train the same model once per alpha and seed; compare accuracy, NLL and calibration, at T = 1 and
-    after temperature scaling."""
+    """Train the same model once per alpha and seed (or read saved runs: --runs); compare accuracy, NLL and
+    calibration, at T = 1 and after temperature scaling."""
+    if opts["runs"]:
+        _compare_records(opts)
+        return
+    opts.pop("runs")
+    opts.pop("allow_different_settings")
     from labelsmooth.experiments import compare as run_compare
     from labelsmooth.experiments.report import format_table, noise_statement, warning
     from labelsmooth.experiments.store import REPORT_FILES
@@ -256,7 +298,7 @@ def compare(**opts: Any) -> None:
         click.echo(f"labelsmooth: warning: {text}", err=True)
     click.echo(format_table(result))
     click.echo("\n".join(noise_statement(result)))
-    click.echo(f"wrote {opts['out'] / 'runs.jsonl'}, {', '.join(REPORT_FILES)}", err=True)
+    click.echo(f"wrote {opts['out'] / 'runs.jsonl'}, predictions/, {', '.join(REPORT_FILES)}", err=True)
 
 
 @cli.command()

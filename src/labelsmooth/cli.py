@@ -19,6 +19,8 @@ INTERRUPTED = 130
 #: Options that take several values (``--alphas 0 0.1 0.2``); click takes one, so
 #: :func:`main` joins the values that follow into one comma-separated token.
 VARIADIC = ("--alphas",)
+#: Options that take several values each given to click as its own ``--runs PATH`` (paths may hold commas).
+REPEATED = ("--runs",)
 #: What the commands import: click for both, the rest for compare.
 EXTRA = {
     "explain": ("click",),
@@ -37,10 +39,17 @@ def missing_extra(args: Sequence[str]) -> str | None:
 
 
 def _join_variadic(args: Sequence[str]) -> list[str]:
-    """``--alphas 0 0.1 --seeds 2`` -> ``--alphas '0,0.1' --seeds 2``."""
+    """``--alphas 0 0.1`` -> ``--alphas 0,0.1``; ``--runs a b`` -> ``--runs a --runs b``."""
     joined: list[str] = []
     i = 0
     while i < len(args):
+        if args[i] in REPEATED:
+            flag = args[i]
+            while i + 1 < len(args) and not args[i + 1].startswith("--"):
+                joined += [flag, args[i + 1]]
+                i += 1
+            i += 1
+            continue
         joined.append(args[i])
         if args[i] in VARIADIC:
             values = []

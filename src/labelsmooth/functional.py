@@ -443,7 +443,7 @@ def linear_cross_entropy(
     weight: Tensor | None = ..., alpha: float | None = ..., ignore_index: int | None = ...,
     reduction: str = ..., label_smoothing: float | None = ..., chunk_size: int | None = ...,
     z_loss: float = ..., softcap: float | None = ..., return_z_loss: Literal[False] = ...,
-    num_items_in_batch: Tensor | int | None = ...,
+    num_items_in_batch: Tensor | int | None = ..., prior: Tensor | None = ..., convention: str = ...,
 ) -> Tensor: ...
 
 
@@ -453,7 +453,7 @@ def linear_cross_entropy(
     weight: Tensor | None = ..., alpha: float | None = ..., ignore_index: int | None = ...,
     reduction: str = ..., label_smoothing: float | None = ..., chunk_size: int | None = ...,
     z_loss: float = ..., softcap: float | None = ..., return_z_loss: Literal[True],
-    num_items_in_batch: Tensor | int | None = ...,
+    num_items_in_batch: Tensor | int | None = ..., prior: Tensor | None = ..., convention: str = ...,
 ) -> tuple[Tensor, Tensor]: ...
 
 
@@ -463,7 +463,7 @@ def linear_cross_entropy(
     weight: Tensor | None = ..., alpha: float | None = ..., ignore_index: int | None = ...,
     reduction: str = ..., label_smoothing: float | None = ..., chunk_size: int | None = ...,
     z_loss: float = ..., softcap: float | None = ..., return_z_loss: bool,
-    num_items_in_batch: Tensor | int | None = ...,
+    num_items_in_batch: Tensor | int | None = ..., prior: Tensor | None = ..., convention: str = ...,
 ) -> Tensor | tuple[Tensor, Tensor]: ...
 
 
@@ -483,22 +483,27 @@ def linear_cross_entropy(
     softcap: float | None = None,
     return_z_loss: bool = False,
     num_items_in_batch: Tensor | int | None = None,
+    prior: Tensor | None = None,
+    convention: str = "uniform",
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""An output projection fused with label-smoothed cross-entropy; the logits are never held.
 
     Equals ``cross_entropy(F.linear(input, linear_weight, linear_bias), target,
     weight=weight, alpha=alpha, dim=-1, ...)`` in loss and in the gradients of
-    ``input``, ``linear_weight`` and ``linear_bias``, but computes the logits
-    ``z = input @ linear_weight.T + linear_bias`` one chunk of rows at a time,
-    so no ``(N, V)`` tensor exists in the forward or the backward. The
-    smoothing term needs one extra dot product per row,
+    ``input``, ``linear_weight`` and ``linear_bias``, but no ``(N, V)`` tensor
+    exists in the forward or the backward. The smoothing term is one more
+    weighted sum per row, taken while the logits are at hand,
 
     .. math::
-        \sum_c u_c w_c z_c = h \cdot \sum_c u_c w_c W_c + \sum_c u_c w_c b_c,
+        \sum_c u_c w_c z_c = h \cdot \sum_c u_c w_c W_c + \sum_c u_c w_c b_c.
 
-    taken while the chunk's logits are in cache. For ``reduction="mean"`` and
-    ``"sum"`` the gradients are computed during the forward and only scaled in
-    the backward; ``"none"`` recomputes the logits in the backward.
+    Where :func:`labelsmooth.kernels.backend` says ``"triton"`` (CUDA with
+    Triton installed; float32, bfloat16 and float16 inputs) the logits exist
+    only as tiles in registers (:mod:`labelsmooth.kernels.triton_linear`), and
+    the backward computes them again. Elsewhere they are computed one chunk of
+    rows at a time; for ``reduction="mean"`` and ``"sum"`` the gradients are
+    then computed during the forward and only scaled in the backward, and
+    ``"none"`` recomputes the logits in the backward.
 
     The signature is torch 2.13's ``F.linear_cross_entropy``: positional
     ``input, linear_weight, target``, and ``weight`` the class weights
@@ -519,8 +524,11 @@ def linear_cross_entropy(
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``; the mean divides by
             ``sum_i w_{y_i}`` over the targets not ignored.
         label_smoothing: PyTorch's name for ``alpha``.
-        chunk_size: rows per chunk; default about 6.3M logits (at least 128 rows).
-        z_loss, softcap, return_z_loss, num_items_in_batch: as in :func:`cross_entropy`.
+        chunk_size: rows per chunk of the chunked path; default about 6.3M
+            logits (at least 128 rows).
+        z_loss, softcap, return_z_loss, num_items_in_batch, prior, convention: as in
+            :func:`cross_entropy` (``alpha`` is converted to the uniform
+            convention with ``C = V``).
 
     Returns:
         A scalar, or with ``reduction="none"`` the ``target``-shaped loss;
@@ -540,10 +548,15 @@ def linear_cross_entropy(
     reduction = v.check_reduction(reduction)
     chunk_size = v.check_chunk_size(chunk_size)
     v.check_linear_inputs(input, linear_weight, linear_bias, target)
+    vocab = linear_weight.shape[0]
+    convention = v.check_convention(convention)
+    prior = v.check_class_vector(prior, "prior", vocab, distribution=True)
+    check_prior_convention(prior, convention)
     opts = _Options(
-        v.check_smoothing(alpha, label_smoothing), _check_class_weights(weight, linear_weight),
+        effective_alpha(v.check_smoothing(alpha, label_smoothing), vocab, convention),
+        _check_class_weights(weight, linear_weight),
         -100 if ignore_index is None else v.check_int(ignore_index, "ignore_index"), reduction,
-        None, -1, v.check_nonnegative(z_loss, "z_loss"), v.check_softcap(softcap),
+        prior, -1, v.check_nonnegative(z_loss, "z_loss"), v.check_softcap(softcap),
         v.check_num_items(num_items_in_batch, reduction),
     )
     v.check_index_values(target, linear_weight.shape[0], opts.ignore_index, "target")
@@ -553,6 +566,7 @@ def linear_cross_entropy(
         input.reshape(-1, input.shape[-1]), linear_weight, targets, bias=linear_bias,
         smoothing=opts.alpha, ignore_index=opts.ignore_index, divisor=divisor, chunk_size=chunk_size,
         class_weight=opts.weight, z_loss=opts.z_loss, z_divisor=z_divisor, softcap=opts.softcap,
+        prior=None if prior is None else prior.to(input.device),
     )
     loss, z_part = result if isinstance(result, tuple) else (result, None)
     if divisor is None:

@@ -126,6 +126,8 @@ class LinearCrossEntropyLoss(_CrossEntropyOptions):
         0.3729
     """
 
+    prior: Tensor | None
+
     def __init__(
         self,
         alpha: float | None = None,
@@ -138,14 +140,18 @@ class LinearCrossEntropyLoss(_CrossEntropyOptions):
         z_loss: float = 0.0,
         softcap: float | None = None,
         return_z_loss: bool = False,
+        prior: Tensor | None = None,
+        convention: str = "uniform",
     ) -> None:
         super().__init__()
         v.check_init_args(reduction=reduction, ignore_index=ignore_index, z_loss=z_loss,
-                          softcap=softcap, return_z_loss=return_z_loss)
+                          softcap=softcap, return_z_loss=return_z_loss, convention=convention)
         self._store(alpha=alpha, label_smoothing=label_smoothing, ignore_index=ignore_index,
                     reduction=reduction, z_loss=z_loss, softcap=softcap, return_z_loss=return_z_loss,
                     weight=weight)
         self.chunk_size = v.check_chunk_size(chunk_size)
+        self.convention = convention
+        self.register_buffer("prior", prior)
 
     def forward(
         self, input: Tensor, linear_weight: Tensor, target: Tensor,
@@ -155,11 +161,16 @@ class LinearCrossEntropyLoss(_CrossEntropyOptions):
             input, linear_weight, target, linear_bias=linear_bias, weight=self.weight,
             alpha=self.alpha, ignore_index=self.ignore_index, reduction=self.reduction,
             chunk_size=self.chunk_size, z_loss=self.z_loss, softcap=self.softcap,
-            return_z_loss=self.return_z_loss, num_items_in_batch=num_items_in_batch,
+            return_z_loss=self.return_z_loss, num_items_in_batch=num_items_in_batch, prior=self.prior,
+            convention=self.convention,
         )
 
     def extra_repr(self) -> str:
-        return self._options_repr(f"chunk_size={self.chunk_size}")
+        # The convention only when it is not the default: the repr stays PyTorch-like.
+        own = f"chunk_size={self.chunk_size}"
+        if self.convention != "uniform":
+            own += f", convention={self.convention!r}"
+        return self._options_repr(own)
 
 
 class BCEWithLogitsLoss(nn.Module):

@@ -19,6 +19,7 @@ the others get no interval there, and no interval means no noise verdict.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,7 +165,8 @@ def _measure(record: RunRecord) -> RunResult:
     check = learned_check(test, [h for h in record.history if "train_loss" in h])
     result = RunResult(record.alpha, record.seed, metrics, bins, list(record.history), check, scaled=scaled,
                        temperature=temperature, temperature_ok=ok, temperature_note=note)
-    result.examples = example_stats(test, example, record.test.labels.shape[0], temperature)
+    if bool(torch.isfinite(test.logits).all()):  # a diverged run has no interval to give
+        result.examples = example_stats(test, example, record.test.labels.shape[0], temperature)
     return result
 
 
@@ -172,7 +174,8 @@ def attach_examples(runs: Sequence[RunResult], folder: Path) -> None:
     """Give the runs read back from a store their per-example sums, from their records in ``folder``."""
     for run in runs:
         path = folder / record_name(run.alpha, run.seed)
-        if run.examples is None and path.is_file():
+        finite = all(math.isfinite(value) for value in run.metrics.values())
+        if run.examples is None and finite and path.is_file():
             record = read_run(path)
             logits, labels, example = rows(record.test, record.ignore_index)
             test = Predictions(logits, labels, record.num_classes)

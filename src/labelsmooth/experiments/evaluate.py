@@ -137,7 +137,7 @@ def predict(model: nn.Module, source: Dataset[Any], device: torch.device,
     try:
         with torch.no_grad():
             for inputs, batch_targets in in_order(source, EVAL_BATCH):
-                logits.append(model(inputs.to(device)).float().cpu())
+                logits.append(model(inputs.to(device)).detach().float().cpu())
                 targets.append(batch_targets)
     finally:
         if hook is not None:

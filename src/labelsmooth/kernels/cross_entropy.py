@@ -33,7 +33,8 @@ def index_cross_entropy_rows(
     """Per-row smoothed cross-entropy; no ``(M, C)`` buffer but the gradient.
 
     Runs the fused kernel (:mod:`labelsmooth.kernels.fused`) when
-    :func:`labelsmooth.kernels.backend` says ``"inductor"``, else the chunked
+    :func:`labelsmooth.kernels.backend` says ``"inductor"`` (or ``"triton"``, see
+    :mod:`labelsmooth.kernels.dispatch`), else the chunked
     one (:mod:`labelsmooth.kernels.chunked`); ``inplace_backward`` and
     ``chunk_size`` always run the chunked kernel, and ``weight`` or ``prior``
     that require grad the plain log-softmax kernel

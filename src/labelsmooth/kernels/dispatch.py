@@ -11,12 +11,18 @@ Two backends compute the same math (:mod:`labelsmooth.kernels.rowmath`):
   (:mod:`labelsmooth.kernels.chunked`; for the linear kernel, whose chunks
   are already small, the plain row functions). It needs no compiler and
   always works.
+* ``"triton"``: the fused output layer runs labelsmooth's own Triton kernels
+  (:mod:`labelsmooth.kernels.triton_linear`, no logits in memory); the row
+  functions run as under ``"inductor"`` (whose code is Triton on CUDA). On
+  CUDA with Triton installed, and on CPU tensors in Triton's interpreter when
+  ``TRITON_INTERPRET=1`` is set (how a machine without a GPU tests them).
 
-The rule, for ``LABELSMOOTH_KERNEL=auto`` (the default): ``"inductor"`` when
-Inductor can build code for the device (a C++ compiler on CPU, Triton on
-CUDA), else ``"chunked"``. ``LABELSMOOTH_KERNEL=chunked|inductor``,
-:func:`set_backend` or :func:`use_backend` force one; :func:`backend` says
-which one a call runs.
+The rule, for ``LABELSMOOTH_KERNEL=auto`` (the default): ``"triton"`` on CUDA
+when Triton is importable; elsewhere ``"inductor"`` when Inductor can build
+code for the device (a C++ compiler on CPU), else ``"chunked"``.
+``LABELSMOOTH_KERNEL=chunked|inductor|triton``, :func:`set_backend` or
+:func:`use_backend` force one (``"triton"`` where it cannot run: the auto
+rule); :func:`backend` says which one a call runs.
 
 The fallback, for every step that runs a compiled row function (a forward,
 a backward's gradient, a chunk of the linear kernel), is :func:`run`'s: when
@@ -46,11 +52,11 @@ from labelsmooth import _validation as v
 from labelsmooth.kernels import rowmath
 
 __all__ = [
-    "BACKENDS", "COMPILE_ERRORS", "RECOMPILE_LIMIT", "RecompileLimitError", "backend", "compiled", "failure",
-    "run", "run_row_function", "set_backend", "use_backend",
+    "BACKENDS", "COMPILE_ERRORS", "RECOMPILE_LIMIT", "RecompileLimitError", "backend", "compiled",
+    "compiles_rows", "failure", "run", "run_row_function", "set_backend", "use_backend",
 ]
 
-BACKENDS = ("auto", "inductor", "chunked")
+BACKENDS = ("auto", "inductor", "chunked", "triton")
 
 #: What a failed compilation raises (Dynamo wraps Inductor's and the C++
 #: compiler's errors in these); anything else propagates. Naming them imports
@@ -72,7 +78,8 @@ _T = TypeVar("_T")
 
 
 def set_backend(name: str) -> None:
-    """Choose the kernel backend for this process: ``"auto"``, ``"inductor"`` or ``"chunked"``."""
+    """Choose the kernel backend for this process: ``"auto"``, ``"inductor"``, ``"chunked"``
+    or ``"triton"``."""
     global _requested
     _requested = v.check_choice(name, "backend", BACKENDS)
 
@@ -98,7 +105,7 @@ def use_backend(name: str) -> Iterator[None]:
 
 
 def backend(device: torch.device | str = "cpu") -> str:
-    """The backend that a call on ``device`` runs now: ``"inductor"`` or ``"chunked"``.
+    """The backend that a call on ``device`` runs now: ``"inductor"``, ``"chunked"`` or ``"triton"``.
 
     Example:
         >>> backend("cpu") in ("inductor", "chunked")
@@ -108,6 +115,9 @@ def backend(device: torch.device | str = "cpu") -> str:
     requested = v.check_choice(_requested, "LABELSMOOTH_KERNEL", BACKENDS)
     if requested == "chunked" or device_type in _failed:
         return "chunked"
+    wants_triton = requested == "triton" or (requested == "auto" and device_type == "cuda")
+    if wants_triton and _triton_runs(device_type):
+        return "triton"
     if requested == "inductor" or _inductor_supports(device_type):
         return "inductor"
     return "chunked"
@@ -118,13 +128,31 @@ def failure(device: torch.device | str = "cpu") -> str | None:
     return _failed.get(torch.device(device).type)
 
 
+def compiles_rows(device: torch.device | str) -> bool:
+    """Whether the row functions run Inductor's code on ``device`` (``"inductor"``, and
+    ``"triton"`` where Inductor can build code for the device)."""
+    name = backend(device)
+    return name == "inductor" or (name == "triton" and _inductor_supports(torch.device(device).type))
+
+
+def _triton_runs(device_type: str) -> bool:
+    """Triton is installed, and the device is CUDA, or CPU under ``TRITON_INTERPRET=1``."""
+    interpreted = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    return (device_type == "cuda" or (device_type == "cpu" and interpreted)) and _triton_installed()
+
+
+@functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 @functools.cache
 def _inductor_supports(device_type: str) -> bool:
     if device_type == "cpu":
         compiler = os.environ.get("CXX", "g++")
         return any(shutil.which(name) for name in (compiler, "g++", "c++", "clang++"))
     if device_type == "cuda":
-        return importlib.util.find_spec("triton") is not None
+        return _triton_installed()
     return False
 
 
@@ -195,13 +223,14 @@ def compiled(name: str) -> Callable[..., Any]:
 
 def run(device: torch.device, *, inductor: Callable[[], _T], chunked: Callable[[], _T]) -> _T:
     """One step on the backend that ``device`` runs: ``inductor()`` (which calls :func:`compiled`)
-    or ``chunked()``, and ``chunked()`` when ``inductor()`` cannot compile (the module's rule).
+    where :func:`compiles_rows`, else ``chunked()``, and ``chunked()`` when ``inductor()``
+    cannot compile (the module's rule).
 
     Traced by an outer ``torch.compile``, the step is always ``inductor()``, whose row
     functions the outer compiler then compiles in place; its errors propagate.
     """
     tracing = torch.compiler.is_compiling()
-    if not tracing and backend(device) != "inductor":
+    if not tracing and not compiles_rows(device):
         return chunked()
     try:
         return inductor()

@@ -59,14 +59,15 @@ DEFAULT_CHUNK_ELEMENTS = 3 << 21
 MIN_CHUNK_ROWS = 128
 
 
-class _Rows:
-    """The per-row coefficients of one call (:func:`~labelsmooth.kernels.rowmath.row_terms`)."""
+class LinearRows:
+    """The per-row coefficients of one call (:func:`~labelsmooth.kernels.rowmath.row_terms`);
+    the Triton kernels (:mod:`labelsmooth.kernels.triton_linear`) share them."""
 
-    def __init__(self, targets: Tensor, num_classes: int, *, smoothing: float,
+    def __init__(self, targets: Tensor, num_classes: int, *, smoothing: float, prior: Tensor | None,
                  weight: Tensor | None, ignore_index: int, z_loss: float, softcap: float | None,
                  dtype: torch.dtype, device: torch.device) -> None:
         self.terms = row_terms(
-            targets, None, num_classes, smoothing=smoothing, prior=None, weight=weight,
+            targets, None, num_classes, smoothing=smoothing, prior=prior, weight=weight,
             ignore_index=ignore_index, z_loss=z_loss, dtype=dtype, device=device,
         )
         self.z_loss, self.softcap = z_loss, softcap
@@ -107,6 +108,21 @@ class _Rows:
         return (*scales, z_loss_scale(layout, grad_z_rows, self.z_loss, terms.z_mask))
 
 
+def backward_scales(
+    state: LinearRows, grad_loss: Tensor | None, grad_z: Tensor | None, lse: Tensor,
+    divisor: Tensor | float | None, z_divisor: Tensor | float | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(scale_p, scale_u, scale_y)`` of a backward that recomputes the logits, for the
+    incoming gradients of the loss and of the z-loss part (``None`` when unused)."""
+    terms = state.terms
+    grad_out = (terms.coef_a.new_zeros(()) if grad_loss is None else grad_loss).to(terms.coef_a.dtype)
+    scale_p, scale_u, scale_y = state.scales(per_row(grad_out, divisor, terms.coef_a), None)
+    if terms.z_mask is not None:
+        scale_p = with_z_loss_gradient(state.layout, scale_p, lse, grad_out, grad_z, z_divisor,
+                                       state.z_loss, terms.z_mask)
+    return scale_p, scale_u, scale_y
+
+
 class LinearCrossEntropyFunction(torch.autograd.Function):
     """Autograd function behind :func:`labelsmooth.linear_cross_entropy`: per-row loss or
     scalar; with a z-loss ``(loss, z-loss part)``, both differentiable."""
@@ -114,14 +130,14 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor,
-        smoothing: float, class_weight: Tensor | None, ignore_index: int,
+        smoothing: float, prior: Tensor | None, class_weight: Tensor | None, ignore_index: int,
         divisor: Tensor | float | None, z_loss: float, z_divisor: Tensor | float | None,
         softcap: float | None, chunk_size: int | None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         rows, num_classes = hidden.shape[0], weight.shape[0]
         dtype = compute_dtype(hidden.dtype)
         z_divisor = divisor if z_divisor is None else z_divisor
-        state = _Rows(targets, num_classes, smoothing=smoothing, weight=class_weight,
+        state = LinearRows(targets, num_classes, smoothing=smoothing, prior=prior, weight=class_weight,
                       ignore_index=ignore_index, z_loss=z_loss, softcap=softcap, dtype=dtype,
                       device=hidden.device)
         step = chunk_size or max(MIN_CHUNK_ROWS, DEFAULT_CHUNK_ELEMENTS // max(1, num_classes))
@@ -150,26 +166,21 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         ctx: Any, grad_loss: Tensor | None, grad_z: Tensor | None = None
     ) -> tuple[Tensor | None, ...]:
         grads, ctx.grads = ctx.grads, None
-        state: _Rows = ctx.state
-        if grad_loss is None:
-            grad_loss = state.terms.coef_a.new_zeros(())
+        state: LinearRows = ctx.state
         if grads is not None and grad_z is None:
             # Computed in the forward for an incoming gradient of 1: scale them
             # and let go, so autograd adopts them as .grad without a copy (a
             # reference kept here made it clone dW: +0.5x of it in peak memory).
-            return input_gradients(_INPUTS, **grads.result(grad_loss))
+            scale = state.terms.coef_a.new_zeros(()) if grad_loss is None else grad_loss
+            return input_gradients(_INPUTS, **grads.result(scale))
         # "none", a gradient for the z-loss part, or a second backward through
         # a retained graph: recompute.
         hidden, weight, bias, lse = ctx.saved_tensors
-        grad_out = grad_loss.to(state.terms.coef_a.dtype)
-        scale_p, scale_u, scale_y = state.scales(per_row(grad_out, ctx.divisor, state.terms.coef_a), None)
-        if state.terms.z_mask is not None:
-            scale_p = with_z_loss_gradient(state.layout, scale_p, lse, grad_out, grad_z, ctx.z_divisor,
-                                           state.z_loss, state.terms.z_mask)
+        scales = backward_scales(state, grad_loss, grad_z, lse, ctx.divisor, ctx.z_divisor)
         recomputed = _GradientAccumulator(hidden, weight, bias, ctx.needs_input_grad)
         for start in range(0, hidden.shape[0], ctx.step):
             part = slice(start, min(start + ctx.step, hidden.shape[0]))
-            grad_logits, _, _ = state.chunk(hidden, weight, bias, part, (scale_p, scale_u, scale_y))
+            grad_logits, _, _ = state.chunk(hidden, weight, bias, part, scales)
             if grad_logits is not None:
                 recomputed.add(part, grad_logits)
         return input_gradients(_INPUTS, **recomputed.result(None))
@@ -228,31 +239,44 @@ def fused_linear_cross_entropy(
     hidden: Tensor, weight: Tensor, targets: Tensor, *, bias: Tensor | None, smoothing: float,
     ignore_index: int, divisor: Tensor | float | None, chunk_size: int | None,
     class_weight: Tensor | None = None, z_loss: float = 0.0, z_divisor: Tensor | float | None = None,
-    softcap: float | None = None,
+    softcap: float | None = None, prior: Tensor | None = None,
 ) -> Any:
     """Kernel entry point on checked, flattened inputs.
+
+    Runs the Triton kernels (:mod:`labelsmooth.kernels.triton_linear`, no logits at all) when
+    :func:`labelsmooth.kernels.backend` says ``"triton"`` and they take the
+    inputs (float32, bfloat16 or float16, at least one row, no outer ``torch.compile``);
+    else the row chunks of :class:`LinearCrossEntropyFunction`.
 
     Args:
         hidden: ``(N, H)``.
         weight: ``(V, H)``, the hidden dtype.
         targets: ``(N,)`` int64 class indices or ``ignore_index``.
         bias: ``(V,)`` or ``None``.
-        smoothing: uniform smoothing mass ``s``.
+        smoothing: smoothing mass ``s`` (may exceed 1 after the "others" conversion).
         ignore_index: index value that contributes nothing.
         divisor: ``None`` for the ``(N,)`` row losses, else a float or 0-dim
             tensor: ``sum_i loss_i / divisor``.
-        chunk_size: rows per chunk; default about 6.3M logits (at least 128 rows).
+        chunk_size: rows per chunk of the chunked path; default about 6.3M
+            logits (at least 128 rows). The Triton kernels hold no chunk.
         class_weight: ``(V,)`` class weights (PyTorch's index-target rule) or ``None``.
         z_loss: ``zeta``: each row not ignored adds ``zeta lse^2``; then the
             result is ``(loss, z-loss part)``.
         z_divisor: what the z-loss part's sum is divided by (default ``divisor``).
         softcap: ``k`` for the logits ``k tanh(z / k)``, or ``None``.
+        prior: ``(V,)`` smoothing distribution, ``None`` for uniform.
 
     Returns:
         ``(N,)`` losses, or a scalar, in the compute dtype; with ``z_loss`` not
         0, ``(loss, z-loss part)``.
     """
-    return LinearCrossEntropyFunction.apply(  # type: ignore[no-untyped-call]
-        hidden, weight, bias, targets, float(smoothing), class_weight, int(ignore_index), divisor,
-        float(z_loss), z_divisor, softcap, chunk_size,
-    )
+    common = (hidden, weight, bias, targets, float(smoothing), prior, class_weight, int(ignore_index),
+              divisor, float(z_loss), z_divisor, softcap)
+    # Under an outer torch.compile the chunked path is traced (and the rule not asked).
+    triton = not torch.compiler.is_compiling() and hidden.shape[0] > 0
+    if triton and dispatch.backend(hidden.device) == "triton":
+        from labelsmooth.kernels import triton_linear
+
+        if triton_linear.supports(hidden):
+            return triton_linear.TritonLinearCrossEntropyFunction.apply(*common)  # type: ignore[no-untyped-call]
+    return LinearCrossEntropyFunction.apply(*common, chunk_size)  # type: ignore[no-untyped-call]
