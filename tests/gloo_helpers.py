@@ -96,9 +96,10 @@ def reference_rows(full, targets, *, alpha, convention, weight=None, prior=None,
     smoothing = alpha * num_classes / (num_classes - 1) if convention == "others" else alpha
     weight = None if weight is None else weight.to(full.dtype)
     logits = full.movedim(dim, 1)
-    if prior is None:
+    if prior is None and smoothing >= 0:
         return F.cross_entropy(logits, targets, weight=weight, reduction="none", label_smoothing=smoothing)
-    # PyTorch has no prior: the oracle's dense target q = (1 - a) onehot + a prior, zero at ignored positions.
+    # PyTorch has no prior, and a negative label_smoothing silently gives plain cross-entropy there:
+    # the oracle's dense target q = (1 - a) onehot + a u, zero at ignored positions, instead.
     dense = ref.smooth(ref.one_hot(targets, num_classes), smoothing, prior=prior).to(full.dtype)
     return F.cross_entropy(logits, dense.movedim(-1, 1), weight=weight, reduction="none")
 

@@ -89,6 +89,16 @@ def test_explain_numbers(capsys):
     assert status == 0 and "0.1001" in out and "1.0158 nats" in out
 
 
+def test_explain_negative_alpha(capsys):
+    status, out, _ = run(capsys, "explain", "--alpha", "-0.2", "--classes", "1000", "--allow-negative")
+    assert status == 0
+    # uniform: 1 + 0.2 - 0.2/1000 on the true class, -0.2/1000 on each other; no floor.
+    as_given = next(line for line in out.splitlines() if "as given" in line).split()
+    assert as_given[:6] == ["uniform", "-0.2", "1.1998", "-0.0002", "-inf", "nats"]
+    assert "loss floor: minus infinity" in out and "warm-up with plain cross-entropy" in out
+    assert "validation data, never on the test set" in out
+
+
 def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[object], str]]:
     flat = tmp_path / "flat"
     flat.mkdir()
@@ -143,12 +153,18 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[object], str]]:
         "unknown-option": (["compare", "--bogus"], "No such option"),
         "explain-alpha": (["explain", "--alpha", "2"], "alpha: expected a real number in [0, 1]"),
         "explain-classes": (["explain", "--classes", "1"], "classes: expected an int >= 2"),
+        "explain-negative-without-flag": (["explain", "--alpha", "-0.2"],
+                                          "alpha: expected a real number in [0, 1], or one in [-1, 0) with "
+                                          "--allow-negative (negative label smoothing: Wei et al."),
+        "explain-below-minus-one": (["explain", "--alpha", "-1.5", "--allow-negative"],
+                                    "alpha: expected a real number in [-1, 1]"),
     }
 
 
 CASES = ["missing-path", "no-class-subfolders", "unreadable-image", "no-label-column", "alpha-above-one",
          "alpha-negative", "alpha-not-a-number", "one-seed-with-ci", "out-is-a-file", "bad-device",
          "negative-mixup", "cutmix-on-table", "unknown-option", "explain-alpha", "explain-classes",
+         "explain-negative-without-flag", "explain-below-minus-one",
          "subfolders-without-images", "device-mps", "device-xpu", "device-meta", "model-does-not-import",
          "model-name-missing", "model-returns-int", "model-output-shape", "model-rejects-input",
          "data-returns-one", "data-and-dataset",

@@ -171,3 +171,27 @@ def test_moving_the_class_dim_equals_moveaxis():
     torch.testing.assert_close(
         ls.dice_loss(logits.movedim(1, -1), dense.movedim(1, -1), dim=-1, reduction="none"), expected
     )
+
+
+@pytest.mark.parametrize(
+    ("check", "targets"),
+    [
+        ("check_index_values", torch.tensor([[0, 2, 1, 0], [1, 1, 2, 0]])),
+        ("check_dense_values", torch.full((2, 3, 4), 1 / 3)),
+    ],
+    ids=["index", "dense"],
+)
+def test_target_values_are_checked_once_per_call(monkeypatch, check, targets):
+    """Each content check is a host read (a sync on a GPU): one per call, in smooth_labels."""
+    from labelsmooth import _validation
+
+    calls = []
+    original = getattr(_validation, check)
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_validation, check, counted)
+    ls.dice_loss(torch.zeros(2, 3, 4), targets, alpha=0.1)
+    assert len(calls) == 1 and calls[0] is targets

@@ -55,6 +55,9 @@ CASES = {
     "BTV-zloss-softcap-none": Case((2, 4), 0.2, "others", "none", z_loss=0.1, softcap=3.0),
     "BTV-prior-zloss-sum": Case((3, 3), 0.3, "uniform", "sum", prior=True, z_loss=0.02),
     "NV-softcap-num-items": Case((6,), 0.1, "uniform", "mean", num_items=4.0, softcap=1.5, z_loss=0.1),
+    # Negative smoothing (allow_negative=True, set from the sign of alpha).
+    "NV-negative-weight-mean": Case((9,), -0.3, "uniform", "mean", weight=True),
+    "BTV-negative-others-none": Case((2, 4), -0.2, "others", "none"),
 }
 
 
@@ -86,6 +89,7 @@ def _vocab_parallel_job(rank: int, world_size: int) -> dict:
         loss = vocab_parallel_cross_entropy(
             shard, targets, alpha=case.alpha, convention=case.convention, reduction=case.reduction,
             num_items=case.num_items, weight=weight, prior=prior, z_loss=case.z_loss, softcap=case.softcap,
+            allow_negative=case.alpha < 0,
         )
         loss.backward(grad_output if case.reduction == "none" else None)
         out[name] = (loss.detach(), shard.grad)

@@ -59,6 +59,9 @@ CASES = {
                                             num_items=7, via="cross_entropy", return_z_loss=True),
     "NC-zloss-sum-return-via-ce": Case((6, 0), 1, 0.3, "uniform", "sum", z_loss=0.1, via="cross_entropy",
                                        return_z_loss=True),
+    # Negative smoothing (allow_negative=True, set from the sign of alpha).
+    "NC-negative-others-mean-weight": Case((8, 0), 1, -0.3, "others", "mean", weight=True),
+    "BTC-negative-none-via-ce": Case((5, 3, 0), -1, -0.2, "uniform", "none", via="cross_entropy"),
 }
 
 
@@ -130,7 +133,8 @@ def _run_case(name: str, layout: Layout, mesh) -> dict:
         weight = distribute_tensor(weight, mesh, [Replicate()] * mesh.ndim)
     kwargs = {"alpha": case.alpha, "convention": case.convention, "weight": weight, "prior": prior,
               "dim": case.dim, "z_loss": case.z_loss, "softcap": case.softcap,
-              "num_items_in_batch": case.num_items, "return_z_loss": case.return_z_loss}
+              "num_items_in_batch": case.num_items, "return_z_loss": case.return_z_loss,
+              "allow_negative": case.alpha < 0}
     loss_fn = ls.cross_entropy if case.via == "cross_entropy" else dtensor_cross_entropy
     try:
         with CommDebugMode() as forward_comms:
@@ -201,6 +205,7 @@ def _errors(layout: Layout, mesh) -> dict:
         "weight-shape": lambda: dtensor_cross_entropy(
             *_sharded(layout, mesh, zeros, labels), weight=torch.ones(3)
         ),
+        "negative-alpha": lambda: dtensor_cross_entropy(*_sharded(layout, mesh, zeros, labels), alpha=-0.1),
         "prior-with-others": lambda: dtensor_cross_entropy(
             *_sharded(layout, mesh, zeros, labels), prior=torch.full((8,), 0.125), convention="others"
         ),
@@ -393,6 +398,8 @@ ERRORS = {
     "targets-wrong-placements": "ValueError: targets: expected a DTensor on the logits' mesh with placements",
     "empty-shard": "ValueError: logits: expected at least one class on each of the 4 ranks",
     "plain-targets-batch-sharded": "ValueError: targets: expected a DTensor with placements",
+    "negative-alpha": "ValueError: alpha: expected a real number in [0, 1], or one in [-1, 0) with "
+                      "allow_negative=True (negative label smoothing: Wei et al.",
 }
 
 

@@ -43,15 +43,56 @@ def test_bad_alpha(call, alpha, error):
         call(alpha)
 
 
+HIDDEN, PROJ = torch.zeros(2, 4), torch.zeros(3, 4)
+
+
 @pytest.mark.parametrize(
     "call",
-    [lambda: ls.smooth_labels(LOGITS, TARGETS, None), lambda: ls.LabelSmoothing(None)],
-    ids=["smooth_labels", "LabelSmoothing"],
+    [
+        lambda: ls.smooth_labels(LOGITS, TARGETS, None),
+        lambda: ls.LabelSmoothing(None),
+        lambda: ls.LabelSmoothing(smoothing=None),
+        lambda: ls.cross_entropy(LOGITS, TARGETS, alpha=None),
+        lambda: ls.cross_entropy(LOGITS, TARGETS, label_smoothing=None),
+        lambda: ls.CrossEntropyLoss(alpha=None),
+        lambda: ls.CrossEntropyLoss(label_smoothing=None),
+        lambda: ls.linear_cross_entropy(HIDDEN, PROJ, TARGETS, alpha=None),
+        lambda: ls.linear_cross_entropy(HIDDEN, PROJ, TARGETS, label_smoothing=None),
+        lambda: ls.LinearCrossEntropyLoss(alpha=None),
+        lambda: ls.LinearCrossEntropyLoss(label_smoothing=None),
+    ],
+    ids=[
+        "smooth_labels", "LabelSmoothing", "LabelSmoothing-smoothing", "cross_entropy",
+        "cross_entropy-label_smoothing", "CrossEntropyLoss", "CrossEntropyLoss-label_smoothing",
+        "linear_cross_entropy", "linear_cross_entropy-label_smoothing", "LinearCrossEntropyLoss",
+        "LinearCrossEntropyLoss-label_smoothing",
+    ],
 )
-def test_alpha_none_is_refused_where_alpha_is_required(call):
-    # (The losses take alpha=None as "not given": label_smoothing may give it.)
-    with pytest.raises(TypeError, match=r"^alpha: expected .*got None"):
+def test_alpha_none_is_refused_like_any_non_number(call):
+    # None is not "not given": a loss without alpha or label_smoothing means alpha = 0.
+    with pytest.raises(TypeError, match=r"^(alpha|label_smoothing): expected .*got None"):
         call()
+
+
+def test_ignore_index_sentinel_has_one_home():
+    """The literal -100 appears in the code of src only as ``IGNORE_INDEX`` (docstrings aside).
+
+    ``experiments/`` is left out while it is being rebuilt (its train.py still spells it).
+    """
+    import ast
+    from pathlib import Path
+
+    from labelsmooth import _validation
+
+    assert _validation.IGNORE_INDEX == -100 == torch.nn.CrossEntropyLoss().ignore_index
+    root = Path(ls.__file__).parent
+    found = []
+    for path in sorted(p for p in root.rglob("*.py") if "experiments" not in p.parts):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
+                    and isinstance(node.operand, ast.Constant) and node.operand.value == 100):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert len(found) == 1 and found[0].startswith("_validation.py:"), found
 
 
 @pytest.mark.parametrize(

@@ -302,19 +302,19 @@ def compare(**opts: Any) -> None:
 
 
 @cli.command()
-@click.option("--alpha", default=0.1, show_default=True, type=float, help="Smoothing mass in [0, 1].")
+@click.option("--alpha", default=0.1, show_default=True, type=float,
+              help="Smoothing mass in [0, 1] (in [-1, 1] with --allow-negative).")
 @click.option("--classes", default=1000, show_default=True, type=int, help="Number of classes C (>= 2).")
 @click.option("--convention", default="uniform", show_default=True, type=click.Choice(v.CONVENTIONS),
               help="The convention --alpha is given in.")
-def explain(alpha: float, classes: int, convention: str) -> None:
+@click.option("--allow-negative", is_flag=True,
+              help="Accept a negative --alpha: negative label smoothing (Wei et al., ICML 2022).")
+def explain(alpha: float, classes: int, convention: str, allow_negative: bool) -> None:
     """Print the smoothed target under both conventions, the conversion and the loss floor."""
-    from labelsmooth.functional import cross_entropy
-    from labelsmooth.targets import smooth_labels
-
     try:
-        alpha = v.check_probability(alpha, "alpha")
+        alpha = v.check_smoothing_mass(alpha, "alpha", allow_negative=allow_negative)
     except ValueError as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(str(error).replace("allow_negative=True", "--allow-negative")) from None
     if classes < 2:
         raise UsageError.of("classes", "an int >= 2", classes)
     other = "others" if convention == "uniform" else "uniform"
@@ -327,21 +327,39 @@ def explain(alpha: float, classes: int, convention: str) -> None:
     # convention, is a different target); the third is the same target, converted.
     rows = ((convention, alpha, "as given"), (other, alpha, "same alpha, other convention"),
             (other, equivalent, "same target, converted"))
+    low = -1.0 if allow_negative else 0.0
     for name, value, note in rows:
-        logits = torch.zeros(1, classes, dtype=torch.float64)
-        target = torch.zeros(1, dtype=torch.long)
-        q = smooth_labels(logits, target, value, convention=name) if value <= 1 else None
-        if q is None:
-            click.echo(f"{name:<10} {value:>10.6g}   (outside [0, 1]: not expressible in this convention)  "
-                       f"{note}")
+        if not low <= value <= 1:
+            click.echo(f"{name:<10} {value:>10.6g}   (outside [{low:g}, 1]: not expressible in this "
+                       f"convention)  {note}")
             continue
-        # The floor is the cross-entropy of the target with itself (logits = log q), i.e. its entropy.
-        floor = float(cross_entropy(q.clamp_min(1e-300).log(), target, alpha=value, convention=name))
-        click.echo(f"{name:<10} {value:>10.6g} {q[0, 0].item():>12.6g} {q[0, 1].item():>12.6g} "
-                   f"{floor:>9.4f} nats   {note}")
+        click.echo(_explain_row(name, value, classes, note))
     click.echo(f"\nconversion: 'others' alpha a = 'uniform' alpha a * C / (C - 1); here {convention} "
                f"{alpha:g} = {other} {equivalent:.6g}")
+    if alpha < 0:
+        click.echo("loss floor: minus infinity. A negative alpha gives every other class a negative "
+                   "target entry,\nso the loss goes to minus infinity as any of their probabilities goes "
+                   "to 0. Wei et al. use it only\nafter a warm-up with plain cross-entropy; choose "
+                   "checkpoints on validation data, never on the test set.")
+        return
     click.echo("loss floor: the lowest loss a model can reach on smoothed targets is their entropy, "
                "so a training loss that stays near it is not a bug.")
     if alpha > 0:
         click.echo(f"(for reference: log C = {math.log(classes):.4f} nats, the loss of a uniform prediction)")
+
+
+def _explain_row(name: str, value: float, classes: int, note: str) -> str:
+    """One row of ``explain``: the target's entries and its loss floor (minus infinity below 0)."""
+    from labelsmooth.functional import cross_entropy
+    from labelsmooth.targets import smooth_labels
+
+    logits = torch.zeros(1, classes, dtype=torch.float64)
+    target = torch.zeros(1, dtype=torch.long)
+    q = smooth_labels(logits, target, value, convention=name, allow_negative=value < 0)
+    floor = "-inf"
+    if value >= 0:
+        # The floor is the cross-entropy of the target with itself (logits = log q), i.e. its entropy.
+        entropy = cross_entropy(q.clamp_min(1e-300).log(), target, alpha=value, convention=name)
+        floor = f"{float(entropy):.4f}"
+    entries = f"{q[0, 0].item():>12.6g} {q[0, 1].item():>12.6g}"
+    return f"{name:<10} {value:>10.6g} {entries} {floor:>9} nats   {note}"

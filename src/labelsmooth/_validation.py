@@ -29,6 +29,27 @@ from torch import Tensor
 REDUCTIONS = ("none", "mean", "sum")
 CONVENTIONS = ("uniform", "others")
 
+#: PyTorch's ``ignore_index`` default: the index target value left out of a loss.
+IGNORE_INDEX = -100
+
+
+class _Unset:
+    """The type of :data:`UNSET`."""
+
+    def __repr__(self) -> str:
+        return "<not given>"
+
+
+#: Marks an option as not given, so that an alias (``label_smoothing=`` for
+#: ``alpha=``) can stand in for it while ``None`` is refused like any non-number.
+UNSET: Any = _Unset()
+
+#: What a negative ``alpha`` needs, in every message that refuses one.
+NEGATIVE_ALPHA = (
+    "allow_negative=True (negative label smoothing: Wei et al., \"To Smooth or Not? When Label "
+    "Smoothing Meets Noisy Labels\", ICML 2022; the loss is then unbounded below)"
+)
+
 #: Tolerance for "sums to 1" checks: generous enough for float32 rounding of
 #: rows with 10^5 entries, tight enough to catch a wrong distribution.
 PROBABILITY_ATOL = 1e-3
@@ -77,28 +98,52 @@ def fail(arg: str, expected: str, got: object, *, error: type[Exception] = Value
     return error(f"{arg}: expected {expected}, got {got!r}")
 
 
-def check_probability(value: object, arg: str = "alpha") -> float:
-    """Return ``value`` as a float in [0, 1], or raise naming ``arg``."""
+def _real(value: object, arg: str, expected: str) -> float:
+    """``value`` as a float: a real number (not a bool) or a one-element float tensor."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         if isinstance(value, Tensor) and value.numel() == 1 and value.is_floating_point():
-            value = float(value.item())
-        else:
-            raise fail(arg, "a real number in [0, 1]", value, error=TypeError)
-    number = float(value)
+            return float(value.item())
+        raise fail(arg, expected, value, error=TypeError)
+    return float(value)
+
+
+def check_probability(value: object, arg: str = "alpha") -> float:
+    """Return ``value`` as a float in [0, 1], or raise naming ``arg``."""
+    number = _real(value, arg, "a real number in [0, 1]")
     if not math.isfinite(number) or not 0.0 <= number <= 1.0:
         raise fail(arg, "a real number in [0, 1]", number)
     return number
 
 
-def check_smoothing(alpha: object, label_smoothing: object) -> float:
-    """The smoothing mass from ``alpha`` or its PyTorch name ``label_smoothing`` (``None``:
-    not given; neither given: 0). Both given with different values is an error."""
-    if label_smoothing is None:
-        return check_probability(0.0 if alpha is None else alpha, "alpha")
-    named = check_probability(label_smoothing, "label_smoothing")
-    if alpha is None:
+def check_smoothing_mass(value: object, arg: str = "alpha", *, allow_negative: object = False) -> float:
+    """Return the smoothing mass ``value`` as a float in [0, 1], or in [-1, 1] with
+    ``allow_negative``; a negative value without the flag gets a message naming it.
+
+    The bound -1 mirrors the bound 1, in either convention: the target is
+    ``q(a) = onehot + a (v - onehot)`` (``v`` uniform, or ``1 / (C - 1)`` off the
+    true class), so ``q(-a) = 2 onehot - q(a)``, and ``alpha = -1`` is the fully
+    smoothed target reflected through the one-hot.
+    """
+    low = -1.0 if check_flag(allow_negative, "allow_negative") else 0.0
+    expected = f"a real number in [{low:g}, 1]"
+    number = _real(value, arg, expected)
+    if low == 0.0 and -1.0 <= number < 0.0:
+        raise fail(arg, f"{expected}, or one in [-1, 0) with {NEGATIVE_ALPHA}", number)
+    if not math.isfinite(number) or not low <= number <= 1.0:
+        raise fail(arg, expected, number)
+    return number
+
+
+def check_smoothing(alpha: object, label_smoothing: object, *, allow_negative: object = False) -> float:
+    """The smoothing mass from ``alpha`` or its PyTorch name ``label_smoothing``
+    (:data:`UNSET`: not given; neither given: 0), checked by :func:`check_smoothing_mass`.
+    Both given with different values is an error."""
+    if label_smoothing is UNSET:
+        return check_smoothing_mass(0.0 if alpha is UNSET else alpha, "alpha", allow_negative=allow_negative)
+    named = check_smoothing_mass(label_smoothing, "label_smoothing", allow_negative=allow_negative)
+    if alpha is UNSET:
         return named
-    value = check_probability(alpha, "alpha")
+    value = check_smoothing_mass(alpha, "alpha", allow_negative=allow_negative)
     if value != named:
         raise fail("alpha and label_smoothing", "one of them, or equal values (label_smoothing is "
                    "PyTorch's name for alpha)", f"alpha={value}, label_smoothing={named}")
@@ -270,9 +315,10 @@ def dense_targets(targets: Tensor, dtype: torch.dtype) -> Tensor:
     return targets if targets.is_floating_point() else targets.to(dtype)
 
 
-def check_dense_values(targets: Tensor, arg: str = "targets") -> None:
-    """Dense targets are finite and non-negative (tier 3)."""
-    check_values(targets, arg, "probabilities")
+def check_dense_values(targets: Tensor, arg: str = "targets", *, allow_negative: bool = False) -> None:
+    """Dense targets are finite and non-negative (tier 3); finite only with ``allow_negative``
+    (targets smoothed by a negative alpha)."""
+    check_values(targets, arg, "probabilities", low=-math.inf if allow_negative else 0.0)
 
 
 def check_values(
@@ -323,12 +369,14 @@ def check_class_vector(
 def check_init_args(**kwargs: Any) -> None:
     """Validate the Python-valued options a module or algorithm stores.
 
-    Recognized names: ``alpha``, ``reduction``, ``convention``, ``ignore_index``,
-    ``dim``, ``smooth``, ``softmax``, ``batch``, ``z_loss``, ``softcap``, ``return_z_loss``.
+    Recognized names: ``alpha`` (in [0, 1]), ``allow_negative``, ``reduction``, ``convention``,
+    ``ignore_index``, ``dim``, ``smooth``, ``softmax``, ``batch``, ``z_loss``, ``softcap``,
+    ``return_z_loss``.
     Tensor-valued options are checked per call, once C is known.
     """
     checks: dict[str, Callable[[Any, str], object]] = {
         "alpha": check_probability,
+        "allow_negative": check_flag,
         "reduction": lambda value, _: check_reduction(value),
         "convention": lambda value, _: check_convention(value),
         "ignore_index": check_optional_int,

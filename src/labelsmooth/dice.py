@@ -24,11 +24,8 @@ def _dense_targets(
             raise v.fail("targets", "SoftTargets of the logits' batch shape", tuple(targets.batch_shape))
         dense = targets.smooth(alpha).to(logits.device).to_dense(num_classes, dtype)
     else:
-        if v.target_form(logits, targets, 1) == "dense":
-            v.check_dense_values(targets)
-        else:
-            v.check_index_values(targets, num_classes, ignore_index)
-        # Ignored positions come back as all-zero rows, also after smoothing.
+        # smooth_labels checks the targets' form and values (once); ignored positions come
+        # back as all-zero rows, also after smoothing.
         dense = smooth_labels(logits, targets, alpha, ignore_index=ignore_index)
     return dense, dense.sum(1, keepdim=True)
 

@@ -259,7 +259,7 @@ def vocab_parallel_cross_entropy(
     *,
     alpha: float = 0.0,
     weight: Tensor | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = v.IGNORE_INDEX,
     reduction: str = "mean",
     prior: Tensor | None = None,
     convention: str = "uniform",
@@ -267,6 +267,7 @@ def vocab_parallel_cross_entropy(
     num_items: Tensor | float | int | None = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    allow_negative: bool = False,
 ) -> Tensor:
     r"""Smoothed cross-entropy of logits whose vocabulary is split over the ranks of ``group``.
 
@@ -298,7 +299,7 @@ def vocab_parallel_cross_entropy(
             same ``V_local``).
         targets: ``(N,)`` or ``(B, T)`` global class indices in ``[0, C)`` or
             ``ignore_index``, identical on every rank of ``group``.
-        alpha: smoothing mass in [0, 1].
+        alpha: smoothing mass in [0, 1], or in [-1, 1] with ``allow_negative``.
         weight: ``(C,)`` non-negative class weights for the *full*
             vocabulary, the same on every rank (as ``loss_parallel`` takes
             them replicated); each rank uses its slice.
@@ -319,6 +320,8 @@ def vocab_parallel_cross_entropy(
         softcap: ``k > 0`` replaces every logit by ``k tanh(x / k)`` before
             anything else (Gemma 2), or ``None``. Both need no communication
             beyond the two all-reduces.
+        allow_negative: accept a negative ``alpha`` (negative label smoothing:
+            the loss is then unbounded below; see :func:`labelsmooth.cross_entropy`).
 
     Returns:
         A scalar, or with ``reduction="none"`` the per-position loss of the
@@ -335,7 +338,7 @@ def vocab_parallel_cross_entropy(
         Models Using Model Parallelism", 2019 (the vocabulary-parallel layout).
     """
     logits_shard, _ = v.check_logits(logits_shard, -1)
-    alpha = v.check_probability(alpha, "alpha")
+    alpha = v.check_smoothing_mass(alpha, "alpha", allow_negative=allow_negative)
     reduction = v.check_reduction(reduction)
     convention = v.check_convention(convention)
     ignore_index = v.check_int(ignore_index, "ignore_index")
@@ -360,7 +363,7 @@ def vocab_parallel_cross_entropy(
     return loss.reshape(targets.shape) if reduction == "none" else loss
 
 
-def global_num_items(targets: Tensor, *, ignore_index: int = -100, group: Any = None) -> Tensor:
+def global_num_items(targets: Tensor, *, ignore_index: int = v.IGNORE_INDEX, group: Any = None) -> Tensor:
     """The number of targets not equal to ``ignore_index``, summed over the ranks of ``group``.
 
     Under DDP (``W`` ranks that average gradients), dividing each rank's

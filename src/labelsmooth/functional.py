@@ -138,7 +138,7 @@ def _check_soft_targets(logits: Tensor, targets: SoftTargets, opts: _Options) ->
     if targets.batch_shape != batch_shape:
         expected = f"SoftTargets of batch shape {tuple(batch_shape)}"
         raise v.fail("targets", expected, tuple(targets.batch_shape))
-    if opts.ignore_index not in (-100, targets.ignore_index):
+    if opts.ignore_index not in (v.IGNORE_INDEX, targets.ignore_index):
         expected = f"the SoftTargets' own ignore_index={targets.ignore_index}"
         raise v.fail("ignore_index", expected, opts.ignore_index)
     if targets.num_classes not in (None, num_classes):
@@ -208,30 +208,33 @@ def _with_z_loss(pair: _Pair, return_z_loss: bool) -> Tensor | tuple[Tensor, Ten
 
 @overload
 def cross_entropy(
-    logits: Tensor, targets: Tensor | SoftTargets, *, alpha: float | None = ...,
+    logits: Tensor, targets: Tensor | SoftTargets, *, alpha: float = ...,
     weight: Tensor | None = ..., ignore_index: int = ..., reduction: str = ...,
     prior: Tensor | None = ..., convention: str = ..., dim: int = ..., inplace_backward: bool = ...,
-    label_smoothing: float | None = ..., z_loss: float = ..., softcap: float | None = ...,
+    label_smoothing: float = ..., allow_negative: bool = ..., z_loss: float = ...,
+    softcap: float | None = ...,
     return_z_loss: Literal[False] = ..., num_items_in_batch: Tensor | int | None = ...,
 ) -> Tensor: ...
 
 
 @overload
 def cross_entropy(
-    logits: Tensor, targets: Tensor | SoftTargets, *, alpha: float | None = ...,
+    logits: Tensor, targets: Tensor | SoftTargets, *, alpha: float = ...,
     weight: Tensor | None = ..., ignore_index: int = ..., reduction: str = ...,
     prior: Tensor | None = ..., convention: str = ..., dim: int = ..., inplace_backward: bool = ...,
-    label_smoothing: float | None = ..., z_loss: float = ..., softcap: float | None = ...,
+    label_smoothing: float = ..., allow_negative: bool = ..., z_loss: float = ...,
+    softcap: float | None = ...,
     return_z_loss: Literal[True], num_items_in_batch: Tensor | int | None = ...,
 ) -> tuple[Tensor, Tensor]: ...
 
 
 @overload
 def cross_entropy(
-    logits: Tensor, targets: Tensor | SoftTargets, *, alpha: float | None = ...,
+    logits: Tensor, targets: Tensor | SoftTargets, *, alpha: float = ...,
     weight: Tensor | None = ..., ignore_index: int = ..., reduction: str = ...,
     prior: Tensor | None = ..., convention: str = ..., dim: int = ..., inplace_backward: bool = ...,
-    label_smoothing: float | None = ..., z_loss: float = ..., softcap: float | None = ...,
+    label_smoothing: float = ..., allow_negative: bool = ..., z_loss: float = ...,
+    softcap: float | None = ...,
     return_z_loss: bool, num_items_in_batch: Tensor | int | None = ...,
 ) -> Tensor | tuple[Tensor, Tensor]: ...
 
@@ -240,15 +243,16 @@ def cross_entropy(
     logits: Tensor,
     targets: Tensor | SoftTargets,
     *,
-    alpha: float | None = None,
+    alpha: float = v.UNSET,
     weight: Tensor | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = v.IGNORE_INDEX,
     reduction: str = "mean",
     prior: Tensor | None = None,
     convention: str = "uniform",
     dim: int = 1,
     inplace_backward: bool = False,
-    label_smoothing: float | None = None,
+    label_smoothing: float = v.UNSET,
+    allow_negative: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
     return_z_loss: bool = False,
@@ -309,6 +313,22 @@ def cross_entropy(
     ``"mean"`` (the default) or ``"sum"`` (Hugging Face's way of writing it),
     which then give the same number.
 
+    Negative label smoothing (``allow_negative=True``, ``alpha`` in [-1, 0))
+    moves mass from the other classes to the true one: ``q_y > 1`` and
+    ``q_c = alpha u_c < 0`` elsewhere (index targets), Wei et al.'s remedy for
+    heavy label noise. The loss is then **unbounded below**: its term
+    ``-q_c \log p_c = |q_c| \log p_c`` goes to minus infinity as any non-target
+    probability ``p_c`` goes to 0, so a model can lower it forever by widening
+    its logit gaps. Wei et al. switch it on only after a warm-up with plain
+    cross-entropy (``LabelSmoothing`` with a schedule that starts at 0 and goes
+    negative), and a checkpoint or any other setting must then be chosen on a
+    validation split, never on the test set (``labelsmooth compare`` selects
+    by validation). The bound is -1 in either convention (the target at
+    ``-alpha`` is the one at ``alpha`` reflected through the one-hot); with
+    ``"others"`` the true class gets at most 2. With class ``weight`` and dense
+    targets the mean's divisor ``D`` above can reach 0 or less for a negative
+    alpha (it is then replaced by 1); index targets divide by ``sum_i w_{y_i}``.
+
     Logits that are a ``DTensor`` sharded on the class dim (a tensor-parallel
     output layer) get the same loss and gradient without being gathered:
     :func:`labelsmooth.tensor_parallel.dtensor_cross_entropy`, index targets.
@@ -326,8 +346,9 @@ def cross_entropy(
             the class dimension is ``dim`` (``dim=-1`` for ``(B, T, V)``).
         targets: class indices in ``[0, C)`` with the logits' shape without
             ``dim``, probabilities with the logits' shape, or ``SoftTargets``.
-        alpha: smoothing mass in [0, 1]; 0 when neither it nor
-            ``label_smoothing`` is given.
+        alpha: smoothing mass in [0, 1] (in [-1, 1] with ``allow_negative``);
+            0 when neither it nor ``label_smoothing`` is given. ``None`` is
+            refused like any other non-number.
         weight: ``(C,)`` non-negative class weights.
         ignore_index: index target value left out of the loss and the mean.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
@@ -341,6 +362,11 @@ def cross_entropy(
             after the loss (see :func:`labelsmooth.kernels.index_cross_entropy_rows`).
         label_smoothing: PyTorch's name for ``alpha``; giving both with
             different values is an error.
+        allow_negative: accept a negative ``alpha`` (negative label smoothing,
+            above), and targets already smoothed by one: dense targets with
+            negative entries (checked finite only) or SoftTargets with a
+            negative ``alpha``, as ``LabelSmoothing(allow_negative=True)``
+            leaves them. Without it each of these is an error.
         z_loss: ``zeta >= 0``, the weight of ``lse^2``.
         softcap: ``k > 0``, or ``None`` for no cap.
         return_z_loss: also return the z-loss part alone (for logging; it is
@@ -369,16 +395,19 @@ def cross_entropy(
         Vision", 2016. Müller, Kornblith and Hinton, "When Does Label Smoothing
         Help?", 2019. Chowdhery et al., "PaLM: Scaling Language Modeling with
         Pathways", 2022 (z-loss). Gemma Team, "Gemma 2: Improving Open Language
-        Models at a Practical Size", 2024 (logit softcapping).
+        Models at a Practical Size", 2024 (logit softcapping). Wei et al., "To
+        Smooth or Not? When Label Smoothing Meets Noisy Labels", ICML 2022
+        (negative smoothing).
     """
-    alpha = v.check_smoothing(alpha, label_smoothing)
+    alpha = v.check_smoothing(alpha, label_smoothing, allow_negative=allow_negative)
     if is_dtensor(logits):
         if v.check_flag(inplace_backward, "inplace_backward"):
             raise v.fail("inplace_backward", "False for DTensor logits", True)
         return dtensor_cross_entropy(
-            logits, targets, alpha=alpha, weight=weight, ignore_index=ignore_index, reduction=reduction,
-            prior=prior, convention=convention, dim=dim, z_loss=z_loss, softcap=softcap,
-            return_z_loss=return_z_loss, num_items_in_batch=num_items_in_batch,
+            logits, targets, alpha=alpha, allow_negative=allow_negative, weight=weight,
+            ignore_index=ignore_index, reduction=reduction, prior=prior, convention=convention, dim=dim,
+            z_loss=z_loss, softcap=softcap, return_z_loss=return_z_loss,
+            num_items_in_batch=num_items_in_batch,
         )
     logits, dim = v.check_logits(logits, dim)
     reduction = v.check_reduction(reduction)
@@ -393,12 +422,14 @@ def cross_entropy(
         v.check_num_items(num_items_in_batch, reduction),
     )
     if isinstance(targets, SoftTargets):
+        if targets.alpha < 0 and not allow_negative:
+            raise v.fail("targets", f"SoftTargets smoothed by an alpha >= 0, or {v.NEGATIVE_ALPHA}", targets)
         pair = _soft_cross_entropy(logits, targets, opts)
     elif v.target_form(logits, targets, dim) == "index":
         v.check_index_values(targets, num_classes, opts.ignore_index)
         pair = _index_cross_entropy(logits, targets, opts, bool(inplace_backward))
     else:
-        v.check_dense_values(targets)
+        v.check_dense_values(targets, allow_negative=allow_negative)
         pair = _dense_cross_entropy(logits, targets, opts)
     return _with_z_loss(pair, return_z_loss)
 
@@ -408,7 +439,7 @@ def soft_cross_entropy(
     targets: Tensor | SoftTargets,
     *,
     weight: Tensor | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = v.IGNORE_INDEX,
     reduction: str = "mean",
     dim: int = 1,
 ) -> Tensor:
@@ -440,8 +471,9 @@ def _check_class_weights(weight: object, linear_weight: Tensor) -> Tensor | None
 @overload
 def linear_cross_entropy(
     input: Tensor, linear_weight: Tensor, target: Tensor, *, linear_bias: Tensor | None = ...,
-    weight: Tensor | None = ..., alpha: float | None = ..., ignore_index: int | None = ...,
-    reduction: str = ..., label_smoothing: float | None = ..., chunk_size: int | None = ...,
+    weight: Tensor | None = ..., alpha: float = ..., ignore_index: int | None = ...,
+    reduction: str = ..., label_smoothing: float = ..., allow_negative: bool = ...,
+    chunk_size: int | None = ...,
     z_loss: float = ..., softcap: float | None = ..., return_z_loss: Literal[False] = ...,
     num_items_in_batch: Tensor | int | None = ..., prior: Tensor | None = ..., convention: str = ...,
 ) -> Tensor: ...
@@ -450,8 +482,9 @@ def linear_cross_entropy(
 @overload
 def linear_cross_entropy(
     input: Tensor, linear_weight: Tensor, target: Tensor, *, linear_bias: Tensor | None = ...,
-    weight: Tensor | None = ..., alpha: float | None = ..., ignore_index: int | None = ...,
-    reduction: str = ..., label_smoothing: float | None = ..., chunk_size: int | None = ...,
+    weight: Tensor | None = ..., alpha: float = ..., ignore_index: int | None = ...,
+    reduction: str = ..., label_smoothing: float = ..., allow_negative: bool = ...,
+    chunk_size: int | None = ...,
     z_loss: float = ..., softcap: float | None = ..., return_z_loss: Literal[True],
     num_items_in_batch: Tensor | int | None = ..., prior: Tensor | None = ..., convention: str = ...,
 ) -> tuple[Tensor, Tensor]: ...
@@ -460,8 +493,9 @@ def linear_cross_entropy(
 @overload
 def linear_cross_entropy(
     input: Tensor, linear_weight: Tensor, target: Tensor, *, linear_bias: Tensor | None = ...,
-    weight: Tensor | None = ..., alpha: float | None = ..., ignore_index: int | None = ...,
-    reduction: str = ..., label_smoothing: float | None = ..., chunk_size: int | None = ...,
+    weight: Tensor | None = ..., alpha: float = ..., ignore_index: int | None = ...,
+    reduction: str = ..., label_smoothing: float = ..., allow_negative: bool = ...,
+    chunk_size: int | None = ...,
     z_loss: float = ..., softcap: float | None = ..., return_z_loss: bool,
     num_items_in_batch: Tensor | int | None = ..., prior: Tensor | None = ..., convention: str = ...,
 ) -> Tensor | tuple[Tensor, Tensor]: ...
@@ -474,10 +508,11 @@ def linear_cross_entropy(
     *,
     linear_bias: Tensor | None = None,
     weight: Tensor | None = None,
-    alpha: float | None = None,
-    ignore_index: int | None = -100,
+    alpha: float = v.UNSET,
+    ignore_index: int | None = v.IGNORE_INDEX,
     reduction: str = "mean",
-    label_smoothing: float | None = None,
+    label_smoothing: float = v.UNSET,
+    allow_negative: bool = False,
     chunk_size: int | None = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
@@ -517,13 +552,16 @@ def linear_cross_entropy(
         target: ``(...)`` class indices in ``[0, V)`` or ``ignore_index``.
         linear_bias: ``(V,)`` or ``None``.
         weight: ``(V,)`` non-negative class weights, or ``None``.
-        alpha: smoothing mass in [0, 1] (uniform convention); 0 when neither
-            it nor ``label_smoothing`` is given.
+        alpha: smoothing mass in [0, 1] (uniform convention; in [-1, 1]
+            with ``allow_negative``); 0 when neither it nor ``label_smoothing``
+            is given.
         ignore_index: target value left out of the loss and the mean
             (``None``: -100, as PyTorch maps it).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``; the mean divides by
             ``sum_i w_{y_i}`` over the targets not ignored.
         label_smoothing: PyTorch's name for ``alpha``.
+        allow_negative: accept a negative ``alpha``: negative label smoothing,
+            whose loss is unbounded below (see :func:`cross_entropy`).
         chunk_size: rows per chunk of the chunked path; default about 6.3M
             logits (at least 128 rows).
         z_loss, softcap, return_z_loss, num_items_in_batch, prior, convention: as in
@@ -553,9 +591,10 @@ def linear_cross_entropy(
     prior = v.check_class_vector(prior, "prior", vocab, distribution=True)
     check_prior_convention(prior, convention)
     opts = _Options(
-        effective_alpha(v.check_smoothing(alpha, label_smoothing), vocab, convention),
+        effective_alpha(v.check_smoothing(alpha, label_smoothing, allow_negative=allow_negative), vocab,
+                        convention),
         _check_class_weights(weight, linear_weight),
-        -100 if ignore_index is None else v.check_int(ignore_index, "ignore_index"), reduction,
+        v.IGNORE_INDEX if ignore_index is None else v.check_int(ignore_index, "ignore_index"), reduction,
         prior, -1, v.check_nonnegative(z_loss, "z_loss"), v.check_softcap(softcap),
         v.check_num_items(num_items_in_batch, reduction),
     )

@@ -24,11 +24,12 @@ class _CrossEntropyOptions(nn.Module):
     weight: Tensor | None
 
     def _store(
-        self, *, alpha: float | None, label_smoothing: float | None, ignore_index: int,
+        self, *, alpha: float, label_smoothing: float, allow_negative: bool, ignore_index: int,
         reduction: str, z_loss: float, softcap: float | None, return_z_loss: bool,
         weight: Tensor | None,
     ) -> None:
-        self.alpha = v.check_smoothing(alpha, label_smoothing)
+        self.alpha = v.check_smoothing(alpha, label_smoothing, allow_negative=allow_negative)
+        self.allow_negative = allow_negative
         self.ignore_index = ignore_index
         self.reduction = reduction
         self.z_loss = float(z_loss)
@@ -39,8 +40,9 @@ class _CrossEntropyOptions(nn.Module):
 
     def _options_repr(self, own: str) -> str:
         """``alpha``, ``ignore_index``, ``reduction``, the subclass's ``own`` options, then the
-        z-loss, softcap and return_z_loss options that are not the defaults."""
+        allow_negative, z-loss, softcap and return_z_loss options that are not the defaults."""
         parts = [f"alpha={self.alpha}, ignore_index={self.ignore_index}, reduction={self.reduction!r}", own]
+        parts += ["allow_negative=True"] if self.allow_negative else []
         parts += [f"z_loss={self.z_loss}"] if self.z_loss else []
         parts += [] if self.softcap is None else [f"softcap={self.softcap}"]
         parts += ["return_z_loss=True"] if self.return_z_loss else []
@@ -51,7 +53,9 @@ class CrossEntropyLoss(_CrossEntropyOptions):
     """Module form of :func:`labelsmooth.cross_entropy`; see it for the math and shapes.
 
     ``label_smoothing`` is PyTorch's name for ``alpha``. ``num_items_in_batch``
-    is given per call, as Hugging Face passes it.
+    is given per call, as Hugging Face passes it. ``allow_negative=True``
+    accepts ``alpha`` in [-1, 0), negative label smoothing, whose loss is
+    unbounded below (see the function).
 
     Example:
         >>> import torch
@@ -63,21 +67,25 @@ class CrossEntropyLoss(_CrossEntropyOptions):
         >>> CrossEntropyLoss(label_smoothing=0.1, z_loss=1e-4, softcap=30.0)
         CrossEntropyLoss(alpha=0.1, ignore_index=-100, reduction='mean', convention='uniform', dim=1, \
 z_loss=0.0001, softcap=30.0)
+        >>> CrossEntropyLoss(alpha=-0.2, allow_negative=True)
+        CrossEntropyLoss(alpha=-0.2, ignore_index=-100, reduction='mean', convention='uniform', dim=1, \
+allow_negative=True)
     """
 
     prior: Tensor | None
 
     def __init__(
         self,
-        alpha: float | None = None,
+        alpha: float = v.UNSET,
         weight: Tensor | None = None,
-        ignore_index: int = -100,
+        ignore_index: int = v.IGNORE_INDEX,
         reduction: str = "mean",
         prior: Tensor | None = None,
         convention: str = "uniform",
         dim: int = 1,
         *,
-        label_smoothing: float | None = None,
+        label_smoothing: float = v.UNSET,
+        allow_negative: bool = False,
         z_loss: float = 0.0,
         softcap: float | None = None,
         return_z_loss: bool = False,
@@ -85,11 +93,11 @@ z_loss=0.0001, softcap=30.0)
         super().__init__()
         v.check_init_args(
             reduction=reduction, convention=convention, ignore_index=ignore_index, dim=dim,
-            z_loss=z_loss, softcap=softcap, return_z_loss=return_z_loss,
+            z_loss=z_loss, softcap=softcap, return_z_loss=return_z_loss, allow_negative=allow_negative,
         )
-        self._store(alpha=alpha, label_smoothing=label_smoothing, ignore_index=ignore_index,
-                    reduction=reduction, z_loss=z_loss, softcap=softcap, return_z_loss=return_z_loss,
-                    weight=weight)
+        self._store(alpha=alpha, label_smoothing=label_smoothing, allow_negative=allow_negative,
+                    ignore_index=ignore_index, reduction=reduction, z_loss=z_loss, softcap=softcap,
+                    return_z_loss=return_z_loss, weight=weight)
         self.convention = convention
         self.dim = dim
         self.register_buffer("prior", prior)
@@ -99,7 +107,7 @@ z_loss=0.0001, softcap=30.0)
         num_items_in_batch: Tensor | int | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         return functional.cross_entropy(
-            logits, targets, alpha=self.alpha, weight=self.weight,
+            logits, targets, alpha=self.alpha, allow_negative=self.allow_negative, weight=self.weight,
             ignore_index=self.ignore_index, reduction=self.reduction, prior=self.prior,
             convention=self.convention, dim=self.dim, z_loss=self.z_loss, softcap=self.softcap,
             return_z_loss=self.return_z_loss, num_items_in_batch=num_items_in_batch,
@@ -130,13 +138,14 @@ class LinearCrossEntropyLoss(_CrossEntropyOptions):
 
     def __init__(
         self,
-        alpha: float | None = None,
-        ignore_index: int = -100,
+        alpha: float = v.UNSET,
+        ignore_index: int = v.IGNORE_INDEX,
         reduction: str = "mean",
         chunk_size: int | None = None,
         *,
         weight: Tensor | None = None,
-        label_smoothing: float | None = None,
+        label_smoothing: float = v.UNSET,
+        allow_negative: bool = False,
         z_loss: float = 0.0,
         softcap: float | None = None,
         return_z_loss: bool = False,
@@ -145,10 +154,11 @@ class LinearCrossEntropyLoss(_CrossEntropyOptions):
     ) -> None:
         super().__init__()
         v.check_init_args(reduction=reduction, ignore_index=ignore_index, z_loss=z_loss,
-                          softcap=softcap, return_z_loss=return_z_loss, convention=convention)
-        self._store(alpha=alpha, label_smoothing=label_smoothing, ignore_index=ignore_index,
-                    reduction=reduction, z_loss=z_loss, softcap=softcap, return_z_loss=return_z_loss,
-                    weight=weight)
+                          softcap=softcap, return_z_loss=return_z_loss, convention=convention,
+                          allow_negative=allow_negative)
+        self._store(alpha=alpha, label_smoothing=label_smoothing, allow_negative=allow_negative,
+                    ignore_index=ignore_index, reduction=reduction, z_loss=z_loss, softcap=softcap,
+                    return_z_loss=return_z_loss, weight=weight)
         self.chunk_size = v.check_chunk_size(chunk_size)
         self.convention = convention
         self.register_buffer("prior", prior)
@@ -159,8 +169,8 @@ class LinearCrossEntropyLoss(_CrossEntropyOptions):
     ) -> Tensor | tuple[Tensor, Tensor]:
         return functional.linear_cross_entropy(
             input, linear_weight, target, linear_bias=linear_bias, weight=self.weight,
-            alpha=self.alpha, ignore_index=self.ignore_index, reduction=self.reduction,
-            chunk_size=self.chunk_size, z_loss=self.z_loss, softcap=self.softcap,
+            alpha=self.alpha, allow_negative=self.allow_negative, ignore_index=self.ignore_index,
+            reduction=self.reduction, chunk_size=self.chunk_size, z_loss=self.z_loss, softcap=self.softcap,
             return_z_loss=self.return_z_loss, num_items_in_batch=num_items_in_batch, prior=self.prior,
             convention=self.convention,
         )
@@ -289,7 +299,7 @@ class DiceCELoss(nn.Module):
         self,
         alpha: float = 0.0,
         weight: Tensor | None = None,
-        ignore_index: int = -100,
+        ignore_index: int = v.IGNORE_INDEX,
         lambda_ce: float = 1.0,
         lambda_dice: float = 1.0,
         smooth: float = 1e-5,

@@ -8,6 +8,15 @@ returns a smoothing mass in [0, 1]. :class:`~labelsmooth.LabelSmoothing` and
 [0, 1] by construction: its end points are checked when it is built, and
 interpolation between two of them cannot leave the interval.
 
+With ``allow_negative=True`` the values may lie in [-1, 1]: negative label
+smoothing (Wei et al., ICML 2022), whose loss is unbounded below (see
+:func:`labelsmooth.cross_entropy`). Wei et al. start it only after training
+with plain cross-entropy; a schedule that starts at 0 and goes negative is that
+warm-up, and ``LabelSmoothing`` takes it with its own ``allow_negative=True``::
+
+    warmup = Linear(0.0, -0.2, duration=5, unit="epoch", allow_negative=True)
+    LabelSmoothing(warmup, allow_negative=True)
+
 With ``t`` the counter, ``T`` the ``duration`` and ``a0``/``a1`` the
 ``start``/``end`` values:
 
@@ -49,17 +58,17 @@ def _check_count(value: object, arg: str, *, minimum: int) -> int:
     return number
 
 
-def _clip(value: float) -> float:
-    # Interpolating between two values in [0, 1] stays in [0, 1] up to rounding; clip that away.
-    return min(max(value, 0.0), 1.0)
+def _between(value: float, start: float, end: float) -> float:
+    # Interpolating between two values stays between them up to rounding; clip that away.
+    return min(max(value, min(start, end)), max(start, end))
 
 
 def _cosine(start: float, end: float, fraction: float) -> float:
-    return _clip(end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * fraction)))
+    return _between(end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * fraction)), start, end)
 
 
 def _linear(start: float, end: float, fraction: float) -> float:
-    return _clip(start + (end - start) * fraction)
+    return _between(start + (end - start) * fraction, start, end)
 
 
 class Schedule(ABC):
@@ -68,10 +77,16 @@ class Schedule(ABC):
     Subclasses implement :meth:`value` of the counter ``t``; calling the
     schedule with a :class:`~labelsmooth.State` reads the counter named by
     ``unit``. ``hparams`` (the constructor's arguments) drives ``__repr__``.
+    ``allow_negative`` lets the values go down to -1 (negative smoothing).
     """
 
-    def __init__(self, unit: str) -> None:
+    def __init__(self, unit: str, allow_negative: bool = False) -> None:
         self.unit = v.check_choice(unit, "unit", UNITS)
+        self.allow_negative = v.check_flag(allow_negative, "allow_negative")
+
+    def _mass(self, value: object, arg: str) -> float:
+        """A value the schedule takes: in [0, 1], or [-1, 1] with ``allow_negative``."""
+        return v.check_smoothing_mass(value, arg, allow_negative=self.allow_negative)
 
     @property
     @abstractmethod
@@ -82,12 +97,19 @@ class Schedule(ABC):
     def value(self, t: int) -> float:
         """The smoothing mass at counter value ``t`` (>= 0)."""
 
+    @property
+    def lowest(self) -> float:
+        """A lower bound of the values: the least one for the schedules here; for a subclass
+        that does not say, the least its ``allow_negative`` permits."""
+        return -1.0 if self.allow_negative else 0.0
+
     def __call__(self, state: State) -> float:
         t = v.check_int(state.step if self.unit == "step" else state.epoch, f"state.{self.unit}")
         return self.value(max(t, 0))
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={x!r}" for k, x in {**self.hparams, "unit": self.unit}.items())
+        flag = {"allow_negative": True} if self.allow_negative else {}
+        args = ", ".join(f"{k}={x!r}" for k, x in {**self.hparams, **flag, "unit": self.unit}.items())
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other: object) -> bool:
@@ -105,13 +127,17 @@ class Constant(Schedule):
         0.1
     """
 
-    def __init__(self, alpha: float, *, unit: str = "step") -> None:
-        super().__init__(unit)
-        self.alpha = v.check_probability(alpha, "alpha")
+    def __init__(self, alpha: float, *, unit: str = "step", allow_negative: bool = False) -> None:
+        super().__init__(unit, allow_negative)
+        self.alpha = self._mass(alpha, "alpha")
 
     @property
     def hparams(self) -> dict[str, Any]:
         return {"alpha": self.alpha}
+
+    @property
+    def lowest(self) -> float:
+        return self.alpha
 
     def value(self, t: int) -> float:
         return self.alpha
@@ -120,15 +146,19 @@ class Constant(Schedule):
 class _Interpolated(Schedule):
     """From ``start`` at ``t = 0`` to ``end`` at ``t = duration``, then ``end``."""
 
-    def __init__(self, start: float, end: float, *, duration: int, unit: str) -> None:
-        super().__init__(unit)
-        self.start = v.check_probability(start, "start")
-        self.end = v.check_probability(end, "end")
+    def __init__(self, start: float, end: float, *, duration: int, unit: str, allow_negative: bool) -> None:
+        super().__init__(unit, allow_negative)
+        self.start = self._mass(start, "start")
+        self.end = self._mass(end, "end")
         self.duration = v.check_positive_int(duration, "duration")
 
     @property
     def hparams(self) -> dict[str, Any]:
         return {"start": self.start, "end": self.end, "duration": self.duration}
+
+    @property
+    def lowest(self) -> float:
+        return min(self.start, self.end)
 
     def fraction(self, t: int) -> float:
         return min(t / self.duration, 1.0)
@@ -142,8 +172,10 @@ class Linear(_Interpolated):
         [0.0, 0.05, 0.1, 0.1]
     """
 
-    def __init__(self, start: float, end: float, *, duration: int, unit: str = "step") -> None:
-        super().__init__(start, end, duration=duration, unit=unit)
+    def __init__(
+        self, start: float, end: float, *, duration: int, unit: str = "step", allow_negative: bool = False
+    ) -> None:
+        super().__init__(start, end, duration=duration, unit=unit, allow_negative=allow_negative)
 
     def value(self, t: int) -> float:
         return _linear(self.start, self.end, self.fraction(t))
@@ -161,8 +193,10 @@ class Cosine(_Interpolated):
         Restarts", 2017 (the cosine shape, without restarts).
     """
 
-    def __init__(self, start: float, end: float, *, duration: int, unit: str = "step") -> None:
-        super().__init__(start, end, duration=duration, unit=unit)
+    def __init__(
+        self, start: float, end: float, *, duration: int, unit: str = "step", allow_negative: bool = False
+    ) -> None:
+        super().__init__(start, end, duration=duration, unit=unit, allow_negative=allow_negative)
 
     def value(self, t: int) -> float:
         return _cosine(self.start, self.end, self.fraction(t))
@@ -172,7 +206,8 @@ class Step(Schedule):
     """``alpha`` is multiplied by ``gamma`` at each milestone, as PyTorch's ``MultiStepLR``.
 
     ``value(t) = alpha * gamma ** k`` where ``k`` counts the milestones ``<= t``.
-    ``gamma > 1`` raises the smoothing; every value reached must lie in [0, 1].
+    ``gamma > 1`` raises the smoothing (lowers a negative one); every value
+    reached must lie in [0, 1] ([-1, 1] with ``allow_negative``).
 
     Example:
         >>> schedule = Step(0.2, milestones=[2, 4], gamma=0.5, unit="epoch")
@@ -181,10 +216,11 @@ class Step(Schedule):
     """
 
     def __init__(
-        self, alpha: float, milestones: Sequence[int], *, gamma: float = 0.1, unit: str = "epoch"
+        self, alpha: float, milestones: Sequence[int], *, gamma: float = 0.1, unit: str = "epoch",
+        allow_negative: bool = False,
     ) -> None:
-        super().__init__(unit)
-        self.alpha = v.check_probability(alpha, "alpha")
+        super().__init__(unit, allow_negative)
+        self.alpha = self._mass(alpha, "alpha")
         if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
             raise v.fail("milestones", "a sequence of ints", milestones, error=TypeError)
         marks = [_check_count(m, "milestones", minimum=0) for m in milestones]
@@ -196,19 +232,25 @@ class Step(Schedule):
         if not math.isfinite(gamma) or gamma < 0:
             raise v.fail("gamma", "a finite real number >= 0", gamma)
         self.gamma = float(gamma)
+        low = -1.0 if self.allow_negative else 0.0
         for k in range(len(marks) + 1):
             reached = self.alpha * self.gamma**k
-            if reached > 1.0:
-                expected = f"a factor that keeps alpha in [0, 1] (alpha * gamma**{k} = {reached:g})"
+            if not low <= reached <= 1.0:
+                expected = f"a factor that keeps alpha in [{low:g}, 1] (alpha * gamma**{k} = {reached:g})"
                 raise v.fail("gamma", expected, gamma)
 
     @property
     def hparams(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "milestones": list(self.milestones), "gamma": self.gamma}
 
+    @property
+    def lowest(self) -> float:
+        return min(self.alpha * self.gamma**k for k in range(len(self.milestones) + 1))
+
     def value(self, t: int) -> float:
         passed = sum(1 for m in self.milestones if m <= t)
-        return _clip(self.alpha * self.gamma**passed)
+        # The same product the constructor checked, so it lies in the allowed range.
+        return self.alpha * self.gamma**passed
 
 
 class WarmupDecay(Schedule):
@@ -224,6 +266,7 @@ class WarmupDecay(Schedule):
         start, end: the values at ``t = 0`` and ``t >= total``.
         decay: ``"cosine"`` or ``"linear"``.
         unit: ``"step"`` or ``"epoch"``.
+        allow_negative: let ``peak``, ``start`` and ``end`` be in [-1, 0).
 
     Example:
         >>> schedule = WarmupDecay(0.2, warmup=2, total=6, decay="linear")
@@ -233,12 +276,12 @@ class WarmupDecay(Schedule):
 
     def __init__(
         self, peak: float, *, warmup: int, total: int, start: float = 0.0, end: float = 0.0,
-        decay: str = "cosine", unit: str = "step",
+        decay: str = "cosine", unit: str = "step", allow_negative: bool = False,
     ) -> None:
-        super().__init__(unit)
-        self.peak = v.check_probability(peak, "peak")
-        self.start = v.check_probability(start, "start")
-        self.end = v.check_probability(end, "end")
+        super().__init__(unit, allow_negative)
+        self.peak = self._mass(peak, "peak")
+        self.start = self._mass(start, "start")
+        self.end = self._mass(end, "end")
         self.warmup = _check_count(warmup, "warmup", minimum=0)
         self.total = _check_count(total, "total", minimum=self.warmup)
         self.decay = v.check_choice(decay, "decay", ("cosine", "linear"))
@@ -250,6 +293,10 @@ class WarmupDecay(Schedule):
             "end": self.end, "decay": self.decay,
         }
 
+    @property
+    def lowest(self) -> float:
+        return min(self.start, self.peak, self.end)
+
     def value(self, t: int) -> float:
         if t < self.warmup:
             return _linear(self.start, self.peak, t / self.warmup)
@@ -260,11 +307,14 @@ class WarmupDecay(Schedule):
         return interpolate(self.peak, self.end, fraction)
 
 
-def check_alpha(alpha: object) -> float | Schedule:
-    """``alpha`` as given to an algorithm: a :class:`Schedule`, or a float in [0, 1]."""
-    if isinstance(alpha, Schedule):
-        return alpha
-    return v.check_probability(alpha, "alpha")
+def check_alpha(alpha: object, *, allow_negative: bool = False) -> float | Schedule:
+    """``alpha`` as given to an algorithm: a :class:`Schedule`, or a float in [0, 1]; a
+    negative float, or a schedule that goes below 0, only with ``allow_negative``."""
+    if not isinstance(alpha, Schedule):
+        return v.check_smoothing_mass(alpha, "alpha", allow_negative=allow_negative)
+    if alpha.lowest < 0 and not v.check_flag(allow_negative, "allow_negative"):
+        raise v.fail("alpha", f"a schedule with values in [0, 1], or {v.NEGATIVE_ALPHA}", alpha)
+    return alpha
 
 
 def alpha_at(alpha: float | Schedule, state: State) -> float:

@@ -45,7 +45,8 @@ def compose_smoothing(
 
     ``(1 - b)((1 - a) t + a u) + b u = (1 - a)(1 - b) t + (1 - (1 - a)(1 - b)) u``
     holds when both use the same ``u``; two different priors would need a
-    mixture of priors, which is refused. ``more_prior=None`` means "the prior
+    mixture of priors, which is refused, and so is a result below -1 (the
+    bound of negative smoothing). ``more_prior=None`` means "the prior
     already there" (uniform if none).
     """
     if more_prior is None:
@@ -59,7 +60,12 @@ def compose_smoothing(
             "prior", "the prior the targets were already smoothed towards (two priors do not compose)",
             "a different prior",
         )
-    return 1.0 - (1.0 - alpha) * (1.0 - more_alpha), prior
+    total = 1.0 - (1.0 - alpha) * (1.0 - more_alpha)
+    if total < -1.0:
+        # Two negative smoothings compound (-1 then -1 gives -3); the bound holds for the result.
+        expected = "a combined smoothing 1 - (1 - alpha)(1 - more) >= -1 (negative smoothing compounds)"
+        raise v.fail("alpha", expected, f"{total:g} from {alpha:g} and {more_alpha:g}")
+    return total, prior
 
 
 def _leading(tensor: Tensor, ndim: int, arg: str) -> Tensor:
@@ -110,7 +116,7 @@ class SoftTargets:
     alpha: float = 0.0
     prior: Tensor | None = None
     num_classes: int | None = None
-    ignore_index: int = -100
+    ignore_index: int = v.IGNORE_INDEX
 
     def __post_init__(self) -> None:
         indices = v.check_tensor(self.indices, "indices")
@@ -153,7 +159,7 @@ class SoftTargets:
         targets: Tensor,
         *,
         num_classes: int | None = None,
-        ignore_index: int = -100,
+        ignore_index: int = v.IGNORE_INDEX,
         alpha: float = 0.0,
         prior: Tensor | None = None,
     ) -> SoftTargets:
@@ -279,19 +285,24 @@ class SoftTargets:
             weights = self.weights.expand(self.indices.shape)[index]
         return self._replace(indices=self.indices[index], weights=weights)
 
-    def smooth(self, alpha: float, *, prior: Tensor | None = None) -> SoftTargets:
+    def smooth(
+        self, alpha: float, *, prior: Tensor | None = None, allow_negative: bool = False
+    ) -> SoftTargets:
         """Smooth further by ``alpha``: the result has ``1 - (1 - self.alpha)(1 - alpha)``.
 
         Exact when ``prior`` is the one already used (or either alpha is 0);
         a different prior raises ``ValueError``. ``prior=None`` keeps the
-        targets' own prior (uniform if they have none).
+        targets' own prior (uniform if they have none). ``allow_negative``
+        accepts ``alpha`` in [-1, 0), negative label smoothing (see
+        :func:`labelsmooth.smooth_labels`); the result is then no longer a
+        mixture, and its ``alpha`` must stay >= -1.
 
         Example:
             >>> import torch
             >>> SoftTargets.from_index(torch.tensor([0]), num_classes=2).smooth(0.5).smooth(0.5).alpha
             0.75
         """
-        alpha = v.check_probability(alpha, "alpha")
+        alpha = v.check_smoothing_mass(alpha, "alpha", allow_negative=allow_negative)
         total, prior = compose_smoothing(self.alpha, self.prior, alpha, prior)
         return self._replace(alpha=total, prior=prior)
 

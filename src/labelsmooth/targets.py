@@ -17,6 +17,10 @@ Two conventions are in use and are easy to confuse:
 They are the same family: ``"others"`` with ``alpha`` equals ``"uniform"`` with
 ``alpha * C / (C - 1)``. :func:`effective_alpha` does that conversion, so every
 kernel only knows the ``"uniform"`` form.
+
+A negative ``alpha`` (``allow_negative=True``, down to -1 in either
+convention) is negative label smoothing: mass moves from the other classes to
+the true one, which gets more than 1 while the others go below 0.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ def effective_alpha(alpha: float, num_classes: int, convention: str) -> float:
     """The ``"uniform"``-convention alpha that gives the same target as ``convention``.
 
     For ``"others"`` this is ``alpha * C / (C - 1)`` (it exceeds 1 when
-    ``alpha > (C - 1) / C``, which is still a valid target). With one class
+    ``alpha > (C - 1) / C``, which is still a valid target, and is below -1
+    when ``alpha < -(C - 1) / C``). With one class
     there are no other classes, so nothing is smoothed.
     """
     if convention == "uniform":
@@ -84,6 +89,7 @@ def smooth_labels(
     ignore_index: int | None = None,
     dim: int = 1,
     convention: str = "uniform",
+    allow_negative: bool = False,
 ) -> Tensor: ...
 
 
@@ -97,6 +103,7 @@ def smooth_labels(
     ignore_index: int | None = None,
     dim: int = 1,
     convention: str = "uniform",
+    allow_negative: bool = False,
 ) -> SoftTargets: ...
 
 
@@ -109,6 +116,7 @@ def smooth_labels(
     ignore_index: int | None = None,
     dim: int = 1,
     convention: str = "uniform",
+    allow_negative: bool = False,
 ) -> Tensor | SoftTargets:
     r"""Dense label-smoothed targets for ``logits``.
 
@@ -128,12 +136,18 @@ def smooth_labels(
             :class:`~labelsmooth.SoftTargets`, which come back as SoftTargets
             smoothed further (``SoftTargets.smooth``; no dense tensor is built,
             call ``.to_dense()`` for one).
-        alpha: smoothing mass in [0, 1].
+        alpha: smoothing mass in [0, 1], or in [-1, 0) with ``allow_negative``.
         prior: length-C distribution to smooth towards instead of uniform.
         ignore_index: index targets equal to it become all-zero rows.
         dim: the class dimension.
         convention: ``"uniform"`` (``alpha / C`` on every class) or ``"others"``
             (``1 - alpha`` on the true class, ``alpha / (C - 1)`` elsewhere).
+        allow_negative: accept a negative ``alpha`` (negative label smoothing,
+            Wei et al. 2022): the true class gets up to ``2 - 1 / C``
+            (``"uniform"``) or 2 (``"others"``) and every other class a
+            negative entry, so the result is no longer a distribution; see
+            :func:`labelsmooth.cross_entropy` for what that does to the loss.
+            SoftTargets take an effective ``"uniform"`` alpha in [-1, 1] only.
 
     Returns:
         Dense targets of the logits' shape, in the logits' dtype (float32 for
@@ -144,13 +158,17 @@ def smooth_labels(
         >>> smooth_labels(torch.zeros(1, 4), torch.tensor([2]), alpha=0.2)
         tensor([[0.0500, 0.0500, 0.8500, 0.0500]])
 
+        >>> smooth_labels(torch.zeros(1, 4), torch.tensor([2]), alpha=-0.2, allow_negative=True)
+        tensor([[-0.0500, -0.0500,  1.1500, -0.0500]])
+
     References:
         Szegedy et al., "Rethinking the Inception Architecture for Computer
-        Vision", 2016.
+        Vision", 2016. Wei et al., "To Smooth or Not? When Label Smoothing Meets
+        Noisy Labels", ICML 2022 (negative smoothing).
     """
     logits, dim = v.check_logits(logits, dim)
     ignore_index = v.check_optional_int(ignore_index, "ignore_index")
-    alpha, prior = _smoothing_arg_validation(alpha, prior, convention, logits.shape[dim])
+    alpha, prior = _smoothing_arg_validation(alpha, prior, convention, logits.shape[dim], allow_negative)
     if isinstance(targets, SoftTargets):
         return _smooth_soft_targets(targets, alpha, prior)
     if v.target_form(logits, targets, dim) == "index":
@@ -161,10 +179,10 @@ def smooth_labels(
 
 
 def _smoothing_arg_validation(
-    alpha: float, prior: Tensor | None, convention: str, num_classes: int
+    alpha: float, prior: Tensor | None, convention: str, num_classes: int, allow_negative: bool
 ) -> tuple[float, Tensor | None]:
     """The checked options of :func:`smooth_labels`: ``(uniform-convention alpha, prior)``."""
-    alpha = v.check_probability(alpha, "alpha")
+    alpha = v.check_smoothing_mass(alpha, "alpha", allow_negative=allow_negative)
     convention = v.check_convention(convention)
     prior = v.check_class_vector(prior, "prior", num_classes, distribution=True)
     check_prior_convention(prior, convention)
@@ -173,10 +191,11 @@ def _smoothing_arg_validation(
 
 def _smooth_soft_targets(targets: SoftTargets, alpha: float, prior: Tensor | None) -> SoftTargets:
     # Structured in, structured out: smoothing composes without a dense tensor.
-    if alpha > 1.0:
-        expected = "an effective alpha <= 1 for SoftTargets (convention='others' exceeds it)"
+    if not -1.0 <= alpha <= 1.0:
+        expected = "an effective alpha in [-1, 1] for SoftTargets (convention='others' leaves it)"
         raise v.fail("alpha", expected, alpha)
-    return targets.smooth(alpha, prior=prior)
+    # alpha < 0 was allowed by the caller's flag, checked above.
+    return targets.smooth(alpha, prior=prior, allow_negative=alpha < 0)
 
 
 def _smooth_dense(logits: Tensor, targets: Tensor, alpha: float, prior: Tensor | None, dim: int) -> Tensor:

@@ -194,7 +194,7 @@ def dtensor_cross_entropy(
     *,
     alpha: float = 0.0,
     weight: Tensor | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = v.IGNORE_INDEX,
     reduction: str = "mean",
     prior: Tensor | None = None,
     convention: str = "uniform",
@@ -203,6 +203,7 @@ def dtensor_cross_entropy(
     softcap: float | None = None,
     return_z_loss: bool = False,
     num_items_in_batch: Tensor | int | None = None,
+    allow_negative: bool = False,
 ) -> DTensor | tuple[DTensor, DTensor]:
     r"""Smoothed cross-entropy of DTensor logits sharded on the class dim, without gathering them.
 
@@ -227,7 +228,8 @@ def dtensor_cross_entropy(
         targets: global class indices of the logits' global shape without
             ``dim``: a DTensor with the placements in the module docstring, or
             a plain tensor (the full targets) where those are all Replicate.
-        alpha: smoothing mass in [0, 1].
+        alpha: smoothing mass in [0, 1], or in [-1, 1] with ``allow_negative``
+            (negative label smoothing; see :func:`labelsmooth.cross_entropy`).
         weight: ``(C,)`` class weights for all classes: a plain tensor or a
             replicated DTensor.
         ignore_index: target value left out of the loss and the mean.
@@ -243,6 +245,7 @@ def dtensor_cross_entropy(
             as in :func:`labelsmooth.cross_entropy`; the loss is then ``Partial``
             on batch-sharding mesh dims, which makes it the way to a mean there
             (pass :func:`labelsmooth.distributed.global_num_items` over that group).
+        allow_negative: accept a negative ``alpha``; its loss is unbounded below.
 
     Returns:
         A DTensor: a scalar, or with ``reduction="none"`` the per-position
@@ -264,7 +267,7 @@ def dtensor_cross_entropy(
     if not is_dtensor(logits):
         raise v.fail("logits", "a torch.distributed.tensor.DTensor", type(logits).__name__, error=TypeError)
     _, dim = v.check_logits(logits, dim)
-    alpha = v.check_probability(alpha, "alpha")
+    alpha = v.check_smoothing_mass(alpha, "alpha", allow_negative=allow_negative)
     reduction = v.check_reduction(reduction)
     num_items = v.check_num_items(num_items_in_batch, reduction)
     ignore_index = v.check_int(ignore_index, "ignore_index")

@@ -22,10 +22,6 @@ from labelsmooth.soft_targets import same_prior
 
 __all__ = ["LabelSmoothing"]
 
-#: Marks ``alpha`` as not given, so ``smoothing=`` can stand in for it and an
-#: explicit ``alpha=None`` is still refused.
-_UNSET: Any = object()
-
 
 class LabelSmoothing(TargetTransform):
     """Replace the batch's targets by smoothed targets for the loss, then put them back.
@@ -47,7 +43,8 @@ class LabelSmoothing(TargetTransform):
         alpha: smoothing mass in [0, 1], default 0.1, or a
             :class:`~labelsmooth.schedules.Schedule` of the step or
             epoch (read at every ``BEFORE_LOSS``); ``smoothing=`` is accepted
-            as an alias (Composer's later name).
+            as an alias (Composer's later name). Negative values (a float in
+            [-1, 0), or a schedule that goes below 0) need ``allow_negative``.
         target_key: where the targets are in the batch: an index, a dict key, or
             a ``(getter, setter)`` pair.
         materialize: ``True`` leaves a dense tensor that any loss accepts;
@@ -64,6 +61,15 @@ class LabelSmoothing(TargetTransform):
             target of :func:`labelsmooth.binary_cross_entropy_with_logits`). The
             task is never guessed from the data: a multi-hot row and a MixUp
             row can look alike.
+        allow_negative: accept negative smoothing (``task="multiclass"``
+            only), Wei et al.'s remedy for heavy label noise. Its loss is
+            unbounded below (see :func:`labelsmooth.cross_entropy`), and Wei
+            et al. switch it on only after a warm-up with plain cross-entropy:
+            pass a schedule that starts at 0, e.g.
+            ``schedules.Linear(0.0, -0.2, duration=5, unit="epoch", allow_negative=True)``.
+            Select checkpoints on a validation split, never on the test set.
+            The loss must accept such targets too: pass ``allow_negative=True``
+            to :func:`labelsmooth.cross_entropy` or its module.
 
     Example:
         >>> import torch
@@ -80,24 +86,29 @@ class LabelSmoothing(TargetTransform):
 
     def __init__(
         self,
-        alpha: float | Schedule = _UNSET,
+        alpha: float | Schedule = v.UNSET,
         target_key: BatchKey = 1,
         *,
         materialize: bool = True,
-        smoothing: float | Schedule | None = None,
+        smoothing: float | Schedule = v.UNSET,
         ignore_index: int | None = None,
         prior: Tensor | None = None,
         convention: str = "uniform",
         dim: int = 1,
         task: str = "multiclass",
+        allow_negative: bool = False,
     ) -> None:
-        if alpha is not _UNSET and smoothing is not None:
+        if alpha is not v.UNSET and smoothing is not v.UNSET:
             raise v.fail("smoothing", "either alpha or its alias smoothing, not both", smoothing)
-        if alpha is _UNSET:
-            alpha = 0.1 if smoothing is None else smoothing
-        self.alpha = check_alpha(alpha)
+        if alpha is v.UNSET:
+            alpha = 0.1 if smoothing is v.UNSET else smoothing
+        self.allow_negative = v.check_flag(allow_negative, "allow_negative")
+        self.alpha = check_alpha(alpha, allow_negative=allow_negative)
         v.check_init_args(convention=convention, ignore_index=ignore_index, dim=dim)
         self.task = v.check_choice(task, "task", ("multiclass", "multilabel"))
+        if allow_negative and self.task == "multilabel":
+            expected = "False with task='multilabel' (negative smoothing is for one class per position)"
+            raise v.fail("allow_negative", expected, allow_negative)
         self.target_key = target_key
         self.materialize = v.check_flag(materialize, "materialize")
         self.ignore_index = ignore_index
@@ -111,7 +122,7 @@ class LabelSmoothing(TargetTransform):
         return {
             "alpha": self.alpha, "target_key": self.target_key, "materialize": self.materialize,
             "ignore_index": self.ignore_index, "convention": self.convention, "dim": self.dim,
-            "task": self.task,
+            "task": self.task, "allow_negative": self.allow_negative,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -137,8 +148,8 @@ class LabelSmoothing(TargetTransform):
 
     @property
     def may_smooth(self) -> bool:
-        """Whether ``alpha`` can be above 0 (a schedule may be)."""
-        return isinstance(self.alpha, Schedule) or self.alpha > 0
+        """Whether ``alpha`` can be other than 0 (a schedule may be)."""
+        return isinstance(self.alpha, Schedule) or self.alpha != 0
 
     def match(self, event: Event, state: State) -> bool:
         return event in (Event.BEFORE_LOSS, Event.AFTER_LOSS)
@@ -147,8 +158,12 @@ class LabelSmoothing(TargetTransform):
         if event is Event.BEFORE_LOSS:
             pipeline = self.join(state)
             if not pipeline.has_op(self):
+                # A schedule of the user's own may not state its range: check each value it gives.
+                alpha = v.check_smoothing_mass(
+                    alpha_at(self.alpha, state), allow_negative=self.allow_negative
+                )
                 pipeline.ops.append(TargetOp(
-                    self, "smooth", alpha=alpha_at(self.alpha, state), prior=self.prior,
+                    self, "smooth", alpha=alpha, prior=self.prior,
                     convention=self.convention, multilabel=self.task == "multilabel",
                 ))
             self._pipeline = pipeline

@@ -30,7 +30,7 @@ from labelsmooth.algorithms.events import Event
 from labelsmooth.algorithms.logger import Logger
 from labelsmooth.algorithms.state import BatchKey, State, logits_of
 from labelsmooth.algorithms.target_pipeline import TargetOp, TargetPipeline, TargetTransform
-from labelsmooth.schedules import Schedule, alpha_at, check_alpha, plain_hparams
+from labelsmooth.schedules import Schedule, alpha_at, plain_hparams
 from labelsmooth.soft_targets import SoftTargets
 
 __all__ = ["OnlineLabelSmoothing", "online_targets"]
@@ -136,7 +136,10 @@ class OnlineLabelSmoothing(TargetTransform):
         ignore_index: int | None = None,
         dim: int = 1,
     ) -> None:
-        self.alpha = check_alpha(alpha)
+        # Not schedules.check_alpha: its message for a negative value offers a flag this class lacks.
+        if isinstance(alpha, Schedule) and alpha.lowest < 0:
+            raise v.fail("alpha", "a schedule with values in [0, 1] (no negative smoothing here)", alpha)
+        self.alpha = alpha if isinstance(alpha, Schedule) else v.check_probability(alpha, "alpha")
         self.target_key = target_key
         v.check_init_args(ignore_index=ignore_index, dim=dim)
         self.num_classes = None if num_classes is None else v.check_positive_int(num_classes, "num_classes")
@@ -234,7 +237,7 @@ class OnlineLabelSmoothing(TargetTransform):
             self.matrix = self.matrix.to(device)
         probs = torch.softmax(logits.movedim(dim, -1).reshape(-1, num_classes).float(), dim=-1)
         labels = targets.reshape(-1).to(device)
-        ignore = -100 if self.ignore_index is None else self.ignore_index
+        ignore = v.IGNORE_INDEX if self.ignore_index is None else self.ignore_index
         valid = labels != ignore
         safe = torch.where(valid, labels, 0).long()
         # A mask instead of boolean indexing: no host sync, and the shapes stay fixed.

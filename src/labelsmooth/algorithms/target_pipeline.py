@@ -71,13 +71,17 @@ def _apply(value: Tensor | SoftTargets, op: TargetOp, logits: Tensor, dim: int) 
                 raise v.fail("targets", "multi-hot float targets for task='multilabel'", "class indices")
             # Keras' binary smoothing: y * (1 - alpha) + alpha / 2.
             return value.to(compute_dtype(logits.dtype)) * (1.0 - op.alpha) + op.alpha / 2.0
+        # A negative alpha was allowed by the owner's flag when the owner was built.
+        negative = op.alpha < 0
         if isinstance(value, SoftTargets):
             alpha = effective_alpha(op.alpha, num_classes, op.convention)
-            if alpha > 1.0:
-                expected = f"at most {(num_classes - 1) / num_classes:.6g} with convention='others'"
-                raise v.fail("alpha", expected + " (beyond it the target is not a mixture)", op.alpha)
-            return value.smooth(alpha, prior=op.prior)
-        return smooth_labels(logits, value, op.alpha, prior=op.prior, dim=dim, convention=op.convention)
+            if not -1.0 <= alpha <= 1.0:
+                bound = (num_classes - 1) / num_classes
+                expected = f"a value in [{-bound:.6g}, {bound:.6g}] with convention='others'"
+                raise v.fail("alpha", expected + " (beyond it SoftTargets cannot hold the target)", op.alpha)
+            return value.smooth(alpha, prior=op.prior, allow_negative=negative)
+        return smooth_labels(logits, value, op.alpha, prior=op.prior, dim=dim, convention=op.convention,
+                             allow_negative=negative)
     if op.perm is None:
         raise v.fail("op.perm", "a batch permutation", None)
     if op.kind == "mix":
@@ -97,7 +101,7 @@ class TargetPipeline:
     """The original targets of one batch and the operations applied to them."""
 
     original: Any
-    ignore_index: int = -100
+    ignore_index: int = v.IGNORE_INDEX
     dim: int = 1
     ops: list[TargetOp] = field(default_factory=list)
     rendered: Any = None

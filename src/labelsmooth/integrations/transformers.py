@@ -86,7 +86,8 @@ class CausalLMLoss:
     """
 
     def __init__(
-        self, alpha: float = 0.1, *, convention: str = "uniform", ignore_index: int = -100, shift: bool = True
+        self, alpha: float = 0.1, *, convention: str = "uniform", ignore_index: int = v.IGNORE_INDEX,
+        shift: bool = True,
     ) -> None:
         v.check_init_args(alpha=alpha, convention=convention, ignore_index=ignore_index)
         v.check_flag(shift, "shift")
