@@ -19,12 +19,12 @@ pytest.importorskip("matplotlib")
 
 import compare_helpers as helpers
 from labelsmooth.experiments import DataError, compare, from_datasets
+from labelsmooth.experiments._geometry import template_plane_projection
 from labelsmooth.experiments.compare import Progress
 from labelsmooth.experiments.data import generate_shapes
 from labelsmooth.experiments.evaluate import predict
 from labelsmooth.experiments.models import last_layer
 from labelsmooth.experiments.stats import NOT_COMPARABLE
-from labelsmooth.metrics import template_plane_projection
 
 HELPERS = Path(helpers.__file__).parent
 

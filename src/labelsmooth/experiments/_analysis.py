@@ -34,7 +34,6 @@ from labelsmooth.experiments._determinism import deterministic
 from labelsmooth.experiments._records import RecordSplit, RunRecord, read_run, record_name
 from labelsmooth.experiments._results import CompareResult, RunResult
 from labelsmooth.experiments.evaluate import (
-    ECE_BINS,
     METRICS,
     Predictions,
     fit_scaling,
@@ -42,6 +41,7 @@ from labelsmooth.experiments.evaluate import (
     scores,
 )
 from labelsmooth.experiments.stats import NOT_COMPARABLE, mean_ci
+from labelsmooth.metrics import ECE_BINS
 
 __all__ = [
     "ADDITIVE", "BOOTSTRAP_SEED", "MIN_VAL_ERRORS", "NO_INTERVAL", "REPLICATES", "SCALINGS", "ExampleStats",

@@ -35,8 +35,10 @@ from labelsmooth.kernels import dispatch
 from labelsmooth.kernels.rowmath import (
     Layout,
     cap_column,
+    forward_arguments,
     forward_outputs,
     gradient_scales,
+    input_gradients,
     per_row,
     row_losses,
     row_terms,
@@ -50,9 +52,9 @@ __all__ = ["LinearCrossEntropyFunction", "fused_linear_cross_entropy"]
 #: Logit elements per chunk: 3 * 2^21 float32 (24 MiB; 196 rows at V=32000).
 #: The peak is dW, dh and one chunk (plus BLAS packing buffers), and each chunk
 #: adds a read-modify-write pass over the (V, H) weight gradient: smaller
-#: chunks save memory and cost time. This size kept the time near unfused
-#: PyTorch's at a small fraction of its peak memory (the sizes measured: the
-#: message of commit 1448527; BENCHMARKS.md has the linear case's full runs).
+#: chunks save memory and cost time. This size keeps the time near unfused
+#: PyTorch's at a small fraction of its peak memory (BENCHMARKS.md, "Chunk
+#: sizes", has the sizes measured).
 DEFAULT_CHUNK_ELEMENTS = 3 << 21
 MIN_CHUNK_ROWS = 128
 
@@ -165,13 +167,12 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     ) -> tuple[Tensor | None, ...]:
         grads, ctx.grads = ctx.grads, None
         state: LinearRows = ctx.state
-        nones = (None,) * 10
         if grads is not None and grad_z is None:
             # Computed in the forward for an incoming gradient of 1: scale them
             # and let go, so autograd adopts them as .grad without a copy (a
             # reference kept here made it clone dW: +0.5x of it in peak memory).
-            return (*grads.result(state.terms.coef_a.new_zeros(()) if grad_loss is None else grad_loss),
-                    *nones)
+            scale = state.terms.coef_a.new_zeros(()) if grad_loss is None else grad_loss
+            return input_gradients(_INPUTS, **grads.result(scale))
         # "none", a gradient for the z-loss part, or a second backward through
         # a retained graph: recompute.
         hidden, weight, bias, lse = ctx.saved_tensors
@@ -182,7 +183,11 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             grad_logits, _, _ = state.chunk(hidden, weight, bias, part, scales)
             if grad_logits is not None:
                 recomputed.add(part, grad_logits)
-        return (*recomputed.result(None), *nones)
+        return input_gradients(_INPUTS, **recomputed.result(None))
+
+
+#: The forward's argument names, for the backward's :func:`~labelsmooth.kernels.rowmath.input_gradients`.
+_INPUTS = forward_arguments(LinearCrossEntropyFunction)
 
 
 class _GradientAccumulator:
@@ -210,8 +215,8 @@ class _GradientAccumulator:
         if self.grad_bias is not None:
             self.grad_bias += grad_logits.sum(0)
 
-    def result(self, scale: Tensor | None) -> list[Tensor | None]:
-        """``(dh, dW, db)`` times ``scale``, in the inputs' dtypes.
+    def result(self, scale: Tensor | None) -> dict[str, Tensor | None]:
+        """``dh``, ``dW``, ``db`` times ``scale``, in the inputs' dtypes, by the forward's names.
 
         With ``scale`` 1 (a plain ``loss.backward()``) the stored tensors are
         handed out without a copy; they are never modified here.
@@ -219,15 +224,15 @@ class _GradientAccumulator:
         # One host read of a scalar per step (CPU only: no device sync), to
         # skip three (V, H)-sized products.
         unit = scale is None or (v.may_read_host(scale.device) and bool(scale == 1))
-        pairs = [
-            (self.grad_hidden, self.hidden.dtype),
-            (self.grad_weight, self.weight.dtype),
-            (self.grad_bias, self.bias_dtype or self.weight.dtype),
-        ]
-        return [
-            None if grad is None else (grad if unit or scale is None else grad * scale).to(dtype)
-            for grad, dtype in pairs
-        ]
+        pairs = {
+            "hidden": (self.grad_hidden, self.hidden.dtype),
+            "weight": (self.grad_weight, self.weight.dtype),
+            "bias": (self.grad_bias, self.bias_dtype or self.weight.dtype),
+        }
+        return {
+            name: None if grad is None else (grad if unit or scale is None else grad * scale).to(dtype)
+            for name, (grad, dtype) in pairs.items()
+        }
 
 
 def fused_linear_cross_entropy(
