@@ -35,7 +35,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from labelsmooth._dtypes import compute_dtype
-from labelsmooth.kernels.linear import LinearRows, backward_scales
+from labelsmooth.kernels.linear_rows import LinearRows, backward_scales
 from labelsmooth.kernels.rowmath import forward_arguments, forward_outputs, input_gradients, row_losses
 
 __all__ = ["INTERPRETED", "TritonLinearCrossEntropyFunction", "supports"]
