@@ -16,6 +16,7 @@ import compare_helpers as helpers
 from compare_helpers import make_image_folder, make_table
 from labelsmooth.cli import _join_variadic, main
 
+pytestmark = pytest.mark.usefixtures("quick_figures")
 HELPERS = Path(helpers.__file__).parent
 #: --model/--data for compare_helpers' blobs and net, with settings that learn them.
 USER = ["--model", "compare_helpers:make_model", "--epochs", "3", "--batch-size", "16", "--lr", "0.01"]

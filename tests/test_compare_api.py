@@ -26,6 +26,8 @@ from labelsmooth.experiments.evaluate import predict
 from labelsmooth.experiments.models import last_layer
 from labelsmooth.experiments.stats import NOT_COMPARABLE
 
+pytestmark = pytest.mark.usefixtures("quick_figures")
+
 HELPERS = Path(helpers.__file__).parent
 
 
