@@ -52,10 +52,12 @@ from torch import Tensor
 from labelsmooth import _validation as v
 from labelsmooth._dtypes import compute_dtype
 from labelsmooth._reduction import mean_divisor
+from labelsmooth._token_statistics import TokenStatistics, token_statistics
 
 __all__ = [
     "BINNINGS",
     "ReliabilityBins",
+    "TokenStatistics",
     "adaptive_ece",
     "aurc",
     "brier_score",
@@ -65,6 +67,7 @@ __all__ = [
     "reliability_bins",
     "smooth_ece",
     "template_plane_projection",
+    "token_statistics",
 ]
 
 BINNINGS = ("guo", "torchmetrics", "netcal")
