@@ -109,7 +109,7 @@ def token_statistics(logits: Tensor, labels: Tensor, *, ignore_index: int = -100
         raise v.fail("labels", "an integer tensor of token ids", labels.dtype, error=TypeError)
     rows = logits.detach().movedim(dim, -1).reshape(-1, logits.shape[dim])
     flat = labels.detach().reshape(-1).to(rows.device)
-    v.check_index_values(flat, rows.shape[1], ignore_index)
+    v.check_index_values(flat, rows.shape[1], ignore_index, arg="labels")
     index = torch.nonzero(flat != ignore_index).flatten()
     step = max(1, _CHUNK // rows.shape[1])
     parts = []
