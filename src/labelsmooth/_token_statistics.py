@@ -66,7 +66,7 @@ def _chunk_statistics(z: Tensor, y: Tensor, temperatures: Tensor) -> tuple[Tenso
     return nll, confidence, brier
 
 
-def token_statistics(logits: Tensor, labels: Tensor, *, ignore_index: int = -100, dim: int = -1,
+def token_statistics(logits: Tensor, labels: Tensor, *, ignore_index: int = v.IGNORE_INDEX, dim: int = -1,
                      temperatures: object = TEMPERATURES) -> TokenStatistics:
     """What accuracy, NLL, ECE, smooth ECE, adaptive ECE, Brier and AURC need, per token and temperature.
 

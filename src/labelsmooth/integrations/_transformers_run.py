@@ -28,7 +28,7 @@ from labelsmooth.experiments._tokens import TokenSplit, from_statistics
 
 __all__ = ["is_causal_lm", "save_run"]
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = v.IGNORE_INDEX
 
 
 def is_causal_lm(model: torch.nn.Module) -> bool:
@@ -49,12 +49,11 @@ def _batch_tokens(logits: Tensor, labels: Tensor, mask: Tensor | None,
     return stats, start + row, position
 
 
-def _tokens(trainer: Trainer, dataset: Any, split: str) -> TokenSplit:
+def _tokens(trainer: Trainer, model: torch.nn.Module, dataset: Any, split: str) -> TokenSplit:
     """Per-token statistics of ``dataset``, batch by batch: no ``(tokens, vocabulary)`` tensor beyond one."""
     if trainer.args.world_size != 1:
         raise v.fail("trainer", "one process for a causal LM's record (call save_run on one process)",
                      f"world_size {trainer.args.world_size}")
-    model = trainer.model
     training = model.training
     model.eval()
     parts, seen = [], 0
@@ -77,8 +76,10 @@ def _tokens(trainer: Trainer, dataset: Any, split: str) -> TokenSplit:
     return from_statistics(parts)
 
 
-def _predicted(trainer: Trainer, dataset: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _predicted(trainer: Trainer, dataset: Any, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     output = trainer.predict(dataset)
+    if output.label_ids is None:
+        raise v.fail(split, "examples with labels", "predictions without label_ids")
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     labels = output.label_ids[0] if isinstance(output.label_ids, tuple) else output.label_ids
     return np.asarray(logits), np.asarray(labels), np.arange(len(labels))
@@ -108,11 +109,15 @@ def save_run(trainer: Trainer, path: str | os.PathLike[str], *, alpha: float, se
     """
     if not isinstance(trainer, Trainer):
         raise v.fail("trainer", "a transformers.Trainer", type(trainer).__name__, error=TypeError)
-    causal = is_causal_lm(trainer.model)
+    model = trainer.model
+    if model is None:
+        raise v.fail("trainer", "a Trainer with a model", None)
+    causal = is_causal_lm(model)
     splits: dict[str, Any] = {}
     for name, dataset in (("test_dataset", test_dataset), ("val_dataset", val_dataset)):
         if dataset is not None:
-            splits[name] = _tokens(trainer, dataset, name) if causal else _predicted(trainer, dataset)
+            splits[name] = (_tokens(trainer, model, dataset, name) if causal
+                            else _predicted(trainer, dataset, name))
     return save_record(path, alpha=alpha, seed=seed, test=splits["test_dataset"],
                        val=splits.get("val_dataset"), settings=settings,
                        ignore_index=None if causal else _ignore(splits))
