@@ -1,8 +1,9 @@
 """``compare_runs`` on run records of ImageNet validation size: wall time and peak memory.
 
 Writes synthetic records (test 50,000 x 1,000 and val 10,000 x 1,000 float32 logits, the labels shared by
-every run) for two alphas and 1 or 3 seeds into a temporary folder, then times ``compare_runs`` on them in a fresh
-process and reports its peak resident memory (``ru_maxrss`` of that process, which includes torch's import).
+every run) for two alphas and 1 or 3 seeds into a temporary folder, then times ``compare_runs`` on them in a
+fresh process and reports its peak resident memory (``ru_maxrss`` of that process, torch's import
+included).
 
     python benchmarks/compare_runs.py --seeds 1 3
 """
@@ -51,7 +52,8 @@ def write_records(folder: Path, seeds: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 3])
     args = parser.parse_args()
     for seeds in args.seeds:

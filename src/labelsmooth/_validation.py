@@ -419,3 +419,16 @@ def check_linear_inputs(hidden: object, weight: object, bias: object, targets: o
         raise fail("target", f"class indices of shape {tuple(hidden.shape[:-1])}", tuple(targets.shape))
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
         raise fail("target", "an integer tensor of class indices", targets.dtype, error=TypeError)
+
+
+def check_temperatures(temperatures: object) -> Tensor:
+    """A temperature grid as a float64 CPU tensor ``(G,)``: finite, positive, increasing, holding 1.0."""
+    try:
+        grid = torch.as_tensor(temperatures).detach().double().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise fail("temperatures", "a sequence of temperatures", type(temperatures).__name__,
+                   error=TypeError) from None
+    ok = grid.dim() == 1 and grid.numel() >= 1 and bool(torch.isfinite(grid).all()) and bool((grid > 0).all())
+    if not ok or not bool((grid[1:] > grid[:-1]).all()) or not bool((grid == 1.0).any()):
+        raise fail("temperatures", "increasing positive temperatures that include 1.0", grid.tolist())
+    return grid

@@ -30,14 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from labelsmooth import _validation as v
 from labelsmooth.experiments._determinism import deterministic
 from labelsmooth.experiments._records import RecordSplit, RunRecord, read_run, record_name
 from labelsmooth.experiments._results import CompareResult, RunResult
+from labelsmooth.experiments._tokens import TokenSplit, grid_fit, token_scores, token_values
 from labelsmooth.experiments.evaluate import (
     METRICS,
     Predictions,
     fit_scaling,
     learned_check,
+    learned_verdict,
     scores,
 )
 from labelsmooth.experiments.stats import NOT_COMPARABLE, mean_ci
@@ -65,9 +68,11 @@ NO_INTERVAL = "no interval: no noise verdict"
 _CHUNK = 100
 
 
-def rows(split: RecordSplit, ignore_index: int | None) -> tuple[Tensor, Tensor, np.ndarray]:
+def rows(split: RecordSplit | TokenSplit, ignore_index: int | None) -> tuple[Tensor, Tensor, np.ndarray]:
     """``(M, C)`` float64 logits, ``(M,)`` labels and each row's example (pixels of an image share one),
     ignored rows left out."""
+    if isinstance(split, TokenSplit):
+        raise v.fail("record", "logits (a token-level record has none)", "token statistics", error=TypeError)
     logits = torch.from_numpy(split.logits)
     labels = torch.from_numpy(split.labels)
     per_example = int(np.prod(split.labels.shape[1:], dtype=np.int64))
@@ -105,6 +110,12 @@ def _example_sums(p: Predictions, example: np.ndarray, examples: int) -> np.ndar
     target_prob = probs.gather(1, p.targets[:, None])[:, 0]
     brier = probs.square().sum(1) - 2 * target_prob + 1
     nll = F.cross_entropy(p.logits, p.targets, reduction="none")
+    return row_sums(confidence, correct, nll, brier, example, examples)
+
+
+def row_sums(confidence: Tensor, correct: Tensor, nll: Tensor, brier: Tensor, example: np.ndarray,
+             examples: int) -> np.ndarray:
+    """:class:`ExampleStats`' sums from float64 ``(M,)`` rows, each of ``example`` in ``[0, examples)``."""
     # The bins of labelsmooth.metrics' "guo" rule: (lo, hi], float32 edges; a confidence of 0 is in none.
     edges = torch.linspace(0, 1, ECE_BINS + 1).double()
     bins = torch.bucketize(confidence.clamp(max=1.0), edges, right=False) - 1
@@ -130,14 +141,19 @@ def _temperature(val: Predictions | None) -> tuple[float | None, bool | None, st
     temperature, at_bound = fit_scaling(val)
     if temperature is None:
         return None, None, "non-finite validation logits: no temperature scaling"
-    errors = int((val.prediction != val.targets).sum())
+    return (temperature, *trust(temperature, at_bound, int((val.prediction != val.targets).sum())))
+
+
+def trust(temperature: float, at_bound: bool, errors: int) -> tuple[bool, str | None]:
+    """Whether a fitted temperature can be trusted, and why not: a fit at a bound of its search, or a
+    validation split with fewer than :data:`MIN_VAL_ERRORS` misclassified rows."""
     if at_bound:
-        return temperature, False, (f"T = {temperature:g} is a bound of the search: the validation NLL "
-                                    "was still falling there")
+        return False, (f"T = {temperature:g} is a bound of the search: the validation NLL was still "
+                       "falling there")
     if errors < MIN_VAL_ERRORS:
-        return temperature, False, (f"the validation split has {errors} misclassified rows (fewer than "
-                                    f"{MIN_VAL_ERRORS}): too few to pin T down")
-    return temperature, True, None
+        return False, (f"the validation split has {errors} misclassified rows (fewer than "
+                       f"{MIN_VAL_ERRORS}): too few to pin T down")
+    return True, None
 
 
 def measure(record: RunRecord) -> RunResult:
@@ -152,6 +168,8 @@ def measure(record: RunRecord) -> RunResult:
 
 
 def _measure(record: RunRecord) -> RunResult:
+    if isinstance(record.test, TokenSplit):
+        return _measure_tokens(record, record.test)
     task = "segmentation" if record.test.logits.ndim > 2 else "classification"
     logits, labels, example = rows(record.test, record.ignore_index)
     test = Predictions(logits, labels, record.num_classes)
@@ -167,6 +185,32 @@ def _measure(record: RunRecord) -> RunResult:
                        temperature=temperature, temperature_ok=ok, temperature_note=note)
     if bool(torch.isfinite(test.logits).all()):  # a diverged run has no interval to give
         result.examples = example_stats(test, example, record.test.labels.shape[0], temperature)
+    return result
+
+
+def _measure_tokens(record: RunRecord, test: TokenSplit) -> RunResult:
+    """:func:`measure` of a token-level record: per token, temperature scaling on the record's grid."""
+    columns = [int(np.flatnonzero(test.temperatures == 1.0)[0])]
+    temperature: float | None = None
+    ok: bool | None = None
+    note: str | None = "no validation split: no temperature scaling"
+    val = record.val
+    if isinstance(val, TokenSplit) and len(val.ids):
+        temperature, column, at_bound = grid_fit(val)
+        ok, note = trust(temperature, at_bound, int((~val.correct).sum()))
+        columns.append(column)
+    (metrics, bins), *scaled = (token_scores(test, column, ECE_BINS) for column in columns)
+    correct = int(test.correct.sum())
+    majority = float(np.bincount(test.labels).max()) / max(len(test.labels), 1)
+    history = [h for h in record.history if "train_loss" in h]
+    check = learned_verdict(correct, len(test.labels), majority, history)
+    _, example = np.unique(test.examples, return_inverse=True)
+    sums = [row_sums(*token_values(test, column), example, int(example.max(initial=-1)) + 1)
+            for column in columns]
+    result = RunResult(record.alpha, record.seed, metrics, bins, list(record.history), check,
+                       scaled=scaled[0][0] if scaled else {}, temperature=temperature, temperature_ok=ok,
+                       temperature_note=note)
+    result.examples = ExampleStats(sums[0], sums[1] if len(sums) > 1 else None)
     return result
 
 

@@ -17,6 +17,7 @@ from labelsmooth.experiments import provenance
 from labelsmooth.experiments._analysis import measure, summarize
 from labelsmooth.experiments._records import RunRecord, read_runs
 from labelsmooth.experiments._results import CompareResult
+from labelsmooth.experiments._tokens import TASK, TokenSplit, token_note
 from labelsmooth.experiments.data import fail
 from labelsmooth.experiments.provenance import call_text
 
@@ -42,8 +43,16 @@ def _alphas(records: Sequence[RunRecord]) -> list[float]:
     return [base, *(a for a in found if a != base)]
 
 
+def _task(record: RunRecord) -> str:
+    if isinstance(record.test, TokenSplit):
+        return TASK
+    return "segmentation" if record.test.logits.ndim > 2 else "classification"
+
+
 def _notes(records: Sequence[RunRecord], checked: list[str]) -> tuple[str, ...]:
     notes = [*checked, *(note for r in records for note in r.notes)]
+    if isinstance(records[0].test, TokenSplit):
+        notes.append(token_note(records[0].test))
     missing = [r for r in records if r.val is None]
     if missing:
         names = ", ".join(f"alpha {r.alpha:g} seed {r.seed}" for r in missing)
@@ -103,7 +112,7 @@ def compare_runs(
     first = records[0]
     result = CompareResult(
         str(first.settings.get("dataset", "saved runs")),
-        "segmentation" if first.test.logits.ndim > 2 else "classification", first.num_classes,
+        _task(first), first.num_classes,
         first.class_names or tuple(str(k) for k in range(first.num_classes)), _alphas(records),
         sorted({r.seed for r in records}), None, [], settings=first.compared_settings(),
         notes=_notes(records, checked), provenance=started, ci=ci,

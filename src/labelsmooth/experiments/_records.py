@@ -33,13 +33,15 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from labelsmooth import _validation as v
 from labelsmooth.experiments._files import atomic_file
+from labelsmooth.experiments._tokens import KEYS as TOKEN_KEYS
+from labelsmooth.experiments._tokens import TokenSplit, token_split
 
 __all__ = [
     "FORMAT", "PREDICTIONS", "SUFFIXES", "RecordSplit", "RunRecord", "check_comparable", "find_runs",
@@ -71,6 +73,17 @@ class RecordSplit:
     def reordered(self, order: np.ndarray) -> RecordSplit:
         return RecordSplit(self.logits[order], self.labels[order], self.ids[order])
 
+    @property
+    def num_classes(self) -> int:
+        return int(self.logits.shape[1])
+
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """The split's keys in a record file."""
+        return {f"{prefix}_logits": self.logits, f"{prefix}_labels": self.labels, f"{prefix}_ids": self.ids}
+
+
+Split = TypeVar("Split", RecordSplit, TokenSplit)
+
 
 @dataclass(frozen=True)
 class RunRecord:
@@ -78,8 +91,9 @@ class RunRecord:
 
     alpha: float
     seed: int
-    test: RecordSplit
-    val: RecordSplit | None = None
+    #: :class:`RecordSplit`, or :class:`~._tokens.TokenSplit` for a token-level record.
+    test: RecordSplit | TokenSplit
+    val: RecordSplit | TokenSplit | None = None
     convention: str | None = None
     ignore_index: int | None = None
     class_names: tuple[str, ...] | None = None
@@ -93,7 +107,7 @@ class RunRecord:
 
     @property
     def num_classes(self) -> int:
-        return int(self.test.logits.shape[1])
+        return self.test.num_classes
 
     @property
     def name(self) -> str:
@@ -175,7 +189,7 @@ def _ids(value: object, rows: int, where: str) -> np.ndarray:
     raise v.fail(where, "int or str ids", str(array.dtype), error=TypeError)
 
 
-def _unique(split: RecordSplit, where: str, notes: list[str]) -> RecordSplit:
+def _unique(split: Split, where: str, notes: list[str]) -> Split:
     """Keep the first row of each id (DDP samplers pad ranks with repeats) when the repeats' labels agree."""
     _, first, inverse = np.unique(split.ids, return_index=True, return_inverse=True)
     if len(first) == len(split.ids):
@@ -205,6 +219,25 @@ def _split(arrays: dict[str, Any], prefix: str, record: str, ignore_index: int |
     labels = _labels(arrays[f"{prefix}_labels"], logits, _where(record, f"{prefix}_labels"), ignore_index)
     ids = _ids(arrays.get(f"{prefix}_ids"), logits.shape[0], _where(record, f"{prefix}_ids"))
     return _unique(RecordSplit(logits, labels, ids), _where(record, f"{prefix}_ids"), notes)
+
+
+def _splits(arrays: dict[str, Any], record: str, ignore_index: int | None,
+            notes: list[str]) -> tuple[RecordSplit | TokenSplit, RecordSplit | TokenSplit | None]:
+    """The test and val splits: logits, or per-token statistics (:mod:`._tokens`), never both."""
+    if any(key in TOKEN_KEYS for key in arrays):
+        if any(key in KEYS[:-1] for key in arrays):
+            raise v.fail(record, "either logits or token statistics", sorted(set(arrays) - {"meta"}))
+        splits = [token_split(arrays, prefix, record) for prefix in SPLITS]
+        test_tokens, val_tokens = (
+            None if split is None else _unique(split, _where(record, f"{prefix}_tokens_ids"), notes)
+            for split, prefix in zip(splits, SPLITS, strict=True))
+        if test_tokens is None:
+            raise v.fail(_where(record, "test_tokens_ids"), "an array (the test tokens are required)", None)
+        return test_tokens, val_tokens
+    test = _split(arrays, "test", record, ignore_index, notes)
+    if test is None:
+        raise v.fail(_where(record, "test_logits"), "an array (test logits and labels are required)", None)
+    return test, _split(arrays, "val", record, ignore_index, notes)
 
 
 def _optional_int(meta: dict[str, Any], key: str, record: str) -> int | None:
@@ -256,9 +289,9 @@ def _check_meta_types(meta: dict[str, Any], record: str) -> None:
 def build_record(arrays: dict[str, Any], record: str, *, source: str | None = None,
                  sha256: str | None = None) -> RunRecord:
     """Check a record's keys, meta and arrays; ``record`` names it in messages."""
-    unknown = sorted(set(arrays) - set(KEYS))
+    unknown = sorted(set(arrays) - set(KEYS) - set(TOKEN_KEYS))
     if unknown:
-        raise v.fail(record, f"only the keys {', '.join(KEYS)}", unknown)
+        raise v.fail(record, f"only the keys {', '.join(KEYS)} (or the token keys)", unknown)
     if "meta" not in arrays:
         raise v.fail(_where(record, "meta"), "a JSON string with alpha and seed", None)
     meta = _meta(arrays["meta"], record)
@@ -268,15 +301,12 @@ def build_record(arrays: dict[str, Any], record: str, *, source: str | None = No
     if convention is not None:
         v.check_choice(convention, _where(record, "meta.convention"), v.CONVENTIONS)
     notes: list[str] = []
-    test = _split(arrays, "test", record, ignore_index, notes)
-    if test is None:
-        raise v.fail(_where(record, "test_logits"), "an array (test logits and labels are required)", None)
-    val = _split(arrays, "val", record, ignore_index, notes)
+    test, val = _splits(arrays, record, ignore_index, notes)
     names = meta.get("class_names")
-    if names is not None and len(names) != test.logits.shape[1]:
-        raise v.fail(_where(record, "meta.class_names"), f"{test.logits.shape[1]} names", len(names))
-    if val is not None and val.logits.shape[1:2] != test.logits.shape[1:2]:
-        raise v.fail(_where(record, "val_logits"), f"{test.logits.shape[1]} classes", val.logits.shape[1])
+    if names is not None and len(names) != test.num_classes:
+        raise v.fail(_where(record, "meta.class_names"), f"{test.num_classes} names", len(names))
+    if val is not None and val.num_classes != test.num_classes:
+        raise v.fail(_where(record, "val_logits"), f"{test.num_classes} classes", val.num_classes)
     return RunRecord(
         _alpha(meta["alpha"], _where(record, "meta.alpha")),
         v.check_int(meta["seed"], _where(record, "meta.seed")), test, val, convention, ignore_index,
@@ -338,7 +368,8 @@ def find_runs(runs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -
     return list(dict.fromkeys(found))
 
 
-def _first_difference(a: RecordSplit, b: RecordSplit, first: str, other: str) -> None:
+def _first_difference(a: RecordSplit | TokenSplit, b: RecordSplit | TokenSplit, first: str,
+                      other: str) -> None:
     if a.ids.dtype.kind != b.ids.dtype.kind or len(a.ids) != len(b.ids) or (a.ids != b.ids).any():
         only = np.setdiff1d(a.ids, b.ids)
         where, missing = (other, only) if len(only) else (first, np.setdiff1d(b.ids, a.ids))
@@ -407,13 +438,16 @@ def read_runs(runs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *
 
 
 def _split_arrays(split: object, arg: str) -> dict[str, Any]:
+    if isinstance(split, TokenSplit):
+        return split.arrays(arg)
     if not isinstance(split, (tuple, list)) or len(split) not in (2, 3):
-        raise v.fail(arg, "(logits, labels) or (logits, labels, ids)", type(split).__name__, error=TypeError)
-    return dict(zip(ARRAYS, split, strict=False))
+        raise v.fail(arg, "(logits, labels), (logits, labels, ids) or a TokenSplit", type(split).__name__,
+                     error=TypeError)
+    return {f"{arg}_{name}": value for name, value in zip(ARRAYS, split, strict=False)}
 
 
-def save_run(path: str | os.PathLike[str], *, alpha: float, seed: int, test: Sequence[Any],
-             val: Sequence[Any] | None = None, settings: dict[str, Any] | None = None,
+def save_run(path: str | os.PathLike[str], *, alpha: float, seed: int, test: Sequence[Any] | TokenSplit,
+             val: Sequence[Any] | TokenSplit | None = None, settings: dict[str, Any] | None = None,
              convention: str | None = None, ignore_index: int | None = None,
              class_names: Sequence[str] | None = None, history: list[dict[str, Any]] | None = None) -> Path:
     """Write one run's record (``.npz`` or ``.pt`` by the suffix of ``path``), atomically.
@@ -425,6 +459,8 @@ def save_run(path: str | os.PathLike[str], *, alpha: float, seed: int, test: Seq
             tensors (any device, any float dtype; stored as float32) or arrays.
             Logits ``(N, C)`` or ``(N, C, d1, ...)``, labels ``(N,)`` or
             ``(N, d1, ...)``, ids ``(N,)`` int or str (default ``arange(N)``).
+            Or a language model's tokens, a :class:`~._tokens.TokenSplit`
+            (``labelsmooth.integrations.transformers.save_run`` builds them).
         settings: the run's other settings; the runs of one comparison must agree on them.
         convention, ignore_index, class_names, history: stored in ``meta``.
 
@@ -441,7 +477,7 @@ def save_run(path: str | os.PathLike[str], *, alpha: float, seed: int, test: Seq
     arrays: dict[str, Any] = {"meta": {key: value for key, value in meta.items() if value is not None}}
     for prefix, split in (("test", test), ("val", val)):
         if split is not None:
-            arrays |= {f"{prefix}_{k}": value for k, value in _split_arrays(split, prefix).items()}
+            arrays |= _split_arrays(split, prefix)
     record = build_record(arrays, "save_run")
     write_record(record, target)
     return target
@@ -458,8 +494,7 @@ def write_record(record: RunRecord, path: Path) -> None:
     arrays: dict[str, Any] = {"meta": json.dumps(record.meta(), default=str)}
     for prefix, split in (("test", record.test), ("val", record.val)):
         if split is not None:
-            arrays |= {f"{prefix}_logits": split.logits, f"{prefix}_labels": split.labels,
-                       f"{prefix}_ids": split.ids}
+            arrays |= split.arrays(prefix)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as stream:
         if path.suffix == ".npz":

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from labelsmooth.experiments.evaluate import metric_names
+from labelsmooth.experiments.evaluate import METRICS, metric_names
 from labelsmooth.metrics import ECE_BINS, TEMPERATURE_BOUNDS, ReliabilityBins
 
 if TYPE_CHECKING:
@@ -215,6 +215,10 @@ class CompareResult:
             ],
             "comparisons": self.comparisons,
             **({"records": self.records} if self.records else {}),
+            # Token-level records: every metric is per token, and those needing full probabilities are absent.
+            **({"unit": "tokens", "absent_metrics": [name for name in METRICS if name not in self.metric_names
+                                                     and not METRICS[name].segmentation_only]}
+               if self.task == "tokens" else {}),
         }
 
     def penultimate_runs(self) -> list[RunResult]:

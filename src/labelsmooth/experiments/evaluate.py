@@ -40,8 +40,8 @@ from labelsmooth.metrics import (
 )
 
 __all__ = [
-    "LEARNED_LEVEL", "METRICS", "Metric", "Predictions", "fit_scaling",
-    "learned_check", "metric_names", "penultimate_weights", "predict", "projection", "scores",
+    "LEARNED_LEVEL", "METRICS", "Metric", "Predictions", "fit_scaling", "learned_check", "learned_verdict",
+    "metric_names", "penultimate_weights", "predict", "projection", "scores",
 ]
 
 #: Penultimate-layer points kept per class for the template-plane picture.
@@ -92,6 +92,8 @@ class Metric:
     segmentation_only: bool = False
     #: A function of the argmax only: temperature scaling (T > 0) cannot change it.
     scale_invariant: bool = False
+    #: Needs every class's probability, which token-level records do not keep.
+    full_distribution: bool = False
 
 
 # For segmentation every metric is computed per pixel (ignored pixels left out): each pixel's
@@ -105,7 +107,8 @@ METRICS: dict[str, Metric] = {
     "adaptive_ece": Metric("adaptive ECE", False,
                            lambda p: adaptive_ece(p.probs, p.targets, n_bins=ECE_BINS)),
     "classwise_ece": Metric("classwise ECE", False,
-                            lambda p: classwise_ece(p.probs, p.targets, n_bins=ECE_BINS)),
+                            lambda p: classwise_ece(p.probs, p.targets, n_bins=ECE_BINS),
+                            full_distribution=True),
     "brier": Metric("Brier", False, lambda p: brier_score(p.probs, p.targets)),
     "aurc": Metric("AURC", False, lambda p: aurc(p.probs, p.targets)),
     "miou": Metric("mean IoU", True, _mean_iou, percent=True, segmentation_only=True, scale_invariant=True),
@@ -113,7 +116,10 @@ METRICS: dict[str, Metric] = {
 
 
 def metric_names(task: str) -> tuple[str, ...]:
-    """The metrics of a ``"classification"`` or ``"segmentation"`` comparison, in report order."""
+    """The metrics of a ``"classification"``, ``"segmentation"`` or ``"tokens"`` (token-level records)
+    comparison, in report order."""
+    if task == "tokens":
+        return tuple(name for name, m in METRICS.items() if not (m.segmentation_only or m.full_distribution))
     return tuple(name for name, m in METRICS.items() if task == "segmentation" or not m.segmentation_only)
 
 
@@ -156,10 +162,16 @@ def learned_check(p: Predictions, history: list[dict[str, Any]]) -> dict[str, An
     counts = torch.bincount(p.targets, minlength=p.num_classes)
     majority = float(counts.max().item()) / max(p.targets.numel(), 1)
     correct = int((p.prediction == p.targets).sum().item()) if torch.isfinite(p.logits).all() else 0
-    p_value = above_rate(correct, int(p.targets.numel()), majority)
+    return learned_verdict(correct, int(p.targets.numel()), majority, history)
+
+
+def learned_verdict(correct: int, total: int, majority: float,
+                    history: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`learned_check` from ``correct`` right predictions of ``total`` and the majority-class rate."""
+    p_value = above_rate(correct, total, majority)
     reasons = []
     if not p_value < LEARNED_LEVEL:
-        accuracy = correct / max(p.targets.numel(), 1)
+        accuracy = correct / max(total, 1)
         reasons.append(f"test accuracy {accuracy:.3f} is not above the majority-class "
                        f"rate {majority:.3f} (one-sided binomial test, p = {p_value:.2g})")
     losses = [entry["train_loss"] for entry in history]

@@ -17,6 +17,7 @@ import pickle
 import signal
 from collections.abc import Callable, Iterator, Sequence
 
+from labelsmooth.experiments._ray import check_workers, connect
 from labelsmooth.experiments._results import RunResult
 from labelsmooth.experiments.data import fail
 from labelsmooth.experiments.run import RunContext, execute
@@ -83,23 +84,25 @@ def _ray_run(context: RunContext, alpha: float, seed: int) -> RunResult:
 def run_ray(context: RunContext, grid: Grid, address: str | None = None) -> Iterator[RunResult]:
     """The runs of ``grid`` as Ray tasks, yielded as they finish.
 
-    Joins the cluster at ``address`` (or the one this process already joined);
-    with neither, starts a local one without a dashboard (Ray's defaults
-    otherwise) and stops it at the end. A task asks for ``threads`` CPUs, and
+    Joins the cluster at ``address`` (or the one this process already joined)
+    after checking that its workers can import what the runs need; with
+    neither, starts a local one on 127.0.0.1 without a dashboard, its workers
+    on this process's import path, and stops it at the end
+    (:func:`~._ray.connect`). A task asks for ``threads`` CPUs, and
     one GPU when the device is CUDA.
     """
     try:
         import ray
     except ModuleNotFoundError:
         raise fail("executor", 'Ray installed (pip install "labelsmooth[ray]")', "ray") from None
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    connected, local = connect(ray, address, context.config.threads)
     cuda = context.config.device.startswith("cuda")
     task = ray.remote(_ray_run).options(num_cpus=context.config.threads, num_gpus=1 if cuda else 0,
                                         max_retries=0)
     pending: list[object] = []
     try:
+        if not local:
+            check_workers(ray, context)
         shared = ray.put(context)
         pending = [task.remote(shared, alpha, seed) for alpha, seed in grid]
         while pending:
@@ -108,5 +111,5 @@ def run_ray(context: RunContext, grid: Grid, address: str | None = None) -> Iter
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
-        if started:
+        if connected:
             ray.shutdown()

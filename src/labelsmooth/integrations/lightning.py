@@ -54,6 +54,10 @@ code to be wrapped: :func:`loss_events` around the loss, or
 (``validation_step``, or a module without the callback) both run no
 algorithm, so validation losses stay unsmoothed. Under ``strategy="ddp"``
 every process has its own copy of the callback and its algorithms.
+
+:class:`SaveRun` writes the fitted model's run record for ``labelsmooth
+compare --runs``: val and test logits with each example's dataset index,
+every example once under DDP.
 """
 
 from __future__ import annotations
@@ -66,8 +70,9 @@ import lightning.pytorch as pl
 from torch import Tensor
 
 from labelsmooth.algorithms import Algorithm, Engine, Event, Logger, State
+from labelsmooth.integrations._lightning_run import SaveRun
 
-__all__ = ["AlgorithmsCallback", "algorithm_step", "loss_events"]
+__all__ = ["AlgorithmsCallback", "SaveRun", "algorithm_step", "loss_events"]
 
 
 class AlgorithmsCallback(pl.Callback):

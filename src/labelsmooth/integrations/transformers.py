@@ -33,6 +33,9 @@ the same tokens, and the same training, in the installed version (5.x), whose
   parameter normalize every micro-batch by its own token count, so under
   gradient accumulation with uneven padding they weigh tokens unequally;
   this loss follows ``num_items_in_batch`` in every version that passes it.
+
+:func:`save_run` writes a trained model's run record for ``labelsmooth compare
+--runs``: logits for a classifier, per-token statistics for a causal LM.
 """
 
 from __future__ import annotations
@@ -46,8 +49,9 @@ from labelsmooth import _validation as v
 from labelsmooth._reduction import mean_divisor
 from labelsmooth.algorithms.state import logits_of
 from labelsmooth.functional import cross_entropy
+from labelsmooth.integrations._transformers_run import save_run
 
-__all__ = ["CausalLMLoss"]
+__all__ = ["CausalLMLoss", "save_run"]
 
 
 class CausalLMLoss:

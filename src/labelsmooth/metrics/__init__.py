@@ -38,12 +38,14 @@ from labelsmooth.metrics._scores import brier_score
 from labelsmooth.metrics._selective import aurc
 from labelsmooth.metrics._smooth import smooth_ece
 from labelsmooth.metrics._temperature import TEMPERATURE_BOUNDS, fit_temperature
+from labelsmooth.metrics._token_statistics import TokenStatistics, token_statistics
 
 __all__ = [
     "BINNINGS",
     "ECE_BINS",
     "TEMPERATURE_BOUNDS",
     "ReliabilityBins",
+    "TokenStatistics",
     "adaptive_ece",
     "aurc",
     "brier_score",
@@ -52,4 +54,5 @@ __all__ = [
     "fit_temperature",
     "reliability_bins",
     "smooth_ece",
+    "token_statistics",
 ]
