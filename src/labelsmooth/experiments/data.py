@@ -33,6 +33,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset, default_collate
 
 from labelsmooth import _validation as v
+from labelsmooth.experiments._config import DEFAULTS
 
 __all__ = [
     "IMAGE_SIZE",
@@ -62,8 +63,8 @@ __all__ = [
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.3
-VAL_FRACTION = 0.1
-IMAGE_SIZE = 32
+VAL_FRACTION: float = DEFAULTS["val_fraction"]
+IMAGE_SIZE: int = DEFAULTS["image_size"]
 #: Files with other suffixes in the class subfolders (notes, .DS_Store) are skipped.
 IMAGE_SUFFIXES = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"]
 SHAPES_IGNORE = 255

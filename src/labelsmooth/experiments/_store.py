@@ -17,15 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labelsmooth.experiments._figures import FIGURES
 from labelsmooth.experiments._records import PREDICTIONS
 from labelsmooth.experiments._results import RunResult
 from labelsmooth.experiments.data import fail
 
-__all__ = ["FIGURES", "REPORT_FILES", "STORE", "RunStore", "check_out", "settings_hash"]
+__all__ = ["REPORT_FILES", "STORE", "RunStore", "check_out", "settings_hash"]
 
 STORE = "runs.jsonl"
-#: The figures of a report, each written as ``<name>.png`` and ``<name>.svg``.
-FIGURES = ("reliability", "metrics_vs_alpha", "curves", "penultimate")
 #: What a comparison writes to ``out`` besides the store (``overwrite`` replaces exactly these).
 REPORT_FILES = ("metrics.json", *(f"{name}.{kind}" for name in FIGURES for kind in ("png", "svg")),
                 "report.md")
@@ -75,6 +74,8 @@ def check_out(out: Path, *, resume: bool, overwrite: bool,
     if not os.access(existing, os.W_OK | os.X_OK):
         raise fail("out", "a directory this user can write", str(out))
     held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not resume and _no_finished_run(out, held):
+        held = []  # a comparison that failed before its first run ended: nothing there to keep
     if held and not (resume or overwrite):
         shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
         raise fail("out", f"an empty or new folder ({flags[0]} continues the runs in it, {flags[1]} replaces "
@@ -82,6 +83,16 @@ def check_out(out: Path, *, resume: bool, overwrite: bool,
     if resume and held and not (out / STORE).exists():
         raise fail(flags[0], f"a folder with a {STORE} to resume from",
                    f"{out} holding {', '.join(held[:4])}")
+
+
+def _no_finished_run(out: Path, held: list[str]) -> bool:
+    """Whether ``out`` holds only a store without a finished run (and an empty ``predictions/``)."""
+    if STORE not in held or not set(held) <= {STORE, PREDICTIONS}:
+        return False
+    if (out / PREDICTIONS).is_dir() and any((out / PREDICTIONS).iterdir()):
+        return False
+    lines, _ = _lines(out / STORE)
+    return not any(line.get("type") == "run" for line in lines)
 
 
 @dataclass
