@@ -71,7 +71,7 @@ OPTIONS = [
     click.option("--alphas", default=" ".join(f"{a:g}" for a in DEFAULTS["alphas"]), show_default=True,
                  help="Smoothing values in [0, 1] (in [-1, 1] with --allow-negative), e.g. --alphas 0 0.1 "
                       "0.2; the first is the baseline."),
-    click.option("--allow-negative", is_flag=True,
+    click.option("--allow-negative", is_flag=True, default=DEFAULTS["allow_negative"],
                  help="Accept negative alphas: negative label smoothing (Wei et al., ICML 2022); "
                       "classification only."),
     click.option("--seeds", default=DEFAULTS["seeds"], show_default=True, type=int,
@@ -119,8 +119,10 @@ OPTIONS = [
                  help="Local worker processes (results identical to --jobs 1)."),
     click.option("--ray", default=None, is_flag=False, flag_value="local", metavar="[ADDRESS]",
                  help="Run every (alpha, seed) as a Ray task: on the cluster at ADDRESS, or a local one."),
-    click.option("--resume", is_flag=True, help="Skip the runs --out already holds (same settings only)."),
-    click.option("--overwrite", is_flag=True, help="Replace the results --out holds."),
+    click.option("--resume", is_flag=True, default=DEFAULTS["resume"],
+                 help="Skip the runs --out already holds (same settings only)."),
+    click.option("--overwrite", is_flag=True, default=DEFAULTS["overwrite"],
+                 help="Replace the results --out holds."),
     click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(path_type=Path),
                  help="Folder for runs.jsonl, predictions/ (one record per run), metrics.json, the pictures "
                       "and report.md."),

@@ -7,7 +7,7 @@ A deferred import can then run at any moment of a program, and a Ctrl-C that
 lands inside it used to leave a half-imported module behind (a later
 ``AttributeError`` instead of the interrupt, see
 :data:`labelsmooth.kernels.dispatch.COMPILE_ERRORS`). :func:`uninterrupted`
-holds SIGINT while the import runs and lets it through once the import has
+holds SIGINT while the import runs and raises it again once the import has
 finished, so the program still ends as a clean ``KeyboardInterrupt``, a moment
 later, with every module whole.
 """
@@ -26,20 +26,25 @@ __all__ = ["attribute", "uninterrupted"]
 
 @contextmanager
 def uninterrupted() -> Iterator[None]:
-    """Hold SIGINT for the body; one that arrived meanwhile is delivered when it ends.
+    """Hold SIGINT for the body; one that arrived meanwhile is raised again when it ends.
 
-    POSIX only, and only in the main thread (where Python runs its signal
-    handlers); elsewhere the body runs as is.
+    A Python-level handler, not a signal mask: a process-directed SIGINT may
+    be delivered to any thread (torch starts some), and Python still runs its
+    handler in the main thread between bytecodes, so a mask on the main thread
+    alone lets it through. Main thread only (where handlers can be set); the
+    body runs as is elsewhere.
     """
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    arrived: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _: arrived.append(signum))
     try:
         yield
     finally:
-        # A pending SIGINT is delivered here, and Python raises KeyboardInterrupt right after.
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        signal.signal(signal.SIGINT, previous)
+        if arrived:  # the user's Ctrl-C, now that every module is whole: the usual handler takes it
+            signal.raise_signal(signal.SIGINT)
 
 
 def attribute(package: str, namespace: dict[str, Any], name: str, table: Mapping[str, str]) -> Any:
