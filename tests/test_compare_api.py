@@ -146,9 +146,10 @@ def test_constant_model_did_not_learn_and_gets_no_verdict(tmp_path):
     verdicts = report.index("- **Accuracy**: ")
     warning = report.index("> **Warning: 4 of 4 runs did not learn")
     assert verdicts < warning < report.index("## Provenance")
-    # A constant model's temperature cannot be fitted: nothing after scaling is measured, so that
-    # headline has no verdict at all, and the runs are named before the verdicts.
-    assert report[verdicts:warning].count("not comparable (a run did not learn)") == 2
+    # No alpha is named best when its runs did not learn (accuracy, NLL). A constant model's temperature
+    # cannot be fitted: nothing after scaling is measured, so that headline has no verdict at all, and the
+    # runs are named before the verdicts.
+    assert report[verdicts:warning].count("no best alpha: every alpha measured has a run that did not") == 2
     assert "- **ECE after temperature scaling**: not measured" in report
     assert report.index("> **Temperature fits left out**: 4 of 4 runs") < verdicts
     assert "**Not comparable**" in report

@@ -116,7 +116,7 @@ class CompareConfig:
         self._check_out(cli)
 
     def _check_out(self, cli: bool) -> None:
-        from labelsmooth.experiments._store import check_out
+        from labelsmooth.experiments._outdir import check_out
 
         if self.out is None:
             if self.resume:

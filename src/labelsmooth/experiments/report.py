@@ -194,12 +194,13 @@ def _comparison(result: CompareResult, alpha: float, name: str, scaling: str) ->
                  if c["alpha"] == alpha and c["metric"] == name and c["scaling"] == scaling), None)
 
 
-def _best(result: CompareResult, key: str) -> dict[str, Any] | None:
+def _best(result: CompareResult, key: str, *, learned_only: bool = True) -> dict[str, Any] | None:
     """The summary row with the best mean of ``key`` (ties: the first alpha); ``None`` if none is finite.
 
-    An alpha with a run that did not learn is never the best: its mean is not a measure of smoothing.
+    An alpha with a run that did not learn is never the best (unless ``learned_only`` is false): its mean
+    is not a measure of smoothing.
     """
-    failed = {r.alpha for r in result.not_learned}
+    failed = {r.alpha for r in result.not_learned} if learned_only else set()
     rows = [r for r in result.summary if r[f"{key}_mean"] is not None and math.isfinite(r[f"{key}_mean"])
             and r["alpha"] not in failed]
     if not rows:
@@ -211,7 +212,7 @@ def _best(result: CompareResult, key: str) -> dict[str, Any] | None:
 def _verdict(result: CompareResult, name: str, scaling: str, label: str) -> str:
     key = name + ("_ts" if scaling == "both" else "")
     best = _best(result, key)
-    if best is None and result.not_learned:
+    if best is None and _best(result, key, learned_only=False) is not None:
         return f"- **{label}**: no best alpha: every alpha measured has a run that did not learn."
     if best is None:
         return f"- **{label}**: not measured (no finite value)."
