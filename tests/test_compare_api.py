@@ -19,11 +19,13 @@ pytest.importorskip("matplotlib")
 
 import compare_helpers as helpers
 from labelsmooth.experiments import DataError, Progress, compare
+from labelsmooth.experiments._geometry import template_plane_projection
 from labelsmooth.experiments.data import from_datasets, generate_shapes
 from labelsmooth.experiments.evaluate import predict
 from labelsmooth.experiments.models import last_layer
 from labelsmooth.experiments.stats import NOT_COMPARABLE
-from labelsmooth.metrics import template_plane_projection
+
+pytestmark = pytest.mark.usefixtures("quick_figures")
 
 HELPERS = Path(helpers.__file__).parent
 

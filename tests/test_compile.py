@@ -81,7 +81,6 @@ def _loss_and_grads(fn, tensors, *args, **kwargs):
 
 
 def _assert_compiled_equals_eager(fn, tensors, *args, **kwargs):
-    torch._dynamo.reset()
     explained = torch._dynamo.explain(fn)(*tensors, *args, **kwargs)
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
@@ -222,12 +221,9 @@ def test_operator_count_does_not_grow_with_the_batch(kwargs):
 
 def test_operator_count_of_the_chunked_fallback_grows_with_the_batch():
     # What the test above guards against: one launch sequence per chunk.
-    ls.kernels.set_backend("chunked")
-    try:
+    with ls.kernels.use_backend("chunked"):
         small = _ops_of_forward_backward(64)
         large = _ops_of_forward_backward(40_000)
-    finally:
-        ls.kernels.set_backend("auto")
     assert len(large) > len(small)
 
 

@@ -94,6 +94,38 @@ def test_gradcheck_float64_index_and_dense():
     torch.autograd.gradcheck(lambda z: ls.cross_entropy(z, dense, weight=weight), (logits,))
 
 
+@pytest.mark.parametrize("reduction", ["sum", "none", "mean"])
+def test_gradient_with_respect_to_dense_targets_matches_the_float64_formula(reduction):
+    """The docstring's d loss_i / d t_ic = (1 - a) w_c (-log p_ic) + a sum_c' u_c' w_c' (-log p_ic'),
+    times the incoming gradient, and under "mean" the divisor D = sum_ic w_c q_ic's term."""
+    gen = torch.Generator().manual_seed(7)
+    alpha, n, c = 0.3, 4, 5
+    logits = torch.randn(n, c, generator=gen, dtype=torch.float64)
+    weight = torch.rand(c, generator=gen, dtype=torch.float64) + 0.5
+    prior = torch.softmax(torch.randn(c, generator=gen, dtype=torch.float64), 0)
+    # Rows that do not sum to 1: the smoothing keeps each row's mass.
+    dense = (torch.rand(n, c, generator=gen, dtype=torch.float64) * 2).requires_grad_()
+    grad_out = torch.rand(n, generator=gen, dtype=torch.float64) if reduction == "none" else torch.tensor(0.7)
+    loss = ls.cross_entropy(logits, dense, alpha=alpha, weight=weight, prior=prior, reduction=reduction)
+    loss.backward(grad_out)
+
+    nll = -torch.log_softmax(logits, 1)
+    smoothing_term = (prior * weight * nll).sum(1, keepdim=True)
+    row_gradient = (1 - alpha) * weight * nll + alpha * smoothing_term
+    t = dense.detach()
+    q = (1 - alpha) * t + alpha * prior * t.sum(1, keepdim=True)
+    if reduction == "none":
+        expected = grad_out[:, None] * row_gradient
+    elif reduction == "sum":
+        expected = grad_out * row_gradient
+    else:
+        divisor = (weight * q).sum()
+        mean = (weight * q * nll).sum() / divisor
+        mass = (1 - alpha) * weight + alpha * (prior * weight).sum()
+        expected = grad_out * (row_gradient - mean * mass) / divisor
+    torch.testing.assert_close(dense.grad, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_all_ignored_batch_gives_zero_loss_and_zero_gradient():
     logits = torch.randn(4, 3, requires_grad=True)
     loss = ls.cross_entropy(logits, torch.full((4,), -100), alpha=0.1)

@@ -27,9 +27,8 @@ DTYPE_TOL = {
 
 @pytest.fixture(autouse=True, params=["inductor", "chunked"])
 def kernel(request):
-    kernels.set_backend(request.param)
-    yield request.param
-    kernels.set_backend("auto")
+    with kernels.use_backend(request.param):
+        yield request.param
 
 
 def rows_loss(logits, targets, target_weights=None, *, smoothing=0.0, prior=None, weight=None,

@@ -53,9 +53,8 @@ def run_both(hidden, weight, bias, targets, *, alpha, reduction, chunk_size=None
 def linear_path(request):
     """The device of a ``LINEAR_PATHS`` parameter, with its backend set for the test."""
     device, backend = request.param
-    ls.kernels.set_backend(backend)
-    yield device
-    ls.kernels.set_backend("auto")
+    with ls.kernels.use_backend(backend):
+        yield device
 
 
 @pytest.mark.parametrize("dtype", list(DTYPE_TOL), ids=str)

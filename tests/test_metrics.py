@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from labelsmooth.functional import cross_entropy
-from labelsmooth.metrics import expected_calibration_error, reliability_bins, template_plane_projection
+from labelsmooth.metrics import ECE_BINS, expected_calibration_error, reliability_bins
 
 
 def guo_reference_ece(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
@@ -162,51 +162,30 @@ def test_ece_bad_input(probs, targets, kwargs, error, match):
         expected_calibration_error(probs, targets, **kwargs)
 
 
-def test_template_plane_projection_orthonormal_basis():
-    generator = torch.Generator().manual_seed(0)
-    weights = torch.randn(5, 8, generator=generator, dtype=torch.float64)
-    features = torch.randn(20, 8, generator=generator, dtype=torch.float64)
-    coords = template_plane_projection(features, weights, (1, 3, 4))
-    # Independent check: least-squares coordinates in an orthonormal basis from QR of the plane's directions.
-    directions = torch.stack([weights[3] - weights[1], weights[4] - weights[1]], dim=1)
-    q, _ = torch.linalg.qr(directions)
-    expected = (features - weights[1]) @ q
-    # QR may flip the signs of its columns; distances and the plane itself do not change.
-    assert torch.allclose(coords.abs(), expected.abs(), atol=1e-10)
-    # Templates land on their own places in the plane: the first at the origin, pairwise distances kept.
-    templates = template_plane_projection(weights[[1, 3, 4]], weights, (1, 3, 4))
-    assert torch.allclose(templates[0], torch.zeros(2, dtype=torch.float64), atol=1e-12)
-    for i, j in [(0, 1), (0, 2), (1, 2)]:
-        distance = (weights[[1, 3, 4]][i] - weights[[1, 3, 4]][j]).norm()
-        assert (templates[i] - templates[j]).norm().item() == pytest.approx(distance.item())
+def test_every_metric_is_importable_from_the_package():
+    import labelsmooth.metrics as metrics
+
+    names = {"BINNINGS", "ReliabilityBins", "adaptive_ece", "aurc", "brier_score", "classwise_ece",
+             "expected_calibration_error", "fit_temperature", "reliability_bins", "smooth_ece",
+             "ECE_BINS", "TEMPERATURE_BOUNDS"}
+    assert set(metrics.__all__) == names
+    assert all(getattr(metrics, name) is not None for name in names)
 
 
-def test_template_plane_projection_keeps_float32_and_does_not_mutate():
-    weights = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
-    features = torch.randn(6, 4, generator=torch.Generator().manual_seed(2))
-    before = features.clone()
-    out = template_plane_projection(features, weights, (0, 1, 2))
-    assert out.dtype == torch.float32 and out.shape == (6, 2)
-    assert torch.equal(features, before)
+def test_n_bins_and_binning_are_keyword_only():
+    probs, labels = torch.tensor([[0.75, 0.25]]), torch.tensor([0])
+    with pytest.raises(TypeError, match="positional"):
+        expected_calibration_error(probs, labels, 2)
+    with pytest.raises(TypeError, match="positional"):
+        reliability_bins(probs, labels, 2, "guo")
 
 
-@pytest.mark.parametrize(
-    ("classes", "match"),
-    [
-        ((0, 1), "three class indices"), ((0, 0, 1), "distinct"), ((0, 1, 7), "distinct"),
-        ((0, 1, 2.0), "an int"),
-    ],
-    ids=["two", "repeated", "out-of-range", "float"],
-)
-def test_template_plane_projection_bad_classes(classes, match):
-    with pytest.raises((ValueError, TypeError), match=match):
-        template_plane_projection(torch.zeros(2, 4), torch.randn(3, 4), classes)
-
-
-def test_template_plane_projection_collinear_templates():
-    weights = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
-    with pytest.raises(ValueError, match="span a plane"):
-        template_plane_projection(torch.zeros(1, 2), weights, (0, 1, 2))
+def test_the_default_bins_are_ece_bins():
+    """15 bins, Guo et al.'s: a confidence of 0.7 and one of 0.71 share a bin of width 1/15."""
+    probs, labels = torch.tensor([[0.7, 0.3], [0.71, 0.29]]), torch.tensor([0, 1])
+    assert ECE_BINS == 15
+    assert reliability_bins(probs, labels).count.tolist() == [0.0] * 10 + [2.0] + [0.0] * 4
+    assert expected_calibration_error(probs, labels) == pytest.approx(guo_reference_ece(probs, labels))
 
 
 @pytest.mark.parametrize(

@@ -118,9 +118,8 @@ def test_smooth_labels_equals_the_formula(convention):
 
 @pytest.fixture(params=["chunked", "inductor"])
 def backend(request):
-    kernels.set_backend(request.param)
-    yield request.param
-    kernels.set_backend("auto")
+    with kernels.use_backend(request.param):
+        yield request.param
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])

@@ -39,9 +39,8 @@ TOL = {
 
 @pytest.fixture(scope="module", autouse=True)
 def triton_backend():
-    ls.kernels.set_backend("triton")
-    yield
-    ls.kernels.set_backend("auto")
+    with ls.kernels.use_backend("triton"):
+        yield
 
 
 def make_case(dtype, *, seed=0, bias=True):

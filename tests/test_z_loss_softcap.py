@@ -30,9 +30,8 @@ TOL = {
 
 @pytest.fixture(autouse=True, params=["inductor", "chunked"])
 def kernel(request):
-    kernels.set_backend(request.param)
-    yield request.param
-    kernels.set_backend("auto")
+    with kernels.use_backend(request.param):
+        yield request.param
 
 
 def _generator(seed):

@@ -275,6 +275,17 @@ def cross_entropy(
     in loss and gradient, with one deliberate difference: a ``"mean"`` over a
     batch whose every position is ignored is 0 (zero gradients), not NaN.
 
+    The loss is linear in dense targets; their gradient (when they require one) is
+
+    .. math::
+        \frac{\partial \ell_i}{\partial t_{ic}} = (1 - \alpha)\, w_c (-\log p_{ic})
+        + \alpha \sum_{c'} u_{c'} w_{c'} (-\log p_{ic'})
+
+    plain cross-entropy's term, and the smoothing's, the same in every class
+    (each unit of a row's mass puts ``alpha u`` on the classes). Under ``"sum"``
+    that is the whole gradient; under ``"none"`` it is scaled by each
+    position's incoming gradient.
+
     ``reduction="mean"`` divides by ``sum_i w_{y_i}`` over positions that are
     not ignored (index targets, PyTorch's rule), or by ``D = sum_i sum_c w_c q_ic``
     over rows (dense targets: the number of rows when they are normalized and

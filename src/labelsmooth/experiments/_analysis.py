@@ -34,7 +34,6 @@ from labelsmooth.experiments._determinism import deterministic
 from labelsmooth.experiments._records import RecordSplit, RunRecord, read_run, record_name
 from labelsmooth.experiments._results import CompareResult, RunResult
 from labelsmooth.experiments.evaluate import (
-    ECE_BINS,
     METRICS,
     Predictions,
     fit_scaling,
@@ -42,6 +41,7 @@ from labelsmooth.experiments.evaluate import (
     scores,
 )
 from labelsmooth.experiments.stats import NOT_COMPARABLE, mean_ci
+from labelsmooth.metrics import ECE_BINS
 
 __all__ = [
     "ADDITIVE", "BOOTSTRAP_SEED", "MIN_VAL_ERRORS", "NO_INTERVAL", "REPLICATES", "SCALINGS", "ExampleStats",
@@ -207,31 +207,48 @@ def _pairs(runs: list[RunResult], baseline: list[RunResult], name: str, own: str
             and run.value(name + own) is not None and by_seed[run.seed].value(name + other) is not None]
 
 
-def _bootstrap(run: RunResult, base: RunResult, name: str, own: str,
-               other: str) -> tuple[float, float] | None:
+def _replicate_sums(side: np.ndarray) -> np.ndarray:
+    """``(REPLICATES, K)``: the column sums of ``side`` under each resample of its rows.
+
+    The resamples depend only on the row count and :data:`BOOTSTRAP_SEED`, so
+    two runs of one comparison are resampled alike: the bootstrap is paired.
+    """
+    generator = np.random.default_rng(BOOTSTRAP_SEED)
+    n = side.shape[0]
+    sums = []
+    for start in range(0, REPLICATES, _CHUNK):
+        draws = generator.integers(0, n, size=(min(_CHUNK, REPLICATES - start), n))
+        offsets = draws + n * np.arange(draws.shape[0])[:, None]
+        weights = np.bincount(offsets.ravel(), minlength=draws.size).reshape(draws.shape)
+        sums.append(weights.astype(np.float64) @ side)
+    return np.concatenate(sums)
+
+
+class _Resampled(dict[int, np.ndarray]):
+    """:func:`_replicate_sums` of each per-example array, computed once per :func:`summarize`."""
+
+    def of(self, side: np.ndarray) -> np.ndarray:
+        if id(side) not in self:
+            self[id(side)] = _replicate_sums(side)
+        return self[id(side)]
+
+
+def _bootstrap(run: RunResult, base: RunResult, name: str, own: str, other: str,
+               resampled: _Resampled) -> tuple[float, float] | None:
     """The 95% percentile interval of the paired difference, resampling test examples."""
-    sides = []
+    values = []
     for r, key in ((run, own), (base, other)):
         stats: ExampleStats | None = r.examples
         side = None if stats is None else stats.scaled if key else stats.raw
         if side is None:
             return None
-        sides.append(side)
-    generator = np.random.default_rng(BOOTSTRAP_SEED)
-    n = sides[0].shape[0]
-    differences = []
-    for start in range(0, REPLICATES, _CHUNK):
-        draws = generator.integers(0, n, size=(min(_CHUNK, REPLICATES - start), n))
-        offsets = draws + n * np.arange(draws.shape[0])[:, None]
-        weights = np.bincount(offsets.ravel(), minlength=draws.size).reshape(draws.shape).astype(np.float64)
-        values = [ExampleStats.values(weights @ side, name) for side in sides]
-        differences.append(values[0] - values[1])
-    low, high = np.percentile(np.concatenate(differences), [2.5, 97.5])
+        values.append(ExampleStats.values(resampled.of(side), name))
+    low, high = np.percentile(values[0] - values[1], [2.5, 97.5])
     return float(low), float(high)
 
 
 def _interval(pairs: list[tuple[RunResult, RunResult]], name: str, own: str, other: str,
-              ci: bool) -> tuple[float, tuple[float, float] | None, str | None]:
+              ci: bool, resampled: _Resampled) -> tuple[float, tuple[float, float] | None, str | None]:
     """The mean paired difference, its interval and the interval's kind (``None``: none)."""
     differences = [run.value(name + own) - base.value(name + other)  # type: ignore[operator]
                    for run, base in pairs]
@@ -240,17 +257,17 @@ def _interval(pairs: list[tuple[RunResult, RunResult]], name: str, own: str, oth
         return mean, None, None
     if half is not None:
         return mean, (mean - half, mean + half), "seeds"
-    interval = _bootstrap(*pairs[0], name, own, other) if name in ADDITIVE else None
+    interval = _bootstrap(*pairs[0], name, own, other, resampled) if name in ADDITIVE else None
     return mean, interval, None if interval is None else "examples"
 
 
 def _comparison(alpha: float, base: float, name: str, scaling: str, runs: list[RunResult],
-                baseline: list[RunResult], ci: bool) -> dict[str, Any] | None:
+                baseline: list[RunResult], ci: bool, resampled: _Resampled) -> dict[str, Any] | None:
     own, other = SCALINGS[scaling]
     pairs = _pairs(runs, baseline, name, own, other)
     if not pairs:
         return None
-    diff, interval, kind = _interval(pairs, name, own, other, ci)
+    diff, interval, kind = _interval(pairs, name, own, other, ci, resampled)
     half = None if interval is None else (interval[1] - interval[0]) / 2
     row: dict[str, Any] = {
         "alpha": alpha, "baseline_alpha": base, "metric": name, "scaling": scaling,
@@ -286,11 +303,13 @@ def summarize(result: CompareResult, ci: bool = True) -> None:
                       for alpha in result.alphas if result.runs_of(alpha)]
     result.comparisons = []
     base = result.alphas[0]
+    resampled = _Resampled()
     for alpha in result.alphas[1:]:
         for scaling in SCALINGS:
             for name in result.metric_names:
                 if scaling != "none" and METRICS[name].scale_invariant:
                     continue
-                row = _comparison(alpha, base, name, scaling, result.runs_of(alpha), result.runs_of(base), ci)
+                row = _comparison(alpha, base, name, scaling, result.runs_of(alpha), result.runs_of(base), ci,
+                                  resampled)
                 if row is not None:
                     result.comparisons.append(row)

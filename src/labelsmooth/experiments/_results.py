@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from labelsmooth.experiments.evaluate import ECE_BINS, TEMPERATURE_BOUNDS, metric_names
-from labelsmooth.metrics import ReliabilityBins
+from labelsmooth.experiments.evaluate import metric_names
+from labelsmooth.metrics import ECE_BINS, TEMPERATURE_BOUNDS, ReliabilityBins
 
 if TYPE_CHECKING:
     from labelsmooth.experiments.train import TrainConfig

@@ -1,4 +1,4 @@
-"""The data sets ``compare`` trains on: two built in, two read from the user's disk, or the user's own.
+"""The data sets ``compare`` trains on: three built in, two read from the user's disk, or the user's own.
 
 * ``digits``: scikit-learn's bundled 8x8 handwritten digits (no download), a
   fixed stratified 70/30 split.

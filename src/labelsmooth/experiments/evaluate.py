@@ -20,11 +20,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from labelsmooth.experiments._geometry import template_plane_projection as project
 from labelsmooth.experiments.data import in_order
 from labelsmooth.experiments.models import class_weights
 from labelsmooth.experiments.stats import above_rate
 from labelsmooth.experiments.train import EVAL_BATCH
 from labelsmooth.metrics import (
+    ECE_BINS,
+    TEMPERATURE_BOUNDS,
     ReliabilityBins,
     adaptive_ece,
     aurc,
@@ -35,10 +38,9 @@ from labelsmooth.metrics import (
     reliability_bins,
     smooth_ece,
 )
-from labelsmooth.metrics import template_plane_projection as project
 
 __all__ = [
-    "ECE_BINS", "LEARNED_LEVEL", "METRICS", "TEMPERATURE_BOUNDS", "Metric", "Predictions", "fit_scaling",
+    "LEARNED_LEVEL", "METRICS", "Metric", "Predictions", "fit_scaling",
     "learned_check", "metric_names", "penultimate_weights", "predict", "projection", "scores",
 ]
 
@@ -46,9 +48,6 @@ __all__ = [
 PROJECTION_POINTS = 300
 #: A run learned when its test accuracy beats the majority-class rate at this level (one-sided binomial test).
 LEARNED_LEVEL = 0.01
-ECE_BINS = 15
-#: The interval the validation split's temperature is searched in (a fit at either end is flagged).
-TEMPERATURE_BOUNDS = (0.01, 100.0)
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ METRICS: dict[str, Metric] = {
     "accuracy": Metric("accuracy", True, lambda p: float((p.prediction == p.targets).double().mean().item()),
                        percent=True, scale_invariant=True),
     "nll": Metric("NLL", False, lambda p: float(F.cross_entropy(p.logits, p.targets).item())),
-    "ece": Metric("ECE", False, lambda p: expected_calibration_error(p.probs, p.targets, ECE_BINS)),
+    "ece": Metric("ECE", False, lambda p: expected_calibration_error(p.probs, p.targets, n_bins=ECE_BINS)),
     "smooth_ece": Metric("smooth ECE", False, lambda p: smooth_ece(p.probs, p.targets)),
     "adaptive_ece": Metric("adaptive ECE", False,
                            lambda p: adaptive_ece(p.probs, p.targets, n_bins=ECE_BINS)),

@@ -23,6 +23,7 @@ from labelsmooth.experiments._files import atomic_write
 from labelsmooth.experiments._results import CompareResult
 from labelsmooth.experiments.evaluate import METRICS
 from labelsmooth.experiments.stats import NOT_COMPARABLE
+from labelsmooth.metrics import ECE_BINS
 
 __all__ = [
     "HEADLINE", "atomic_write", "best_alphas", "captions", "format_table", "metrics_table", "noise_statement",
@@ -442,10 +443,10 @@ def _setup(result: CompareResult) -> str:
     per_pixel = " Every metric is per pixel (ignored pixels left out)." if segmentation else ""
     return (f"{result.task.capitalize()}, {result.num_classes} classes; {_trained(result)}"
             "Test-split values: mean ± half-width of the 95% Student-t interval over seeds. "
-            "ECE: 15 equal-width bins, top label (Guo et al.'s binning); adaptive ECE: 15 equal-mass bins; "
-            "classwise ECE: 15 bins per class; smooth ECE: Błasiok and Nakkiran's kernel estimate; AURC: "
-            "area under the risk-coverage curve. Temperature scaling: one T per run, the NLL minimizer on "
-            f"the validation split (Guo et al., 2017).{per_pixel}")
+            f"ECE: {ECE_BINS} equal-width bins, top label (Guo et al.'s binning); adaptive ECE: {ECE_BINS} "
+            f"equal-mass bins; classwise ECE: {ECE_BINS} bins per class; smooth ECE: Błasiok and Nakkiran's "
+            "kernel estimate; AURC: area under the risk-coverage curve. Temperature scaling: one T per run, "
+            f"the NLL minimizer on the validation split (Guo et al., 2017).{per_pixel}")
 
 
 def _figure(name: str, title: str, caption: str) -> list[str]:

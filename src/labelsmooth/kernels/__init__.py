@@ -6,12 +6,13 @@ components with weights), and returns the per-row loss ``(M,)`` in the compute
 dtype, or its sum over a divisor (with PaLM's z-loss, ``(loss, z-loss part)``:
 ``index_cross_entropy_z_loss``). The math is :mod:`labelsmooth.kernels.rowmath`;
 :func:`backend` says which kernel runs it (:mod:`labelsmooth.kernels.dispatch`
-holds the rule). ``fused_linear_cross_entropy`` fuses the output projection in
+holds the rule and the fallback), :func:`use_backend` chooses one for a
+``with`` block. ``fused_linear_cross_entropy`` fuses the output projection in
 as well.
 """
 
 from labelsmooth.kernels.cross_entropy import index_cross_entropy_rows, index_cross_entropy_z_loss
-from labelsmooth.kernels.dispatch import backend, set_backend
+from labelsmooth.kernels.dispatch import backend, set_backend, use_backend
 from labelsmooth.kernels.linear import fused_linear_cross_entropy
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "index_cross_entropy_rows",
     "index_cross_entropy_z_loss",
     "set_backend",
+    "use_backend",
 ]

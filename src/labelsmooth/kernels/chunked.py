@@ -35,8 +35,10 @@ from labelsmooth._smoothing import smoothing_distribution
 from labelsmooth.kernels.rowmath import (
     Layout,
     component_loss_gradient,
+    forward_arguments,
     forward_outputs,
     gradient_scales,
+    input_gradients,
     keep_component_loss,
     per_row,
     row_terms,
@@ -45,18 +47,23 @@ from labelsmooth.kernels.rowmath import (
     z_loss_scale,
 )
 
-__all__ = ["ChunkedIndexCrossEntropy", "chunked_cross_entropy_rows", "rows_per_chunk"]
+__all__ = [
+    "ChunkedIndexCrossEntropy", "Scales", "chunked_cross_entropy_rows", "recomputed_gradient",
+    "rows_per_chunk",
+]
 
-#: Elements per chunk: a chunk of float32 logits and its gradient fit in a
-#: 32 MiB L3 together, and few chunks keep the count of parallel regions low.
+#: Elements per chunk (8 MiB of float32): small enough that a chunk stays in
+#: the last-level cache between the passes over it (one read from memory per
+#: element), large enough that the chunks, each a few parallel regions of their
+#: own, stay few.
 DEFAULT_CHUNK_ELEMENTS = 1 << 21
 
 
-def rows_per_chunk(num_classes: int, chunk_size: int | None) -> int:
+def rows_per_chunk(layout: Layout, chunk_size: int | None) -> int:
     """Rows per chunk: ``chunk_size`` if given, else about ``DEFAULT_CHUNK_ELEMENTS`` elements."""
     if chunk_size is not None:
         return chunk_size
-    return max(1, DEFAULT_CHUNK_ELEMENTS // max(1, num_classes))
+    return max(1, DEFAULT_CHUNK_ELEMENTS // max(1, layout.num_classes * (layout.spatial or 1)))
 
 
 def _weighted_class_sum(layout: Layout, log_p: Tensor, vector: Tensor | None, out: Tensor) -> None:
@@ -145,7 +152,7 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
         index, tw, coef_a, smooth_mass, cm, z_mask = (
             terms.target_index, terms.tw, terms.coef_a, terms.smooth_mass, terms.cm, terms.z_mask
         )
-        step = rows_per_chunk(layout.num_classes * (layout.spatial or 1), chunk_size)
+        step = rows_per_chunk(layout, chunk_size)
         ctx.layout, ctx.step, ctx.dtype = layout, step, dtype
         ctx.softcap, ctx.smooth = softcap, smoothing != 0.0
         stats = _Statistics(layout, index, dtype, logits.device, lse=z_mask is not None)
@@ -175,20 +182,19 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
         logits, index, tw, coef_a, smooth_mass, cm, lse, z_mask = ctx.saved_tensors
         layout, dtype = ctx.layout, ctx.dtype
         grad_out = coef_a.new_zeros(()) if grad_out is None else grad_out.to(dtype)
-        grads: list[Tensor | None] = [None] * 14
+        grad_loss = per_row(grad_out, ctx.divisor, coef_a)
+        grad_mixing = component_loss_gradient(ctx, grad_loss)
         grad, ctx.grad = ctx.grad, None
-        if grad is not None and grad_z is None and ctx.needs_input_grad[0]:
+        if not ctx.needs_input_grad[0]:
+            return input_gradients(_INPUTS, target_weights=grad_mixing)
+        if grad is not None and grad_z is None:
             # Computed in the forward for an incoming gradient of 1: scale it
             # and let go, so autograd adopts it as .grad without a copy.
             if ctx.divisor is None:
                 grad.mul_(layout.view(grad_out))
             elif not bool(grad_out == 1):
                 grad.mul_(grad_out)
-            grads[0] = grad
-        grad_loss = per_row(grad_out, ctx.divisor, coef_a)
-        grads[2] = component_loss_gradient(ctx, grad_loss)
-        if not ctx.needs_input_grad[0] or grads[0] is not None:
-            return tuple(grads)
+            return input_gradients(_INPUTS, logits=grad, target_weights=grad_mixing)
         # No gradient from the forward (in place, a second backward through a
         # retained graph, or a gradient for the z-loss part): recompute softmax
         # chunk by chunk into the gradient.
@@ -197,8 +203,13 @@ class ChunkedIndexCrossEntropy(torch.autograd.Function):
             scale_p = with_z_loss_gradient(layout, scales[0], lse, grad_out, grad_z, ctx.z_divisor,
                                            ctx.z_loss, z_mask)
             scales = (scale_p, *scales[1:])
-        grads[0] = _recomputed_gradient(ctx, logits, scales)
-        return tuple(grads)
+        grad = recomputed_gradient(logits, scales, dtype=dtype, softcap=ctx.softcap, step=ctx.step,
+                                   inplace=ctx.inplace_backward)
+        return input_gradients(_INPUTS, logits=grad, target_weights=grad_mixing)
+
+
+#: The forward's argument names, for the backward's :func:`~labelsmooth.kernels.rowmath.input_gradients`.
+_INPUTS = forward_arguments(ChunkedIndexCrossEntropy)
 
 
 class _Statistics:
@@ -302,17 +313,16 @@ def _forward_with_gradient(
             out.copy_(p)
 
 
-def _recomputed_gradient(ctx: Any, logits: Tensor, scales: Scales) -> Tensor:
-    """The gradient from ``softmax`` recomputed chunk by chunk (over the logits' own storage
-    with ``inplace_backward``)."""
-    layout, step = ctx.layout, ctx.step
-    if ctx.inplace_backward:
-        # A plain alias of the storage: autograd must not see the logits
-        # (a leaf, possibly) handed back as their own gradient.
-        grad = logits.detach()
-    else:
-        grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
-    work = _Work(logits, min(step, layout.batch), ctx.dtype, ctx.softcap)
+def recomputed_gradient(logits: Tensor, scales: Scales, *, dtype: torch.dtype, softcap: float | None,
+                        step: int, inplace: bool = False) -> Tensor:
+    """``scale_p softmax(z) - scale_u cm + scale_y onehot`` (through the cap), recomputed
+    ``step`` rows at a time: the gradient in the logits' shape and dtype (over the logits'
+    own storage with ``inplace``); ``dtype`` is the compute dtype."""
+    layout = Layout(logits.shape)
+    # In place: a plain alias of the storage, as autograd must not see the
+    # logits (a leaf, possibly) handed back as their own gradient.
+    grad = logits.detach() if inplace else torch.empty_like(logits, memory_format=torch.contiguous_format)
+    work = _Work(logits, min(step, layout.batch), dtype, softcap)
     for start in range(0, layout.batch, step):
         stop = min(start + step, layout.batch)
         out = grad[start:stop]
@@ -329,7 +339,6 @@ def _recomputed_gradient(ctx: Any, logits: Tensor, scales: Scales) -> Tensor:
         if p is not out:
             out.copy_(p)
     return grad
-
 
 
 def _gradient_scales(

@@ -149,22 +149,21 @@ def _run(
         rows = logits.sum(1).reshape(-1).to(compute_dtype(logits.dtype))
         loss = rows if divisor is None else rows.sum() / divisor
         return loss if z_loss == 0.0 else (loss, loss * 0)
-    tracing = torch.compiler.is_compiling()
-    chunked = (inplace_backward or chunk_size is not None) and not tracing
     fused_args = (logits, targets, target_weights, float(smoothing), prior, weight, int(ignore_index),
                   divisor, z_loss, z_divisor, softcap)
-    # Traced code always takes the fused form: the outer compile generates it.
-    if tracing or (not chunked and dispatch.compiles_rows(logits.device)):
-        try:
-            return FusedIndexCrossEntropy.apply(*fused_args)  # type: ignore[no-untyped-call]
-        except dispatch.RecompileLimitError as error:
-            dispatch.past_limit(error)
-        except dispatch.COMPILE_ERRORS as error:
-            if tracing:
-                raise
-            dispatch.give_up(logits.device, error)
-    return chunked_cross_entropy_rows(
-        *fused_args, inplace_backward=inplace_backward, chunk_size=chunk_size,
+
+    def chunked() -> Any:
+        return chunked_cross_entropy_rows(
+            *fused_args, inplace_backward=inplace_backward, chunk_size=chunk_size,
+        )
+
+    # Options that only the chunked kernel has; traced code ignores them.
+    if (inplace_backward or chunk_size is not None) and not torch.compiler.is_compiling():
+        return chunked()
+    return dispatch.run(
+        logits.device,
+        inductor=lambda: FusedIndexCrossEntropy.apply(*fused_args),  # type: ignore[no-untyped-call]
+        chunked=chunked,
     )
 
 

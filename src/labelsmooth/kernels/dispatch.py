@@ -7,8 +7,10 @@ Two backends compute the same math (:mod:`labelsmooth.kernels.rowmath`):
   parallel region per call: C++ with OpenMP on CPU, Triton on CUDA. A
   descheduled thread then delays only its own rows, which is what keeps the
   kernel fast on a busy machine.
-* ``"chunked"``: :mod:`labelsmooth.kernels.chunked`, eager ATen operations
-  over row chunks. It needs no compiler and always works.
+* ``"chunked"``: eager ATen operations over row chunks
+  (:mod:`labelsmooth.kernels.chunked`; for the linear kernel, whose chunks
+  are already small, the plain row functions). It needs no compiler and
+  always works.
 * ``"triton"``: the fused output layer runs labelsmooth's own Triton kernels
   (:mod:`labelsmooth.kernels.triton_linear`, no logits in memory); the row
   functions run as under ``"inductor"`` (whose code is Triton on CUDA). On
@@ -18,20 +20,31 @@ Two backends compute the same math (:mod:`labelsmooth.kernels.rowmath`):
 The rule, for ``LABELSMOOTH_KERNEL=auto`` (the default): ``"triton"`` on CUDA
 when Triton is importable; elsewhere ``"inductor"`` when Inductor can build
 code for the device (a C++ compiler on CPU), else ``"chunked"``.
-``LABELSMOOTH_KERNEL=chunked|inductor|triton`` or :func:`set_backend` force
-one (``"triton"`` where it cannot run: the auto rule). If compiling fails at run time, a warning says
-so once and the process stays on ``"chunked"``; :func:`backend` reports it.
+``LABELSMOOTH_KERNEL=chunked|inductor|triton``, :func:`set_backend` or
+:func:`use_backend` force one (``"triton"`` where it cannot run: the auto
+rule); :func:`backend` says which one a call runs.
+
+The fallback, for every step that runs a compiled row function (a forward,
+a backward's gradient, a chunk of the linear kernel), is :func:`run`'s: when
+the compiled code cannot run, that step runs on the ``"chunked"`` backend
+instead, whose buffers are chunk-sized (the plain row functions on the whole
+logits would allocate several logits-sized ones). A failed compilation warns
+once and moves the device to ``"chunked"`` for the rest of the process
+(:func:`failure` says why); a new variant past :data:`RECOMPILE_LIMIT` warns
+once per process and runs ``"chunked"`` for that call only. Under an outer
+``torch.compile`` the row functions are traced in place and nothing falls back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
 import shutil
 import warnings
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import torch
 
@@ -40,18 +53,16 @@ from labelsmooth.kernels import rowmath
 
 __all__ = [
     "BACKENDS", "COMPILE_ERRORS", "RECOMPILE_LIMIT", "RecompileLimitError", "backend", "compiled",
-    "compiles_rows", "failure",
-    "past_limit", "run_row_function", "set_backend",
+    "compiles_rows", "failure", "run", "run_row_function", "set_backend", "use_backend",
 ]
 
 BACKENDS = ("auto", "inductor", "chunked", "triton")
 
 #: What a failed compilation raises (Dynamo wraps Inductor's and the C++
 #: compiler's errors in these); anything else propagates. Naming them imports
-#: ``torch._dynamo`` with the package, on purpose: imported lazily, at the first
-#: compiled call, a Ctrl-C that lands inside that import was lost, or became an
-#: ``AttributeError`` on the half-imported module, in 3 of 5 tries (a SIGINT sent
-#: 0.3-4 s into a fresh process); imported here, all 5 interrupted cleanly.
+#: ``torch._dynamo`` with the package, on purpose: imported lazily at the first
+#: compiled call instead, a Ctrl-C landing inside that import can be lost or
+#: leave a half-imported module behind.
 COMPILE_ERRORS: tuple[type[Exception], ...] = (
     torch._dynamo.exc.BackendCompilerFailed,
     torch._dynamo.exc.Unsupported,
@@ -63,12 +74,34 @@ _failed: dict[str, str] = {}
 #: The first :class:`RecompileLimitError` of this process, once there was one.
 _past_limit: list[str] = []
 
+_T = TypeVar("_T")
+
 
 def set_backend(name: str) -> None:
     """Choose the kernel backend for this process: ``"auto"``, ``"inductor"``, ``"chunked"``
     or ``"triton"``."""
     global _requested
     _requested = v.check_choice(name, "backend", BACKENDS)
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run the ``with`` block on backend ``name`` (as :func:`set_backend`), then restore the
+    previous request (``LABELSMOOTH_KERNEL``'s, or the last :func:`set_backend`'s), also
+    when the block raises.
+
+    Example:
+        >>> with use_backend("chunked"):
+        ...     backend("cpu")
+        'chunked'
+    """
+    global _requested
+    previous = _requested
+    set_backend(name)
+    try:
+        yield
+    finally:
+        _requested = previous
 
 
 def backend(device: torch.device | str = "cpu") -> str:
@@ -179,33 +212,50 @@ def _eager_only() -> bool:
 
 
 def compiled(name: str) -> Callable[..., Any]:
-    """The row function ``name`` of :mod:`rowmath` as the inductor backend runs it. Past the
-    recompile limit it raises :class:`RecompileLimitError` for a new variant: the caller then runs
-    the chunked kernel, whose buffers are chunk-sized (the plain row function's are not)."""
+    """The row function ``name`` of :mod:`rowmath` as the ``"inductor"`` backend runs it (plain
+    torch while :func:`_eager_only`). Calling it raises :class:`RecompileLimitError` for a new
+    variant past the limit, or one of :data:`COMPILE_ERRORS` when compiling fails: call it
+    inside :func:`run`, which owns the fallback."""
     if _eager_only():
         return getattr(rowmath, name)  # type: ignore[no-any-return]
     return _COMPILED[name]
 
 
+def run(device: torch.device, *, inductor: Callable[[], _T], chunked: Callable[[], _T]) -> _T:
+    """One step on the backend that ``device`` runs: ``inductor()`` (which calls :func:`compiled`)
+    where :func:`compiles_rows`, else ``chunked()``, and ``chunked()`` when ``inductor()``
+    cannot compile (the module's rule).
+
+    Traced by an outer ``torch.compile``, the step is always ``inductor()``, whose row
+    functions the outer compiler then compiles in place; its errors propagate.
+    """
+    tracing = torch.compiler.is_compiling()
+    if not tracing and not compiles_rows(device):
+        return chunked()
+    try:
+        return inductor()
+    except RecompileLimitError as error:
+        if tracing:
+            raise
+        _warn_past_limit(error)
+    except COMPILE_ERRORS as error:
+        if tracing:
+            raise
+        _give_up(device, error)
+    return chunked()
+
+
 def run_row_function(name: str, device: torch.device, *args: Any) -> Any:
-    """Call the row function ``name`` on the backend that ``device`` runs: compiled for
-    ``"inductor"``, plain torch for ``"chunked"`` (and from then on if compiling fails), and
-    plain torch under an outer ``torch.compile``, which compiles it in place. For callers whose
-    inputs are already chunk-sized (the linear kernel, a backward): a variant past the
-    recompile limit runs in plain torch too."""
-    if not _eager_only() and compiles_rows(device):
-        try:
-            return _COMPILED[name](*args)
-        except RecompileLimitError as error:
-            past_limit(error)
-        except COMPILE_ERRORS as error:
-            if torch.compiler.is_compiling():
-                raise
-            give_up(device, error)
-    return getattr(rowmath, name)(*args)
+    """:func:`run` for a step that is one row function on chunk-sized inputs (the linear
+    kernel's chunks): compiled, or plain torch on the ``"chunked"`` backend."""
+    return run(
+        device,
+        inductor=lambda: compiled(name)(*args),
+        chunked=lambda: getattr(rowmath, name)(*args),
+    )
 
 
-def past_limit(error: RecompileLimitError) -> None:
+def _warn_past_limit(error: RecompileLimitError) -> None:
     """Warn, once per process, that new variants leave the compiled kernel."""
     if _past_limit:
         return
@@ -214,11 +264,11 @@ def past_limit(error: RecompileLimitError) -> None:
         f"labelsmooth: {error}; new shapes, dtypes or options run the chunked kernel "
         "(labelsmooth.kernels.dispatch.RECOMPILE_LIMIT sets the limit)",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
 
 
-def give_up(device: torch.device, error: Exception) -> None:
+def _give_up(device: torch.device, error: Exception) -> None:
     """Record that Inductor failed on ``device``; warn once; later calls run ``"chunked"``."""
     reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     _failed[device.type] = reason
@@ -226,5 +276,5 @@ def give_up(device: torch.device, error: Exception) -> None:
         f"labelsmooth: compiling the fused kernel failed on {device.type} ({reason}); "
         "using the chunked kernel from now on (set LABELSMOOTH_KERNEL=chunked to skip the attempt)",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=4,
     )

@@ -32,12 +32,15 @@ from torch.autograd.function import once_differentiable
 from labelsmooth import _validation as v
 from labelsmooth._dtypes import compute_dtype
 from labelsmooth.kernels import dispatch
+from labelsmooth.kernels.chunked import recomputed_gradient, rows_per_chunk
 from labelsmooth.kernels.rowmath import (
     Layout,
     cap_column,
     component_loss_gradient,
+    forward_arguments,
     forward_outputs,
     gradient_scales,
+    input_gradients,
     keep_component_loss,
     per_row,
     row_losses,
@@ -109,31 +112,40 @@ class FusedIndexCrossEntropy(torch.autograd.Function):
         ctx: Any, grad_out: Tensor | None, grad_z: Tensor | None = None
     ) -> tuple[Tensor | None, ...]:
         logits, index, tw, coef_a, smooth_mass, cm, lse, row_max, exp_sum, z_mask = ctx.saved_tensors
-        grads: list[Tensor | None] = [None] * 11
         dtype = coef_a.dtype
         grad_out = coef_a.new_zeros(()) if grad_out is None else grad_out.to(dtype)
         grad_loss = per_row(grad_out, ctx.divisor, coef_a)
-        grads[2] = component_loss_gradient(ctx, grad_loss)
+        grad_mixing = component_loss_gradient(ctx, grad_loss)
         grad, ctx.grad = ctx.grad, None
         if not ctx.needs_input_grad[0]:
-            return tuple(grads)
+            return input_gradients(_INPUTS, target_weights=grad_mixing)
         if grad is not None and grad_z is None:
             # Computed in the forward for an incoming gradient of 1: scale it
             # (on CPU one host read skips the pass) and let go, so autograd
             # adopts it as .grad without a copy.
             if not (v.may_read_host(grad_out.device) and bool(grad_out == 1)):
                 grad.mul_(grad_out)
-            grads[0] = grad
-            return tuple(grads)
+            return input_gradients(_INPUTS, logits=grad, target_weights=grad_mixing)
         layout = Layout(logits.shape)
         scale_p, scale_u, scale_y = gradient_scales(layout, grad_loss, coef_a, smooth_mass, tw, cm)
         if z_mask is not None:
             scale_p = with_z_loss_gradient(layout, scale_p, lse, grad_out, grad_z, ctx.z_divisor,
                                            ctx.z_loss, z_mask)
+        index_view, column = layout.view(index), layout.class_column(cm)
         inv_cap = cap_column(layout, ctx.softcap, dtype=dtype, device=logits.device)
-        grads[0] = dispatch.run_row_function(
-            "row_gradient", logits.device, logits, row_max, exp_sum, layout.view(index),
-            scale_p, scale_u, scale_y, layout.class_column(cm), inv_cap, ctx.softcap,
+        grad = dispatch.run(
+            logits.device,
+            inductor=lambda: dispatch.compiled("row_gradient")(
+                logits, row_max, exp_sum, index_view, scale_p, scale_u, scale_y, column, inv_cap,
+                ctx.softcap,
+            ),
+            chunked=lambda: recomputed_gradient(
+                logits, (scale_p, scale_u, scale_y, index_view, column), dtype=dtype,
+                softcap=ctx.softcap, step=rows_per_chunk(layout, None),
+            ),
         )
-        return tuple(grads)
+        return input_gradients(_INPUTS, logits=grad, target_weights=grad_mixing)
 
+
+#: The forward's argument names, for the backward's :func:`~labelsmooth.kernels.rowmath.input_gradients`.
+_INPUTS = forward_arguments(FusedIndexCrossEntropy)

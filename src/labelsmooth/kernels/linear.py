@@ -32,17 +32,12 @@ from torch.autograd.function import once_differentiable
 from labelsmooth import _validation as v
 from labelsmooth._dtypes import compute_dtype
 from labelsmooth.kernels import dispatch
+from labelsmooth.kernels.linear_rows import LinearRows, backward_scales
 from labelsmooth.kernels.rowmath import (
-    Layout,
-    cap_column,
+    forward_arguments,
     forward_outputs,
-    gradient_scales,
-    per_row,
-    row_losses,
-    row_terms,
+    input_gradients,
     unit_rows,
-    with_z_loss_gradient,
-    z_loss_scale,
 )
 
 __all__ = ["LinearCrossEntropyFunction", "fused_linear_cross_entropy"]
@@ -50,75 +45,11 @@ __all__ = ["LinearCrossEntropyFunction", "fused_linear_cross_entropy"]
 #: Logit elements per chunk: 3 * 2^21 float32 (24 MiB; 196 rows at V=32000).
 #: The peak is dW, dh and one chunk (plus BLAS packing buffers), and each chunk
 #: adds a read-modify-write pass over the (V, H) weight gradient: smaller
-#: chunks save memory and cost time. This size kept the time near unfused
-#: PyTorch's at a small fraction of its peak memory (the sizes measured: the
-#: message of commit 1448527; BENCHMARKS.md has the linear case's full runs).
+#: chunks save memory and cost time. This size keeps the time near unfused
+#: PyTorch's at a small fraction of its peak memory (BENCHMARKS.md, "Chunk
+#: sizes", has the sizes measured).
 DEFAULT_CHUNK_ELEMENTS = 3 << 21
 MIN_CHUNK_ROWS = 128
-
-
-class LinearRows:
-    """The per-row coefficients of one call (:func:`~labelsmooth.kernels.rowmath.row_terms`);
-    the Triton kernels (:mod:`labelsmooth.kernels.triton_linear`) share them."""
-
-    def __init__(self, targets: Tensor, num_classes: int, *, smoothing: float, prior: Tensor | None,
-                 weight: Tensor | None, ignore_index: int, z_loss: float, softcap: float | None,
-                 dtype: torch.dtype, device: torch.device) -> None:
-        self.terms = row_terms(
-            targets, None, num_classes, smoothing=smoothing, prior=prior, weight=weight,
-            ignore_index=ignore_index, z_loss=z_loss, dtype=dtype, device=device,
-        )
-        self.z_loss, self.softcap = z_loss, softcap
-        #: All rows, for the row scales (flat: 2-D logits).
-        self.layout = Layout(torch.Size((targets.shape[0], num_classes)))
-
-    def chunk(self, hidden: Tensor, weight: Tensor, bias: Tensor | None, part: slice,
-              grad_scales: tuple[Tensor, ...] | None) -> tuple[Tensor | None, Tensor, Tensor]:
-        """Rows ``part``: ``(dz for the given (scale_p, scale_u, scale_y[, scale_z]) or None,
-        unreduced loss (n,), lse (n,))``."""
-        logits = torch.nn.functional.linear(hidden[part], weight, bias)
-        dtype = compute_dtype(logits.dtype)
-        layout = Layout(logits.shape)
-        terms = self.terms
-        index = terms.target_index[part]
-        column = layout.class_column(terms.cm)
-        inv_cap = cap_column(layout, self.softcap, dtype=dtype, device=logits.device)
-        grad = None
-        if grad_scales is None:
-            row_max, exp_sum, class_sum, z_y = dispatch.run_row_function(
-                "row_statistics", logits.device, logits, index, column, dtype, inv_cap, self.softcap)
-        else:
-            scale_p, scale_u, scale_y, *scale_z = (scale[part] for scale in grad_scales)
-            grad, row_max, exp_sum, class_sum, z_y = dispatch.run_row_function(
-                "fused_rows", logits.device, logits.to(dtype), index, scale_p, scale_u, scale_y,
-                column, scale_z[0] if scale_z else None, inv_cap, self.softcap,
-            )
-        loss, lse, _, _ = row_losses(layout, row_max, exp_sum, class_sum, z_y, terms.tw[part],
-                                     terms.smooth_mass[part], terms.mass_sum, terms.cm is None)
-        return grad, loss, lse
-
-    def scales(self, grad_rows: Tensor, grad_z_rows: Tensor | None) -> tuple[Tensor, ...]:
-        """The gradient's row scales for per-row incoming gradients (and the z-loss part's)."""
-        layout, terms = self.layout, self.terms
-        scales = gradient_scales(layout, grad_rows, terms.coef_a, terms.smooth_mass, terms.tw, terms.cm)
-        if terms.z_mask is None or grad_z_rows is None:
-            return scales
-        return (*scales, z_loss_scale(layout, grad_z_rows, self.z_loss, terms.z_mask))
-
-
-def backward_scales(
-    state: LinearRows, grad_loss: Tensor | None, grad_z: Tensor | None, lse: Tensor,
-    divisor: Tensor | float | None, z_divisor: Tensor | float | None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``(scale_p, scale_u, scale_y)`` of a backward that recomputes the logits, for the
-    incoming gradients of the loss and of the z-loss part (``None`` when unused)."""
-    terms = state.terms
-    grad_out = (terms.coef_a.new_zeros(()) if grad_loss is None else grad_loss).to(terms.coef_a.dtype)
-    scale_p, scale_u, scale_y = state.scales(per_row(grad_out, divisor, terms.coef_a), None)
-    if terms.z_mask is not None:
-        scale_p = with_z_loss_gradient(state.layout, scale_p, lse, grad_out, grad_z, z_divisor,
-                                       state.z_loss, terms.z_mask)
-    return scale_p, scale_u, scale_y
 
 
 class LinearCrossEntropyFunction(torch.autograd.Function):
@@ -165,13 +96,12 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     ) -> tuple[Tensor | None, ...]:
         grads, ctx.grads = ctx.grads, None
         state: LinearRows = ctx.state
-        nones = (None,) * 10
         if grads is not None and grad_z is None:
             # Computed in the forward for an incoming gradient of 1: scale them
             # and let go, so autograd adopts them as .grad without a copy (a
             # reference kept here made it clone dW: +0.5x of it in peak memory).
-            return (*grads.result(state.terms.coef_a.new_zeros(()) if grad_loss is None else grad_loss),
-                    *nones)
+            scale = state.terms.coef_a.new_zeros(()) if grad_loss is None else grad_loss
+            return input_gradients(_INPUTS, **grads.result(scale))
         # "none", a gradient for the z-loss part, or a second backward through
         # a retained graph: recompute.
         hidden, weight, bias, lse = ctx.saved_tensors
@@ -182,7 +112,11 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             grad_logits, _, _ = state.chunk(hidden, weight, bias, part, scales)
             if grad_logits is not None:
                 recomputed.add(part, grad_logits)
-        return (*recomputed.result(None), *nones)
+        return input_gradients(_INPUTS, **recomputed.result(None))
+
+
+#: The forward's argument names, for the backward's :func:`~labelsmooth.kernels.rowmath.input_gradients`.
+_INPUTS = forward_arguments(LinearCrossEntropyFunction)
 
 
 class _GradientAccumulator:
@@ -210,8 +144,8 @@ class _GradientAccumulator:
         if self.grad_bias is not None:
             self.grad_bias += grad_logits.sum(0)
 
-    def result(self, scale: Tensor | None) -> list[Tensor | None]:
-        """``(dh, dW, db)`` times ``scale``, in the inputs' dtypes.
+    def result(self, scale: Tensor | None) -> dict[str, Tensor | None]:
+        """``dh``, ``dW``, ``db`` times ``scale``, in the inputs' dtypes, by the forward's names.
 
         With ``scale`` 1 (a plain ``loss.backward()``) the stored tensors are
         handed out without a copy; they are never modified here.
@@ -219,15 +153,15 @@ class _GradientAccumulator:
         # One host read of a scalar per step (CPU only: no device sync), to
         # skip three (V, H)-sized products.
         unit = scale is None or (v.may_read_host(scale.device) and bool(scale == 1))
-        pairs = [
-            (self.grad_hidden, self.hidden.dtype),
-            (self.grad_weight, self.weight.dtype),
-            (self.grad_bias, self.bias_dtype or self.weight.dtype),
-        ]
-        return [
-            None if grad is None else (grad if unit or scale is None else grad * scale).to(dtype)
-            for grad, dtype in pairs
-        ]
+        pairs = {
+            "hidden": (self.grad_hidden, self.hidden.dtype),
+            "weight": (self.grad_weight, self.weight.dtype),
+            "bias": (self.grad_bias, self.bias_dtype or self.weight.dtype),
+        }
+        return {
+            name: None if grad is None else (grad if unit or scale is None else grad * scale).to(dtype)
+            for name, (grad, dtype) in pairs.items()
+        }
 
 
 def fused_linear_cross_entropy(

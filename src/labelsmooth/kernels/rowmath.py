@@ -31,6 +31,7 @@ each into one loop over rows (CPU C++ or GPU Triton), and under an outer
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, NamedTuple
 
 import torch
@@ -45,9 +46,11 @@ __all__ = [
     "capped",
     "class_mass",
     "component_loss_gradient",
+    "forward_arguments",
     "forward_outputs",
     "fused_rows",
     "gradient_scales",
+    "input_gradients",
     "keep_component_loss",
     "outputs",
     "per_row",
@@ -236,6 +239,21 @@ def forward_outputs(
     if z_mask is not None:
         ctx.set_materialize_grads(False)
     return outputs(loss, lse, z_mask, z_loss, divisor, z_divisor)
+
+
+def forward_arguments(function: type[torch.autograd.Function]) -> tuple[str, ...]:
+    """The names of ``function.forward``'s arguments after ``ctx``, for :func:`input_gradients`.
+    Read once, at import: a backward that ``torch.compile`` traces cannot inspect a signature."""
+    return tuple(inspect.signature(function.forward).parameters)[1:]
+
+
+def input_gradients(arguments: tuple[str, ...], **grads: Tensor | None) -> tuple[Tensor | None, ...]:
+    """What a ``backward`` returns: ``grads`` by the names of the forward's ``arguments``
+    (:func:`forward_arguments`), in their order, and ``None`` for every other argument."""
+    for name in grads:
+        if name not in arguments:
+            raise TypeError(f"input_gradients: expected names from {arguments}, got {name!r}")
+    return tuple(grads.get(name) for name in arguments)
 
 
 def gradient_scales(

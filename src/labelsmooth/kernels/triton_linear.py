@@ -35,8 +35,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from labelsmooth._dtypes import compute_dtype
-from labelsmooth.kernels.linear import LinearRows, backward_scales
-from labelsmooth.kernels.rowmath import forward_outputs, row_losses
+from labelsmooth.kernels.linear_rows import LinearRows, backward_scales
+from labelsmooth.kernels.rowmath import forward_arguments, forward_outputs, input_gradients, row_losses
 
 __all__ = ["INTERPRETED", "TritonLinearCrossEntropyFunction", "supports"]
 
@@ -303,6 +303,12 @@ class TritonLinearCrossEntropyFunction(torch.autograd.Function):
     ) -> tuple[Tensor | None, ...]:
         hidden, weight, bias, lse = ctx.saved_tensors
         scales = backward_scales(ctx.state, grad_loss, grad_z, lse, ctx.divisor, ctx.z_divisor)
-        grads = _gradients(hidden, weight, bias, ctx.index, ctx.cm, lse.to(torch.float32).contiguous(),
-                           scales, ctx.state.softcap, ctx.needs_input_grad[:3])
-        return (*grads, *(None,) * 9)
+        grad_hidden, grad_weight, grad_bias = _gradients(
+            hidden, weight, bias, ctx.index, ctx.cm, lse.to(torch.float32).contiguous(), scales,
+            ctx.state.softcap, ctx.needs_input_grad[:3],
+        )
+        return input_gradients(_INPUTS, hidden=grad_hidden, weight=grad_weight, bias=grad_bias)
+
+
+#: The forward's argument names, for the backward's :func:`~labelsmooth.kernels.rowmath.input_gradients`.
+_INPUTS = forward_arguments(TritonLinearCrossEntropyFunction)
