@@ -67,7 +67,7 @@ def quick_figures(request, monkeypatch):
         return
     import matplotlib.pyplot as plt
 
-    from labelsmooth.experiments import figures
+    from labelsmooth.experiments import _figures as figures
 
     def render(figure):
         plt.close(figure)

@@ -18,10 +18,9 @@ pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 
 import compare_helpers as helpers
-from labelsmooth.experiments import DataError, compare, from_datasets
+from labelsmooth.experiments import DataError, Progress, compare
 from labelsmooth.experiments._geometry import template_plane_projection
-from labelsmooth.experiments.compare import Progress
-from labelsmooth.experiments.data import generate_shapes
+from labelsmooth.experiments.data import from_datasets, generate_shapes
 from labelsmooth.experiments.evaluate import predict
 from labelsmooth.experiments.models import last_layer
 from labelsmooth.experiments.stats import NOT_COMPARABLE
@@ -104,13 +103,14 @@ def test_projection_matches_the_template_plane_of_the_trained_classifier():
     train, test = helpers.blobs(90, seed=1), helpers.blobs(60, seed=2)
     result = compare(model=helpers.make_model, train=train, test=test, val_fraction=0.0, seeds=1, ci=False,
                      epochs=1, alphas=[0.0], batch_size=16, lr=0.01)
-    from labelsmooth.experiments.compare import _config
+    from labelsmooth.experiments._compare import _train_config
+    from labelsmooth.experiments._config import CompareConfig
     from labelsmooth.experiments.data import prepare
     from labelsmooth.experiments.train import deterministic
     from labelsmooth.experiments.train import train as train_model
 
     data = prepare(from_datasets(train, test, val_fraction=0.0))
-    config = _config(data, epochs=1, batch_size=16, lr=0.01)
+    config = _train_config(data, CompareConfig(epochs=1, batch_size=16, lr=0.01))
     with deterministic(threads=1):
         model, _ = train_model(data, helpers.make_model, 0.0, 0, config)
     with torch.no_grad():
@@ -148,9 +148,10 @@ def test_constant_model_did_not_learn_and_gets_no_verdict(tmp_path):
     verdicts = report.index("- **Accuracy**: ")
     warning = report.index("> **Warning: 4 of 4 runs did not learn")
     assert verdicts < warning < report.index("## Provenance")
-    # A constant model's temperature cannot be fitted: nothing after scaling is measured, so that
-    # headline has no verdict at all, and the runs are named before the verdicts.
-    assert report[verdicts:warning].count("not comparable (a run did not learn)") == 2
+    # No alpha is named best when its runs did not learn (accuracy, NLL). A constant model's temperature
+    # cannot be fitted: nothing after scaling is measured, so that headline has no verdict at all, and the
+    # runs are named before the verdicts.
+    assert report[verdicts:warning].count("no best alpha: every alpha measured has a run that did not") == 2
     assert "- **ECE after temperature scaling**: not measured" in report
     assert report.index("> **Temperature fits left out**: 4 of 4 runs") < verdicts
     assert "**Not comparable**" in report
@@ -170,7 +171,7 @@ def test_non_finite_loss_did_not_learn_and_json_says_null(tmp_path):
 def test_one_run_that_did_not_learn_blocks_the_verdict():
     result = user_compare(model=helpers.make_model, seeds=2)
     result.runs[0].check = {**result.runs[0].check, "learned": False, "reasons": ["forced"]}
-    from labelsmooth.experiments.compare import summarize
+    from labelsmooth.experiments._analysis import summarize
 
     summarize(result)
     assert {c["verdict"] for c in result.comparisons} == {NOT_COMPARABLE}

@@ -23,9 +23,9 @@ import compare_helpers as helpers
 from compare_helpers import check_png, check_svg, summary_keys
 from labelsmooth.experiments import compare
 from labelsmooth.experiments._analysis import summarize
+from labelsmooth.experiments._figures import epoch_means, penultimate_figure, reliability_figure, render
 from labelsmooth.experiments._results import CompareResult, RunResult
 from labelsmooth.experiments.evaluate import Predictions, fit_scaling
-from labelsmooth.experiments.figures import epoch_means, penultimate_figure, reliability_figure, render
 from labelsmooth.experiments.provenance import call_text, git_commit
 from labelsmooth.experiments.report import captions, report_markdown, temperature_answer, verdicts
 from labelsmooth.experiments.train import TrainConfig

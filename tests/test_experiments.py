@@ -28,17 +28,25 @@ METRIC_NAMES = ("accuracy", "nll", "ece", "smooth_ece", "adaptive_ece", "classwi
 RUN_KEYS = {"alpha", "seed", *METRIC_NAMES, *(f"{n}_ts" for n in METRIC_NAMES), "temperature",
             "temperature_ok", "temperature_note", "learned", "learned_check", "history"}
 HISTORY_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"}
-FIGURES = ("curves", "metrics_vs_alpha", "penultimate", "reliability")
-FILES = sorted(["metrics.json", "predictions", "report.md", "runs.jsonl",
-                *(f"{f}.{kind}" for f in FIGURES for kind in ("png", "svg"))])
+FIGURES = ("curves", "metrics_vs_alpha", "reliability")
+
+
+def drawn(document: dict) -> list[str]:
+    """The figures a report holds: the diagram after scaling needs a trusted temperature fit, the
+    penultimate picture a run with three classes to show."""
+    optional = {"reliability_ts": any(r["temperature_ok"] for r in document["runs"]),
+                "penultimate": any(p["classes"] is not None for p in document["penultimate"])}
+    return [*FIGURES, *(name for name, present in optional.items() if present)]
 
 
 def check_outputs(out: Path, task: str) -> dict:
-    assert sorted(p.name for p in out.iterdir()) == FILES
-    for name in FIGURES:
+    document = json.loads((out / "metrics.json").read_text())
+    files = ["metrics.json", "predictions", "report.md", "runs.jsonl",
+             *(f"{f}.{kind}" for f in drawn(document) for kind in ("png", "svg"))]
+    assert sorted(p.name for p in out.iterdir()) == sorted(files)
+    for name in drawn(document):
         check_png(out / f"{name}.png")
         check_svg(out / f"{name}.svg")
-    document = json.loads((out / "metrics.json").read_text())
     assert document["task"] == task
     assert {"dataset", "task", "runs", "summary"} <= set(document)
     names = METRIC_NAMES + (("miou",) if task == "segmentation" else ())
@@ -54,7 +62,7 @@ def check_outputs(out: Path, task: str) -> dict:
     assert [b["alpha"] for b in document["reliability"]] == document["alphas"]
     report = (out / "report.md").read_text()
     assert "![reliability diagrams](reliability.png)" in report
-    assert "![penultimate layer](penultimate.png)" in report
+    assert ("![penultimate layer](penultimate.png)" in report) == ("penultimate" in drawn(document))
     assert "![training curves](curves.png)" in report
     assert "![metrics against alpha](metrics_vs_alpha.png)" in report
     assert "noise" in report and "| alpha |" in report
@@ -135,7 +143,7 @@ def test_table_end_to_end(tmp_path, suffix):
     assert result.class_names == ("a", "b", "c")
 
 
-def test_two_class_table_has_no_projection_but_still_a_picture(tmp_path):
+def test_two_class_table_has_no_projection_and_no_picture(tmp_path):
     import pandas as pd
 
     rng = np.random.default_rng(1)
@@ -143,7 +151,8 @@ def test_two_class_table_has_no_projection_but_still_a_picture(tmp_path):
     pd.DataFrame({"x": rng.normal(size=40), "label": np.arange(40) % 2}).to_csv(path, index=False)
     result = compare(path, seeds=2, epochs=1, out=tmp_path / "out")
     assert result.runs[0].projection is None
-    check_outputs(tmp_path / "out", "classification")
+    document = check_outputs(tmp_path / "out", "classification")
+    assert "penultimate" not in drawn(document)
 
 
 def test_mixup_and_cutmix_compose_with_smoothing(tmp_path):

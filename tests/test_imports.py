@@ -153,6 +153,7 @@ LAYERS = [
     ("soft_targets",),
     ("_smoothing", "_dtypes", "_reduction"),
     ("_validation",),
+    ("_lazy",),
 ]
 
 

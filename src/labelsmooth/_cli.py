@@ -10,15 +10,20 @@ from __future__ import annotations
 import math
 import re
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 import click
-import torch
 
-from labelsmooth import _validation as v
+from labelsmooth._lazy import uninterrupted
+from labelsmooth.experiments._config import CONVENTIONS, DEFAULTS, OPTIMIZERS, PENULTIMATE_SCALES
 
 DEFAULT_OUT = "runs/compare"
+#: Exit status when a run crashed (``--debug`` shows the traceback).
+RUN_FAILED = 1
+#: Exit status when every run of some alpha did not learn: its numbers say nothing about smoothing.
+NOT_LEARNED = 3
 #: What ``compare --runs`` writes (no store, no records: it reads them).
 REPORT_NAMES = ("metrics.json", "report.md", "the figures")
 
@@ -29,6 +34,8 @@ class UsageError(Exception):
     @classmethod
     def of(cls, arg: str, expected: str, got: object) -> UsageError:
         """The error for ``arg`` in the library's one wording (:func:`labelsmooth._validation.fail`)."""
+        from labelsmooth import _validation as v
+
         return cls(str(v.fail(arg, expected, got)))
 
 
@@ -61,48 +68,61 @@ OPTIONS = [
     click.option("--data", default=None, metavar="PKG.MODULE:LOADER",
                  help="Your data: loader() -> (train, test) or (train, val, test) torch Datasets of "
                       "(input, label)."),
-    click.option("--alphas", default="0 0.1", show_default=True,
-                 help="Smoothing values in [0, 1], e.g. --alphas 0 0.1 0.2; the first is the baseline."),
-    click.option("--seeds", default=3, show_default=True, type=int,
+    click.option("--alphas", default=" ".join(f"{a:g}" for a in DEFAULTS["alphas"]), show_default=True,
+                 help="Smoothing values in [0, 1] (in [-1, 1] with --allow-negative), e.g. --alphas 0 0.1 "
+                      "0.2; the first is the baseline."),
+    click.option("--allow-negative", is_flag=True, default=DEFAULTS["allow_negative"],
+                 help="Accept negative alphas: negative label smoothing (Wei et al., ICML 2022); "
+                      "classification only."),
+    click.option("--seeds", default=DEFAULTS["seeds"], show_default=True, type=int,
                  help="Run seeds 0 .. N-1 for every alpha."),
     click.option("--epochs", default=None, type=int, help="Training epochs [default: per data set]."),
     click.option("--batch-size", default=None, type=int, help="Batch size [default: per data set]."),
     click.option("--lr", default=None, type=float, help="Learning rate [default: per data set]."),
-    click.option("--weight-decay", default=0.0, show_default=True, type=float, help="Weight decay."),
-    click.option("--optimizer", default="adamw", show_default=True,
-                 type=click.Choice(["adamw", "adam", "sgd"]), help="Optimizer (sgd: momentum 0.9)."),
-    click.option("--val-fraction", default=0.1, show_default=True, type=float,
+    click.option("--weight-decay", default=DEFAULTS["weight_decay"], show_default=True, type=float,
+                 help="Weight decay."),
+    click.option("--optimizer", default=DEFAULTS["optimizer"], show_default=True,
+                 type=click.Choice(OPTIMIZERS), help="Optimizer (sgd: momentum 0.9)."),
+    click.option("--val-fraction", default=DEFAULTS["val_fraction"], show_default=True, type=float,
                  help="Share of the training split held out for the validation curves (when the data has no "
                       "validation split)."),
-    click.option("--image-size", default=32, show_default=True, type=int,
+    click.option("--image-size", default=DEFAULTS["image_size"], show_default=True, type=int,
                  help="Side of the square images a folder is resized to."),
     click.option("--num-classes", default=None, type=int,
                  help="Number of classes [default: from the labels]."),
+    click.option("--ignore-index", default=None, type=int,
+                 help="A label value left out of training and evaluation (e.g. 255 on segmentation "
+                      "borders)."),
     click.option("--penultimate", default=None, metavar="MODULE.NAME",
                  help="The layer whose input is the penultimate layer [default: the last nn.Linear or 1x1 "
                       "nn.Conv2d]."),
-    click.option("--label-noise", default=0.0, show_default=True, type=float,
+    click.option("--label-noise", default=DEFAULTS["label_noise"], show_default=True, type=float,
                  help="Fraction of training labels moved to another class."),
-    click.option("--convention", default="uniform", show_default=True, type=click.Choice(v.CONVENTIONS),
+    click.option("--convention", default=DEFAULTS["convention"], show_default=True,
+                 type=click.Choice(CONVENTIONS),
                  help="'uniform': alpha/C to every class; 'others': 1-alpha stays on the true class."),
     click.option("--mixup", default=None, type=float, metavar="CONCENTRATION",
                  help="Add MixUp with this Beta concentration (e.g. 0.2) to every run."),
     click.option("--cutmix", default=None, type=float, metavar="CONCENTRATION",
                  help="Add CutMix with this Beta concentration (e.g. 1.0) to every run; image data only."),
-    click.option("--label-column", default="label", show_default=True, help="The class column of a table."),
-    click.option("--penultimate-scale", default="shared", show_default=True,
-                 type=click.Choice(["shared", "own"]),
+    click.option("--label-column", default=DEFAULTS["label_column"], show_default=True,
+                 help="The class column of a table."),
+    click.option("--penultimate-scale", default=DEFAULTS["penultimate_scale"], show_default=True,
+                 type=click.Choice(PENULTIMATE_SCALES),
                  help="penultimate.png: every panel on one scale, or each on its own."),
-    click.option("--ci/--no-ci", default=True, show_default=True,
+    click.option("--ci/--no-ci", default=DEFAULTS["ci"], show_default=True,
                  help="95% confidence intervals over seeds (needs at least 2 seeds)."),
-    click.option("--device", default="cpu", show_default=True, help="Torch device."),
-    click.option("--threads", default=1, show_default=True, type=int, help="Torch threads per run."),
-    click.option("--jobs", default=1, show_default=True, type=int,
+    click.option("--device", default=DEFAULTS["device"], show_default=True, help="Torch device."),
+    click.option("--threads", default=DEFAULTS["threads"], show_default=True, type=int,
+                 help="Torch threads per run (and per --jobs worker)."),
+    click.option("--jobs", default=DEFAULTS["jobs"], show_default=True, type=int,
                  help="Local worker processes (results identical to --jobs 1)."),
     click.option("--ray", default=None, is_flag=False, flag_value="local", metavar="[ADDRESS]",
                  help="Run every (alpha, seed) as a Ray task: on the cluster at ADDRESS, or a local one."),
-    click.option("--resume", is_flag=True, help="Skip the runs --out already holds (same settings only)."),
-    click.option("--overwrite", is_flag=True, help="Replace the results --out holds."),
+    click.option("--resume", is_flag=True, default=DEFAULTS["resume"],
+                 help="Skip the runs --out already holds (same settings only)."),
+    click.option("--overwrite", is_flag=True, default=DEFAULTS["overwrite"],
+                 help="Replace the results --out holds."),
     click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(path_type=Path),
                  help="Folder for runs.jsonl, predictions/ (one record per run), metrics.json, the pictures "
                       "and report.md."),
@@ -111,9 +131,10 @@ OPTIONS = [
                       "(see the README's 'Run records'); --out, --ci/--no-ci and --overwrite apply."),
     click.option("--allow-different-settings", is_flag=True,
                  help="With --runs: compare records whose settings differ (noted in the report)."),
+    click.option("--debug", is_flag=True, help="Show the traceback of a run that crashed."),
 ]
 #: The options that mean something with --runs; any other one given with it is refused.
-RUNS_OPTIONS = ("runs", "out", "ci", "overwrite", "allow_different_settings")
+RUNS_OPTIONS = ("runs", "out", "ci", "overwrite", "allow_different_settings", "debug")
 
 
 def _with_options(function: Any) -> Any:
@@ -183,50 +204,44 @@ class _Progress:
             self.bar.close()
 
 
-def _user_data(opts: dict[str, Any]) -> Any:
+def _user_data(config: Any, dataset: str | None, spec: str | None) -> Any:
     """The prepared data set: ``--data``'s loader, or ``--dataset`` (digits by default)."""
-    from labelsmooth.experiments.compare import load
+    from labelsmooth.experiments._compare import load
     from labelsmooth.experiments.data import from_datasets
     from labelsmooth.experiments.imports import load_splits
 
-    if opts["data"] is not None and opts["dataset"] is not None:
-        raise UsageError.of("data", "either --data or --dataset, not both", opts["data"])
-    if opts["data"] is not None:
-        train, val, test = load_splits(opts["data"])
-        return from_datasets(train, test, val, num_classes=opts["num_classes"],
-                             val_fraction=opts["val_fraction"], name=opts["data"])
-    return load(opts["dataset"], val_fraction=opts["val_fraction"], label_column=opts["label_column"],
-                image_size=opts["image_size"])
+    if spec is not None and dataset is not None:
+        raise UsageError.of("data", "either --data or --dataset, not both", spec)
+    if spec is not None:
+        train, val, test = load_splits(spec)
+        return from_datasets(train, test, val, num_classes=config.num_classes,
+                             ignore_index=config.ignore_index, val_fraction=config.val_fraction, name=spec)
+    return load(dataset, val_fraction=config.val_fraction, label_column=config.label_column,
+                image_size=config.image_size)
 
 
-def _plan(opts: dict[str, Any], progress: _Progress) -> dict[str, Any]:
-    """Check the options in the CLI's words, load the data; return ``compare``'s arguments."""
-    from labelsmooth.experiments import options
+def _plan(opts: dict[str, Any], progress: _Progress) -> tuple[Any, dict[str, Any]]:
+    """Check the options (:class:`~labelsmooth.experiments.CompareConfig`, in the command's spelling) and
+    load the model and the data; return the config and ``compare``'s inputs."""
+    from labelsmooth.experiments._config import CompareConfig
     from labelsmooth.experiments.imports import load_object
-    from labelsmooth.experiments.store import check_out
 
-    alphas = _parse_alphas(opts.pop("alphas"))
-    options.check_seeds(opts["seeds"], opts["ci"], no_ci="--no-ci")
-    options.check_device(opts["device"])
-    check_out(opts["out"], resume=opts["resume"], overwrite=opts["overwrite"],
-              flags=("--resume", "--overwrite"))
-    spec = opts.pop("model")
-    model = None if spec is None else load_object(spec, "model")
-    data = _user_data(opts)
+    ray = opts.pop("ray")
+    dataset, model_spec, data_spec = opts.pop("dataset"), opts.pop("model"), opts.pop("data")
+    config = CompareConfig(**{**opts, "alphas": _parse_alphas(opts["alphas"])}, cli=True,
+                           executor="local" if ray is None else "ray",
+                           ray_address=None if ray in (None, "local") else ray)
+    model = None if model_spec is None else load_object(model_spec, "model")
+    data = _user_data(config, dataset, data_spec)
     validation = 0 if data.val is None else len(data.val)
     progress.header = [f"{data.name}: {data.task}, {data.num_classes} classes, {len(data.train)} train / "
                        f"{validation} validation / {len(data.test)} test examples",
                        *(f"note: {note}" for note in data.notes)]
-    ray = opts.pop("ray")
-    for name in ("dataset", "data"):
-        opts.pop(name)
-    return {**opts, "alphas": alphas, "model": model, "data": data,
-            "executor": "local" if ray is None else "ray",
-            "ray_address": None if ray in (None, "local") else ray}
+    return config, {"model": model, "data": data}
 
 
 def _interrupted(out: Path) -> None:
-    from labelsmooth.experiments.store import STORE
+    from labelsmooth.experiments._store import STORE
 
     if (out / "report.md").exists():
         click.echo(f"labelsmooth: interrupted; the finished runs are in {out / STORE} and a partial report "
@@ -239,7 +254,6 @@ def _interrupted(out: Path) -> None:
 def _compare_records(opts: dict[str, Any]) -> None:
     """``compare --runs``: the analysis of saved records, no training."""
     from labelsmooth.experiments import compare_runs
-    from labelsmooth.experiments.report import format_table, noise_statement, warning
 
     context = click.get_current_context()
     given = [name for name in opts if name not in RUNS_OPTIONS
@@ -253,64 +267,91 @@ def _compare_records(opts: dict[str, Any]) -> None:
                               overwrite=opts["overwrite"])
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
-    for note in result.notes:
-        click.echo(f"note: {note}", err=True)
-    text = warning(result)
-    if text is not None:
-        click.echo(f"labelsmooth: warning: {text}", err=True)
-    click.echo(format_table(result))
-    click.echo("\n".join(noise_statement(result)))
+    _print_result(result)
     click.echo(f"read {len(result.runs)} records; wrote {', '.join(REPORT_NAMES)} to {opts['out']}", err=True)
 
 
 @cli.command()
 @_with_options
-def compare(**opts: Any) -> None:
+def compare(**opts: Any) -> int:
     """Train the same model once per alpha and seed (or read saved runs: --runs); compare accuracy, NLL and
-    calibration, at T = 1 and after temperature scaling."""
+    calibration, at T = 1 and after temperature scaling.
+
+    Exit status: 0; 1 when a run crashed (one line; --debug shows the traceback); 2 on bad input (nothing
+    written); 3 when no run of some alpha learned; 130 when interrupted."""
+    debug = opts.pop("debug")
     if opts["runs"]:
         _compare_records(opts)
-        return
+        return 0
     opts.pop("runs")
     opts.pop("allow_different_settings")
-    from labelsmooth.experiments import compare as run_compare
-    from labelsmooth.experiments.report import format_table, noise_statement, warning
-    from labelsmooth.experiments.store import REPORT_FILES
+    with uninterrupted():
+        from labelsmooth.experiments import compare as run_compare
+        from labelsmooth.experiments._results import RunError
 
     progress = _Progress()
     try:
-        plan = _plan(opts, progress)
-        result = run_compare(**plan, progress=progress)
+        config, inputs = _plan(opts, progress)
+        result = run_compare(**config.options(), **inputs, progress=progress)
     except KeyboardInterrupt:
         progress.close()
         _interrupted(opts["out"])
+    except RunError as error:
+        progress.close()
+        if debug:
+            traceback.print_exception(error.__cause__ or error, file=sys.stderr)
+        click.echo(f"labelsmooth: error: {error}".splitlines()[0], err=True)
+        return RUN_FAILED
     except (ValueError, TypeError) as error:
         progress.close()
-        if progress.started:  # raised by training, not by the input: keep the traceback
+        if progress.started:  # raised after training started, not by the input: keep the traceback
             raise
         raise UsageError(str(error)) from None
     progress.start()
     progress.close()
-    for note in result.notes[len(plan["data"].notes):]:
+    _print_result(result, skip_notes=len(inputs["data"].notes))
+    files = ", ".join(_report_files(result))
+    click.echo(f"wrote {opts['out'] / 'runs.jsonl'}, predictions/, {files}", err=True)
+    return NOT_LEARNED if _alpha_without_learning(result) else 0
+
+
+def _print_result(result: Any, *, skip_notes: int = 0) -> None:
+    """The notes and warnings the user has not seen yet, the table and the noise sentences."""
+    from labelsmooth.experiments.report import format_table, noise_statement, warning
+
+    for note in result.notes[skip_notes:]:
         click.echo(f"note: {note}", err=True)
-    text = warning(result)
-    if text is not None:
-        click.echo(f"labelsmooth: warning: {text}", err=True)
+    for text in (warning(result), *result.warnings):
+        if text is not None:
+            click.echo(f"labelsmooth: warning: {text}", err=True)
     click.echo(format_table(result))
     click.echo("\n".join(noise_statement(result)))
-    click.echo(f"wrote {opts['out'] / 'runs.jsonl'}, predictions/, {', '.join(REPORT_FILES)}", err=True)
+
+
+def _alpha_without_learning(result: Any) -> bool:
+    """Whether some alpha has runs and none of them learned (exit status :data:`NOT_LEARNED`)."""
+    return any(runs and not any(r.learned for r in runs) for runs in map(result.runs_of, result.alphas))
+
+
+def _report_files(result: Any) -> list[str]:
+    from labelsmooth.experiments._figures import figure_names
+
+    return ["metrics.json", *(f"{name}.{kind}" for name in figure_names(result) for kind in ("png", "svg")),
+            "report.md"]
 
 
 @cli.command()
 @click.option("--alpha", default=0.1, show_default=True, type=float,
               help="Smoothing mass in [0, 1] (in [-1, 1] with --allow-negative).")
 @click.option("--classes", default=1000, show_default=True, type=int, help="Number of classes C (>= 2).")
-@click.option("--convention", default="uniform", show_default=True, type=click.Choice(v.CONVENTIONS),
+@click.option("--convention", default="uniform", show_default=True, type=click.Choice(CONVENTIONS),
               help="The convention --alpha is given in.")
 @click.option("--allow-negative", is_flag=True,
               help="Accept a negative --alpha: negative label smoothing (Wei et al., ICML 2022).")
 def explain(alpha: float, classes: int, convention: str, allow_negative: bool) -> None:
     """Print the smoothed target under both conventions, the conversion and the loss floor."""
+    from labelsmooth import _validation as v
+
     try:
         alpha = v.check_smoothing_mass(alpha, "alpha", allow_negative=allow_negative)
     except ValueError as error:
@@ -350,6 +391,8 @@ def explain(alpha: float, classes: int, convention: str, allow_negative: bool) -
 
 def _explain_row(name: str, value: float, classes: int, note: str) -> str:
     """One row of ``explain``: the target's entries and its loss floor (minus infinity below 0)."""
+    import torch
+
     from labelsmooth.functional import cross_entropy
     from labelsmooth.targets import smooth_labels
 

@@ -179,10 +179,11 @@ def _measure(record: RunRecord) -> RunResult:
         val = Predictions(val_logits, val_labels, record.num_classes)
     metrics, bins = scores(test, task)
     temperature, ok, note = _temperature(val)
-    scaled = {} if temperature is None else scores(test.scaled(temperature), task)[0]
+    scaled, scaled_bins = ({}, None) if temperature is None else scores(test.scaled(temperature), task)
     check = learned_check(test, [h for h in record.history if "train_loss" in h])
     result = RunResult(record.alpha, record.seed, metrics, bins, list(record.history), check, scaled=scaled,
-                       temperature=temperature, temperature_ok=ok, temperature_note=note)
+                       temperature=temperature, temperature_ok=ok, temperature_note=note,
+                       scaled_bins=scaled_bins)
     if bool(torch.isfinite(test.logits).all()):  # a diverged run has no interval to give
         result.examples = example_stats(test, example, record.test.labels.shape[0], temperature)
     return result

@@ -19,9 +19,21 @@ from labelsmooth.metrics import ECE_BINS, TEMPERATURE_BOUNDS, ReliabilityBins
 if TYPE_CHECKING:
     from labelsmooth.experiments.train import TrainConfig
 
-__all__ = ["BIN_FIELDS", "CompareResult", "RunResult"]
+__all__ = ["BIN_FIELDS", "CompareResult", "RunError", "RunResult"]
 
 BIN_FIELDS = ("edges", "confidence", "accuracy", "count")
+
+
+class RunError(RuntimeError):
+    """A run that crashed: which (alpha, seed), and the exception (also its ``__cause__``, where it
+    survived the trip from a worker process)."""
+
+    def __init__(self, alpha: float, seed: int, error: str) -> None:
+        super().__init__(alpha, seed, error)
+        self.alpha, self.seed, self.error = alpha, seed, error
+
+    def __str__(self) -> str:
+        return f"run alpha={self.alpha:g} seed={self.seed} failed: {self.error}"
 
 
 @dataclass
@@ -54,6 +66,8 @@ class RunResult:
     #: Such runs are left out of every ``_ts`` mean, interval and verdict.
     temperature_ok: bool | None = None
     temperature_note: str | None = None
+    #: The reliability bins after temperature scaling (``None`` without a fit).
+    scaled_bins: ReliabilityBins | None = None
     #: Per-test-example sums for the bootstrap over examples (:class:`~._analysis.ExampleStats`);
     #: kept in memory only, never written.
     examples: Any = field(default=None, repr=False, compare=False)
@@ -110,8 +124,8 @@ class RunResult:
             "check": self.check, "seconds": self.seconds, "scaled": self.scaled,
             "temperature": self.temperature, "temperature_ok": self.temperature_ok,
             "temperature_note": self.temperature_note,
-            "bins": {name: getattr(self.bins, name).tolist() for name in BIN_FIELDS}
-            | {"total": self.bins.total},
+            "bins": _bins_json(self.bins),
+            "scaled_bins": None if self.scaled_bins is None else _bins_json(self.scaled_bins),
             "projection": None if self.projection is None else self.projection.tolist(),
             "projection_labels": None if self.projection_labels is None else self.projection_labels.tolist(),
             "projection_classes": None if self.projection_classes is None else list(self.projection_classes),
@@ -119,18 +133,27 @@ class RunResult:
 
     @classmethod
     def from_json(cls, line: dict[str, Any]) -> RunResult:
-        bins = line["bins"]
-        tensors = {name: torch.tensor(bins[name], dtype=torch.float64) for name in BIN_FIELDS}
         classes = line["projection_classes"]
+        scaled_bins = line.get("scaled_bins")  # a store written before they were kept has none
         return cls(
-            line["alpha"], line["seed"], line["metrics"], ReliabilityBins(**tensors, total=bins["total"]),
+            line["alpha"], line["seed"], line["metrics"], _bins_from_json(line["bins"]),
             line["history"], line["check"],
             None if line["projection"] is None else np.array(line["projection"], dtype=np.float64),
             None if line["projection_labels"] is None
             else np.array(line["projection_labels"], dtype=np.int64),
             None if classes is None else (classes[0], classes[1], classes[2]), line["seconds"],
             line["scaled"], line["temperature"], line["temperature_ok"], line["temperature_note"],
+            None if scaled_bins is None else _bins_from_json(scaled_bins),
         )
+
+
+def _bins_json(bins: ReliabilityBins) -> dict[str, Any]:
+    return {name: getattr(bins, name).tolist() for name in BIN_FIELDS} | {"total": bins.total}
+
+
+def _bins_from_json(bins: dict[str, Any]) -> ReliabilityBins:
+    tensors = {name: torch.tensor(bins[name], dtype=torch.float64) for name in BIN_FIELDS}
+    return ReliabilityBins(**tensors, total=bins["total"])
 
 
 @dataclass
@@ -162,6 +185,9 @@ class CompareResult:
     ci: bool = True
     #: The record files a comparison of saved runs read: ``{"path", "sha256", "alpha", "seed"}`` each.
     records: list[dict[str, Any]] = field(default_factory=list)
+    #: What the user should know before trusting the numbers (:mod:`._warnings`): test classes absent from
+    #: training, a model that looks undertrained, outputs that are already probabilities.
+    warnings: tuple[str, ...] = ()
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -171,8 +197,11 @@ class CompareResult:
     def not_learned(self) -> list[RunResult]:
         return [r for r in self.runs if not r.learned]
 
-    def reliability(self, alpha: float) -> dict[str, Any] | None:
+    def reliability(self, alpha: float, *, scaled: bool = False) -> dict[str, Any] | None:
         """The reliability bins of ``alpha``'s test predictions pooled over its finished seeds, and their ECE.
+
+        ``scaled``: after temperature scaling, over the runs whose fit can be
+        trusted (``temperature_ok``).
 
         Per bin: the ``count`` of predictions, their mean ``confidence`` and
         ``accuracy`` (0 for an empty bin); ``total`` counts every prediction
@@ -180,16 +209,18 @@ class CompareResult:
         ``ece`` is the ECE of the pooled predictions, which is what the diagram
         draws; ``None`` when no run of ``alpha`` has finite outputs.
         """
-        runs = [r for r in self.runs_of(alpha) if r.bins.total > 0]
+        found = [r.bins if not scaled else r.scaled_bins if r.temperature_ok else None
+                 for r in self.runs_of(alpha)]
+        runs = [bins for bins in found if bins is not None and bins.total > 0]
         if not runs:
             return None
-        count = torch.stack([r.bins.count for r in runs]).sum(0)
+        count = torch.stack([r.count for r in runs]).sum(0)
         # Per-bin sums of correctness and confidence pool exactly; the means are taken afterwards.
-        hits = torch.stack([r.bins.accuracy * r.bins.count for r in runs]).sum(0) / count.clamp(min=1)
-        confidence = torch.stack([r.bins.confidence * r.bins.count for r in runs]).sum(0) / count.clamp(min=1)
-        total = sum(r.bins.total for r in runs)
+        hits = torch.stack([r.accuracy * r.count for r in runs]).sum(0) / count.clamp(min=1)
+        confidence = torch.stack([r.confidence * r.count for r in runs]).sum(0) / count.clamp(min=1)
+        total = sum(r.total for r in runs)
         ece = float(((hits - confidence).abs() * count).sum()) / total
-        return {"alpha": alpha, "n_seeds": len(runs), "edges": runs[0].bins.edges.tolist(),
+        return {"alpha": alpha, "n_seeds": len(runs), "edges": runs[0].edges.tolist(),
                 "count": [int(c) for c in count.tolist()], "accuracy": hits.tolist(),
                 "confidence": confidence.tolist(), "total": total, "ece": ece}
 
@@ -198,6 +229,7 @@ class CompareResult:
         return {
             "dataset": self.dataset, "task": self.task, "num_classes": self.num_classes,
             "alphas": self.alphas, "seeds": self.seeds, "partial": self.partial, "notes": list(self.notes),
+            "warnings": list(self.warnings),
             "config": {
                 **self.settings,
                 "loss": "dice+cross_entropy" if self.task == "segmentation" else "cross_entropy",
@@ -208,6 +240,8 @@ class CompareResult:
             "runs": [run.record() for run in self.runs],
             "summary": self.summary,
             "reliability": [bins for bins in map(self.reliability, self.alphas) if bins is not None],
+            "reliability_ts": [bins for alpha in self.alphas
+                               if (bins := self.reliability(alpha, scaled=True)) is not None],
             "penultimate": [
                 {"alpha": r.alpha, "seed": r.seed, "classes": r.projection_classes,
                  "spread_to_separation": r.cluster_tightness()}

@@ -33,10 +33,12 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset, default_collate
 
 from labelsmooth import _validation as v
+from labelsmooth.experiments._config import DEFAULTS
 
 __all__ = [
     "IMAGE_SIZE",
     "SPLIT_SEED",
+    "STRAY_LABEL",
     "TEST_FRACTION",
     "VAL_FRACTION",
     "DataError",
@@ -62,8 +64,8 @@ __all__ = [
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.3
-VAL_FRACTION = 0.1
-IMAGE_SIZE = 32
+VAL_FRACTION: float = DEFAULTS["val_fraction"]
+IMAGE_SIZE: int = DEFAULTS["image_size"]
 #: Files with other suffixes in the class subfolders (notes, .DS_Store) are skipped.
 IMAGE_SUFFIXES = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"]
 SHAPES_IGNORE = 255
@@ -339,6 +341,17 @@ def _check_integer(labels: Tensor, arg: str) -> None:
         raise fail(arg, "integer class labels", labels.dtype)
 
 
+def _check_finite(inputs: Tensor, arg: str, first: int) -> None:
+    """Refuse NaN or infinite inputs ``(N, ...)`` (rows numbered from ``first``), naming the first such row:
+    one would turn every metric of every run into NaN, long after training started."""
+    if not inputs.is_floating_point() and not inputs.is_complex():
+        return
+    bad = ~torch.isfinite(inputs.reshape(inputs.shape[0], -1)).all(1)
+    if bool(bad.any()):
+        row = first + int(torch.nonzero(bad)[0, 0])
+        raise fail(arg, "finite inputs (no NaN or infinity)", f"a non-finite value in row {row}")
+
+
 def read_split(dataset: object, arg: str, digest: Any) -> tuple[Tensor, tuple[int, ...]]:
     """Every label of ``dataset`` (stacked) and the input shape; feeds every input and label to ``digest``.
 
@@ -350,6 +363,7 @@ def read_split(dataset: object, arg: str, digest: Any) -> tuple[Tensor, tuple[in
                    type(dataset).__name__)
     if isinstance(dataset, Split):
         _check_integer(dataset.targets, arg)
+        _check_finite(dataset.inputs, arg, 0)
         for tensor in (dataset.inputs, dataset.targets):
             digest.update(tensor_bytes(tensor))
         return dataset.targets.long(), tuple(dataset.inputs.shape[1:])
@@ -364,6 +378,7 @@ def read_split(dataset: object, arg: str, digest: Any) -> tuple[Tensor, tuple[in
         if tuple(x.shape) != shape or tuple(y.shape) != label_shape:
             raise fail(arg, f"items of one shape (input {shape}, label {label_shape})",
                        f"input {tuple(x.shape)}, label {tuple(y.shape)} at index {i}")
+        _check_finite(x[None], arg, i)
         digest.update(tensor_bytes(x))
         labels.append(y)
     stacked = torch.stack(labels)
@@ -442,6 +457,10 @@ def _check_labels(labels: dict[str, Tensor], num_classes: int, ignore_index: int
             raise fail(name, allowed, int(values[~valid][0].item()))
 
 
+#: A largest label at least this large, and more than twice the one below it, looks like an ignore label.
+STRAY_LABEL = 16
+
+
 def _infer_classes(labels: dict[str, Tensor], ignore_index: int | None) -> int:
     flat = torch.cat([values.reshape(-1) for values in labels.values()])
     if ignore_index is not None:
@@ -449,7 +468,15 @@ def _infer_classes(labels: dict[str, Tensor], ignore_index: int | None) -> int:
     if flat.numel() == 0 or int(flat.min().item()) < 0:
         raise fail("train", "class labels >= 0 (or give ignore_index)",
                    "no labels" if flat.numel() == 0 else int(flat.min().item()))
-    return int(flat.max().item()) + 1
+    values = sorted(set(flat.tolist()))
+    top = values[-1]
+    below = values[-2] if len(values) > 1 else -1
+    if top >= STRAY_LABEL and top > 2 * (below + 1):
+        # 255 beside 0, 1, 2 is an ignore label (segmentation borders), not class 255 of 256.
+        raise fail("train", f"class labels 0 .. C-1 (a label far above the others is usually an ignore "
+                   f"label: give ignore_index={top} / --ignore-index {top}, or num_classes)",
+                   f"labels {shorten(values)}")
+    return int(top) + 1
 
 
 def from_datasets(train: object, test: object, val: object = None, *, num_classes: int | None = None,

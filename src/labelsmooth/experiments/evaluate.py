@@ -161,25 +161,28 @@ def learned_check(p: Predictions, history: list[dict[str, Any]]) -> dict[str, An
     """
     counts = torch.bincount(p.targets, minlength=p.num_classes)
     majority = float(counts.max().item()) / max(p.targets.numel(), 1)
-    correct = int((p.prediction == p.targets).sum().item()) if torch.isfinite(p.logits).all() else 0
-    return learned_verdict(correct, int(p.targets.numel()), majority, history)
+    finite = bool(torch.isfinite(p.logits).all())
+    correct = int((p.prediction == p.targets).sum().item()) if finite else 0
+    return learned_verdict(correct, int(p.targets.numel()), majority, history, finite=finite)
 
 
-def learned_verdict(correct: int, total: int, majority: float,
-                    history: list[dict[str, Any]]) -> dict[str, Any]:
+def learned_verdict(correct: int, total: int, majority: float, history: list[dict[str, Any]], *,
+                    finite: bool = True) -> dict[str, Any]:
     """:func:`learned_check` from ``correct`` right predictions of ``total`` and the majority-class rate."""
     p_value = above_rate(correct, total, majority)
     reasons = []
-    if not p_value < LEARNED_LEVEL:
-        accuracy = correct / max(total, 1)
-        reasons.append(f"test accuracy {accuracy:.3f} is not above the majority-class "
-                       f"rate {majority:.3f} (one-sided binomial test, p = {p_value:.2g})")
+    # The training loss first: a diverged run also scores 0 on the test split, and that is the consequence.
     losses = [entry["train_loss"] for entry in history]
     if not all(math.isfinite(loss) for loss in losses):
         reasons.append("the training loss became non-finite")
     elif losses and losses[-1] > losses[0]:
         reasons.append(f"the training loss ended above its first epoch's "
                        f"({losses[-1]:.4g} > {losses[0]:.4g})")
+    if not p_value < LEARNED_LEVEL:
+        accuracy = correct / max(total, 1)
+        outputs = "" if finite else " (its outputs are not finite)"
+        reasons.append(f"test accuracy {accuracy:.3f}{outputs} is not above the majority-class "
+                       f"rate {majority:.3f} (one-sided binomial test, p = {p_value:.2g})")
     return {"learned": not reasons, "majority_rate": majority, "p_value": p_value, "reasons": reasons}
 
 

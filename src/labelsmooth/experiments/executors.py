@@ -17,6 +17,9 @@ import pickle
 import signal
 from collections.abc import Callable, Iterator, Sequence
 
+import torch
+
+from labelsmooth.experiments import _config
 from labelsmooth.experiments._ray import check_workers, connect
 from labelsmooth.experiments._results import RunResult
 from labelsmooth.experiments.data import fail
@@ -25,7 +28,7 @@ from labelsmooth.experiments.run import RunContext, execute
 __all__ = ["EXECUTORS", "check_picklable", "run_local", "run_processes", "run_ray"]
 
 Grid = Sequence[tuple[float, int]]
-EXECUTORS = ("local", "ray")
+EXECUTORS = _config.EXECUTORS
 
 _CONTEXT: RunContext | None = None
 
@@ -53,6 +56,8 @@ def _start_worker(context: RunContext) -> None:
     global _CONTEXT
     # Ctrl-C reaches the whole process group; the parent stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A fresh process sizes torch's pool to every core: jobs workers would each take them all and compete.
+    torch.set_num_threads(context.config.threads)
     _CONTEXT = context
 
 

@@ -5,7 +5,7 @@ temperature scaling, NLL) and the best alpha per metric, then any warning,
 then where the numbers came from. Every sentence that makes a claim (a
 verdict, a caption) is computed from the result. Each file is written
 atomically, and everything comes from the
-:class:`~labelsmooth.experiments.compare.CompareResult`, which comes from the
+:class:`~._results.CompareResult`, which comes from the
 run store alone.
 """
 
@@ -17,13 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from labelsmooth.experiments import figures
+from labelsmooth.experiments import _figures as figures
 from labelsmooth.experiments._analysis import ADDITIVE, REPLICATES
 from labelsmooth.experiments._files import atomic_write
 from labelsmooth.experiments._results import CompareResult
 from labelsmooth.experiments.evaluate import METRICS
 from labelsmooth.experiments.stats import NOT_COMPARABLE
-from labelsmooth.experiments.store import FIGURES
 from labelsmooth.metrics import ECE_BINS
 
 __all__ = [
@@ -196,9 +195,15 @@ def _comparison(result: CompareResult, alpha: float, name: str, scaling: str) ->
                  if c["alpha"] == alpha and c["metric"] == name and c["scaling"] == scaling), None)
 
 
-def _best(result: CompareResult, key: str) -> dict[str, Any] | None:
-    """The summary row with the best mean of ``key`` (ties: the first alpha); ``None`` if none is finite."""
-    rows = [r for r in result.summary if r[f"{key}_mean"] is not None and math.isfinite(r[f"{key}_mean"])]
+def _best(result: CompareResult, key: str, *, learned_only: bool = True) -> dict[str, Any] | None:
+    """The summary row with the best mean of ``key`` (ties: the first alpha); ``None`` if none is finite.
+
+    An alpha with a run that did not learn is never the best (unless ``learned_only`` is false): its mean
+    is not a measure of smoothing.
+    """
+    failed = {r.alpha for r in result.not_learned} if learned_only else set()
+    rows = [r for r in result.summary if r[f"{key}_mean"] is not None and math.isfinite(r[f"{key}_mean"])
+            and r["alpha"] not in failed]
     if not rows:
         return None
     sign = 1.0 if METRICS[_base(key)].higher_is_better else -1.0
@@ -208,6 +213,8 @@ def _best(result: CompareResult, key: str) -> dict[str, Any] | None:
 def _verdict(result: CompareResult, name: str, scaling: str, label: str) -> str:
     key = name + ("_ts" if scaling == "both" else "")
     best = _best(result, key)
+    if best is None and _best(result, key, learned_only=False) is not None:
+        return f"- **{label}**: no best alpha: every alpha measured has a run that did not learn."
     if best is None:
         return f"- **{label}**: not measured (no finite value)."
     base = result.alphas[0]
@@ -279,10 +286,10 @@ def temperature_answer(result: CompareResult) -> list[str]:
     return lines or ["- Nothing to compare (one alpha, or no validation split to fit a temperature on)."]
 
 
-def _reliability_caption(result: CompareResult) -> str:
+def _reliability_caption(result: CompareResult, *, scaled: bool = False) -> str:
     parts = []
     for alpha in result.alphas:
-        bins = result.reliability(alpha)
+        bins = result.reliability(alpha, scaled=scaled)
         if bins is None:
             continue
         # Mean confidence minus accuracy over every prediction: > 0 over-confident, < 0 under-confident.
@@ -294,10 +301,12 @@ def _reliability_caption(result: CompareResult) -> str:
         parts.append(f"alpha {alpha:g}: {lean} on average (mean confidence minus accuracy "
                      f"{number(gap, '+.3f')}), {sparse} of the occupied bins hold fewer than {SPARSE_BIN} "
                      "predictions")
-    return ("Bars: accuracy per confidence bin (test predictions of all seeds pooled); hatched: the gap to "
-            "the bin's mean confidence; the strip below counts the predictions per bin (log scale), so a bar "
-            "drawn from a handful of predictions shows as such. The title's ECE is that of the pooled "
-            "predictions drawn. " + ("; ".join(parts) + "." if parts else ""))
+    which = ("After temperature scaling (each run's own T; runs whose fit was left out are not pooled). "
+             if scaled else "")
+    return (which + "Bars: accuracy per confidence bin (test predictions of all seeds pooled); hatched: "
+            "the gap to the bin's mean confidence; the strip below counts the predictions per bin (log "
+            "scale), so a bar drawn from a handful of predictions shows as such. The title's ECE is that of "
+            "the pooled predictions drawn. " + ("; ".join(parts) + "." if parts else ""))
 
 
 def _metrics_caption(result: CompareResult) -> str:
@@ -358,7 +367,9 @@ def _penultimate_caption(result: CompareResult) -> str:
 
 def captions(result: CompareResult) -> dict[str, str]:
     """The caption of every figure, each claim computed from the result."""
-    return {"reliability": _reliability_caption(result), "metrics_vs_alpha": _metrics_caption(result),
+    return {"reliability": _reliability_caption(result),
+            "reliability_ts": _reliability_caption(result, scaled=True),
+            "metrics_vs_alpha": _metrics_caption(result),
             "curves": _curves_caption(result), "penultimate": _penultimate_caption(result)}
 
 
@@ -391,6 +402,7 @@ def _opening(result: CompareResult) -> list[str]:
     if text is not None:
         lines += [f"> **Warning: {text}.** See `runs[i][\"learned_check\"]` in metrics.json and "
                   "curves.png.", ""]
+    lines += [line for text in result.warnings for line in (f"> **Warning: {text}.**", "")]
     if result.partial:
         lines += [f"> **Partial report**: interrupted after {len(result.runs)} of "
                   f"{len(result.alphas) * len(result.seeds)} runs; `--resume` finishes the rest.", ""]
@@ -496,12 +508,26 @@ def report_markdown(result: CompareResult) -> str:
         *_figure("metrics_vs_alpha", "Metrics against alpha", notes["metrics_vs_alpha"]),
         *_figure("curves", "Training curves", notes["curves"]),
         *_figure("reliability", "Reliability diagrams", notes["reliability"]),
-        *_figure("penultimate", "Penultimate layer", notes["penultimate"]),
+        *_figures(result, notes),
     ])
 
 
-_DRAW = {"reliability": figures.reliability_figure, "metrics_vs_alpha": figures.metrics_figure,
-         "curves": figures.curves_figure, "penultimate": figures.penultimate_figure}
+def _figures(result: CompareResult, notes: dict[str, str]) -> list[str]:
+    """The figures that may be missing: each drawn, or a line saying why not."""
+    drawn = figures.figure_names(result)
+    title = "Reliability diagrams after temperature scaling"
+    lines = (_figure("reliability_ts", title, notes["reliability_ts"]) if "reliability_ts" in drawn
+             else [f"## {title}", "", "Not drawn: no run has a trusted temperature fit.", ""])
+    if "penultimate" in drawn:
+        return lines + _figure("penultimate", "Penultimate layer", notes["penultimate"])
+    why = next((n for n in result.notes if n.startswith("No penultimate-layer picture")),
+               "No penultimate-layer picture: no run has one.")
+    return [*lines, "## Penultimate layer", "", why, ""]
+
+
+_DRAW = {"reliability": figures.reliability_figure, "reliability_ts": figures.scaled_reliability_figure,
+         "metrics_vs_alpha": figures.metrics_figure, "curves": figures.curves_figure,
+         "penultimate": figures.penultimate_figure}
 
 
 def write_report(result: CompareResult, out: Path) -> list[Path]:
@@ -514,7 +540,7 @@ def write_report(result: CompareResult, out: Path) -> list[Path]:
     # Non-finite numbers (a run whose loss diverged) become null: JSON has no NaN.
     document = json.loads(json.dumps(result.to_dict()), parse_constant=lambda _: None)
     files = {"metrics.json": (json.dumps(document, indent=2) + "\n").encode()}
-    for name in FIGURES:
+    for name in figures.figure_names(result):
         files[f"{name}.png"], files[f"{name}.svg"] = figures.render(_DRAW[name](result))
     files["report.md"] = report_markdown(result).encode()
     paths = []

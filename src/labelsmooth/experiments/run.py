@@ -18,7 +18,7 @@ import torch
 
 from labelsmooth.experiments._analysis import measure, rows
 from labelsmooth.experiments._records import RecordSplit, RunRecord
-from labelsmooth.experiments._results import RunResult
+from labelsmooth.experiments._results import RunError, RunResult
 from labelsmooth.experiments.data import DataSet
 from labelsmooth.experiments.evaluate import Predictions, penultimate_weights, predict, projection
 from labelsmooth.experiments.train import ModelFactory, TrainConfig, deterministic, train
@@ -49,8 +49,16 @@ def execute(context: RunContext, alpha: float, seed: int,
 
     Deterministic kernels and ``context.config.threads`` threads, so the same
     inputs give the same bits in any process. The result's ``run_record`` holds
-    the run's :class:`~._records.RunRecord`.
+    the run's :class:`~._records.RunRecord`. An exception inside the run comes
+    out as a :class:`~._results.RunError` naming the run (its cause: the exception).
     """
+    try:
+        return _execute(context, alpha, seed, on_step)
+    except Exception as error:  # any failure of the user's model or data: say which run, keep the cause
+        raise RunError(alpha, seed, f"{type(error).__name__}: {error}") from error
+
+
+def _execute(context: RunContext, alpha: float, seed: int, on_step: Callable[[], None] | None) -> RunResult:
     started = time.perf_counter()
     config, data = context.config, context.data
     device = torch.device(config.device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Callable
@@ -15,9 +16,10 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from labelsmooth.algorithms import Algorithm, CutMix, Engine, Event, LabelSmoothing, MixUp, State
+from labelsmooth.experiments import _config
 from labelsmooth.experiments._determinism import deterministic
 from labelsmooth.experiments.data import DataSet, fail, flip_labels, in_order, size, take
-from labelsmooth.functional import soft_cross_entropy
+from labelsmooth.functional import cross_entropy, soft_cross_entropy
 from labelsmooth.losses import DiceCELoss
 
 __all__ = [
@@ -34,7 +36,7 @@ __all__ = [
     "validation_scores"
 ]
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
+OPTIMIZERS = _config.OPTIMIZERS
 #: Items per forward pass when evaluating.
 EVAL_BATCH = 256
 ModelFactory = Callable[[int], nn.Module]
@@ -43,7 +45,7 @@ OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How each run trains; :func:`~labelsmooth.experiments.compare` picks defaults per data set."""
+    """How each run trains; ``compare`` picks defaults per data set (:data:`~._config.PER_DATASET`)."""
 
     epochs: int
     batch_size: int
@@ -59,6 +61,8 @@ class TrainConfig:
     optimizer: str | OptimizerFactory = "adamw"
     #: Intra-op threads of every run (the same everywhere, so runs are bit-identical anywhere).
     threads: int = 1
+    #: Negative alphas allowed (negative label smoothing); passed to ``LabelSmoothing`` and the loss.
+    allow_negative: bool = False
 
 
 def seed_everything(seed: int) -> None:
@@ -68,7 +72,7 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def loss_function(data: DataSet) -> Callable[[Tensor, Tensor], Tensor]:
+def loss_function(data: DataSet, *, allow_negative: bool = False) -> Callable[[Tensor, Tensor], Tensor]:
     """The loss on the dense targets ``LabelSmoothing`` leaves (ignored pixels are all-zero rows).
 
     Cross-entropy for classification; Dice + cross-entropy for segmentation
@@ -78,6 +82,8 @@ def loss_function(data: DataSet) -> Callable[[Tensor, Tensor], Tensor]:
     if data.task == "segmentation":
         dice_ce: Callable[[Tensor, Tensor], Tensor] = DiceCELoss(batch=True)
         return dice_ce
+    if allow_negative:  # negatively smoothed targets have negative entries, which the loss refuses by default
+        return functools.partial(cross_entropy, allow_negative=True)
     return soft_cross_entropy
 
 
@@ -98,7 +104,8 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
 
 def _algorithms(data: DataSet, alpha: float, seed: int, config: TrainConfig) -> list[Algorithm]:
     algorithms: list[Algorithm] = [
-        LabelSmoothing(alpha, ignore_index=data.ignore_index, convention=config.convention)
+        LabelSmoothing(alpha, ignore_index=data.ignore_index, convention=config.convention,
+                       allow_negative=config.allow_negative)
     ]
     # Their own generators, so that switching them on leaves the data order of a seed alone.
     if config.mixup is not None:
@@ -191,7 +198,7 @@ def train(data: DataSet, model_factory: ModelFactory, alpha: float, seed: int, c
                               generator=generator, ignore_index=data.ignore_index)
     state = State(model=model, optimizers=[build_optimizer(config, model)])
     engine = Engine(state, _algorithms(data, alpha, seed, config))
-    loss_fn = loss_function(data)
+    loss_fn = loss_function(data, allow_negative=config.allow_negative)
     engine.run_event(Event.INIT)
     engine.run_event(Event.FIT_START)
     history: list[dict[str, float | None]] = []

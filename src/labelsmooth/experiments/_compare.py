@@ -8,6 +8,7 @@ a pure function), an executor (:mod:`.executors`) and the run store
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import os
@@ -20,13 +21,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from labelsmooth import _validation as v
-from labelsmooth.experiments import options, provenance
+from labelsmooth.experiments import provenance
 from labelsmooth.experiments._analysis import attach_examples, summarize
+from labelsmooth.experiments._config import DEFAULTS, PER_DATASET, CompareConfig
 from labelsmooth.experiments._records import PREDICTIONS, record_name, write_record
 from labelsmooth.experiments._results import CompareResult, RunResult
+from labelsmooth.experiments._store import RunStore
+from labelsmooth.experiments._warnings import absent_classes, probabilities, undertrained
 from labelsmooth.experiments.data import (
-    VAL_FRACTION,
     DataSet,
     fail,
     from_datasets,
@@ -41,19 +43,9 @@ from labelsmooth.experiments.models import BuiltinModel, last_layer
 from labelsmooth.experiments.provenance import call_text
 from labelsmooth.experiments.run import RunContext
 from labelsmooth.experiments.sources import load_dataset
-from labelsmooth.experiments.store import RunStore, check_out
 from labelsmooth.experiments.train import ModelFactory, TrainConfig, deterministic, seed_everything
 
-__all__ = ["DEFAULTS", "CompareResult", "Progress", "compare", "load", "probe", "summarize"]
-
-#: (epochs, batch size, learning rate) per kind of data set; "custom" is the user's own Datasets.
-DEFAULTS = {
-    "digits": (15, 64, 3e-3), "shapes": (15, 16, 3e-3), "mnist1d": (60, 100, 1e-2), "image": (15, 32, 1e-3),
-    "table": (40, 64, 3e-3), "custom": (10, 64, 1e-3),
-}
-#: How the penultimate-layer panels are scaled: one scale for all (comparable), or each its own.
-PENULTIMATE_SCALES = ("shared", "own")
-
+__all__ = ["Progress", "compare", "load", "probe"]
 
 @dataclass(frozen=True)
 class Progress:
@@ -61,7 +53,8 @@ class Progress:
 
     ``steps_done``/``steps_total`` count optimizer steps of the runs in this
     process (0 with worker processes or Ray); ``finished`` is the run that just
-    ended, if one did.
+    ended, if one did; ``run_seconds`` the wall time of each finished run, and
+    ``workers`` how many runs go at once.
     """
 
     runs_done: int
@@ -71,19 +64,29 @@ class Progress:
     elapsed: float
     description: str
     finished: RunResult | None = None
+    run_seconds: tuple[float, ...] = ()
+    workers: int = 1
 
     @property
     def eta(self) -> float | None:
-        """Seconds left, from the mean time per finished run (``None`` before the first one)."""
+        """Seconds left: the mean time of a finished run times the runs left per worker (``None`` before
+        the first run ends).
+
+        Not the elapsed time per finished run: with ``workers`` runs going at
+        once, the first one ends when the others are nearly done too, and that
+        rate would put the end ``workers`` times too far.
+        """
         if self.runs_done == 0:
             return None
-        return self.elapsed / self.runs_done * (self.runs_total - self.runs_done)
+        per_run = sum(self.run_seconds) / len(self.run_seconds) if self.run_seconds else \
+            self.elapsed / self.runs_done
+        return per_run * (self.runs_total - self.runs_done) / self.workers
 
 
 def load(dataset: str | os.PathLike[str] | None = None, *, train: object = None, test: object = None,
          val: object = None, data: DataSet | None = None, num_classes: int | None = None,
-         ignore_index: int | None = None, val_fraction: float = VAL_FRACTION, label_column: str = "label",
-         image_size: int = 32) -> DataSet:
+         ignore_index: int | None = None, val_fraction: float = DEFAULTS["val_fraction"],
+         label_column: str = DEFAULTS["label_column"], image_size: int = DEFAULTS["image_size"]) -> DataSet:
     """The data of a comparison, with its labels read and its validation split held out."""
     if data is not None:
         return prepare(data, val_fraction=val_fraction)
@@ -109,11 +112,12 @@ def _identity(obj: object) -> str:
 
 
 def probe(factory: ModelFactory, data: DataSet, config: TrainConfig,
-          penultimate: str | None) -> tuple[str | None, str, str]:
+          penultimate: str | None) -> tuple[str | None, str, str, str | None]:
     """Build the model once (seed 0) and check it fits the data, before any run starts.
 
     Returns the penultimate layer's name (or ``None``), a note when there is
-    none, and a hash of the initial weights (part of the settings' hash).
+    none, a hash of the model (part of the settings' hash: :func:`model_hash`)
+    and a warning when its outputs are already probabilities.
     """
     device = torch.device(config.device)
     with deterministic(threads=config.threads, device=config.device):
@@ -136,11 +140,27 @@ def probe(factory: ModelFactory, data: DataSet, config: TrainConfig,
         raise fail("model", f"logits of shape {expected} for labels of shape {tuple(targets.shape)} "
                    f"({data.num_classes} classes)", got)
     layer, note = last_layer(model, data.num_classes, penultimate)
-    weights = hashlib.sha256()
+    return layer, note, model_hash(model), probabilities(logits)
+
+
+def model_hash(model: nn.Module) -> str:
+    """A hash of what defines the model's computation: every module's name, type and settings (its
+    ``extra_repr``), the source of the ``forward`` of the user's own module classes, and the weights.
+
+    The weights alone miss a change of a parameter-free module (``ReLU`` to ``Tanh``).
+    """
+    digest = hashlib.sha256()
+    for name, module in model.named_modules():
+        kind = type(module)
+        digest.update(f"{name}:{kind.__module__}.{kind.__qualname__}({module.extra_repr()})".encode())
+        if not kind.__module__.startswith("torch."):
+            # No source where none is kept (a REPL, a compiled module): the types and weights still count.
+            with contextlib.suppress(OSError, TypeError):
+                digest.update(inspect.getsource(kind.forward).encode())
     for name, tensor in model.state_dict().items():
-        weights.update(name.encode())
-        weights.update(tensor_bytes(tensor))
-    return layer, note, weights.hexdigest()[:16]
+        digest.update(name.encode())
+        digest.update(tensor_bytes(tensor))
+    return digest.hexdigest()[:16]
 
 
 def _settings(data: DataSet, factory: ModelFactory, config: TrainConfig, layer: str | None,
@@ -149,7 +169,7 @@ def _settings(data: DataSet, factory: ModelFactory, config: TrainConfig, layer: 
     return {
         "dataset": data.name, "data_fingerprint": data.fingerprint, "task": data.task,
         "num_classes": data.num_classes, "ignore_index": data.ignore_index,
-        "model": _identity(factory), "model_init": init, "penultimate": layer,
+        "model": _identity(factory), "model_hash": init, "penultimate": layer,
         "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
         "weight_decay": config.weight_decay, "optimizer": _identity(config.optimizer),
         "convention": config.convention, "label_noise": config.label_noise, "mixup": config.mixup,
@@ -175,15 +195,18 @@ class _Tracker:
     callback: Callable[[Progress], None] | None
     runs_total: int
     steps_total: int
+    workers: int = 1
     started: float = field(default_factory=time.perf_counter)
     runs_done: int = 0
     steps_done: int = 0
     description: str = ""
+    seconds: list[float] = field(default_factory=list)
 
     def _tell(self, finished: RunResult | None = None) -> None:
         if self.callback is not None:
             self.callback(Progress(self.runs_done, self.runs_total, self.steps_done, self.steps_total,
-                                   time.perf_counter() - self.started, self.description, finished))
+                                   time.perf_counter() - self.started, self.description, finished,
+                                   tuple(self.seconds), self.workers))
 
     def step(self) -> None:
         self.steps_done += 1
@@ -191,6 +214,7 @@ class _Tracker:
 
     def finished(self, result: RunResult) -> None:
         self.runs_done += 1
+        self.seconds.append(result.seconds)
         self.description = f"alpha={result.alpha:g} seed={result.seed}"
         self._tell(result)
 
@@ -205,13 +229,15 @@ def _grid(alphas: list[float], seeds: int,
     return [job for job in wanted if job not in kept], [kept[job] for job in wanted if job in kept]
 
 
-def _config(data: DataSet, *, epochs: int | None, batch_size: int | None, lr: float | None,
-            **fields: Any) -> TrainConfig:
-    """The training settings, with the data set's defaults where ``None``."""
-    kind = "custom" if data.user else data.name if data.name in DEFAULTS else data.kind
-    default_epochs, default_batch, default_lr = DEFAULTS.get(kind, DEFAULTS["custom"])
-    return TrainConfig(epochs or default_epochs, batch_size or default_batch,
-                       default_lr if lr is None else lr, **fields)
+def _train_config(data: DataSet, options: CompareConfig) -> TrainConfig:
+    """The training settings, with the data set's defaults (:data:`~._config.PER_DATASET`) where ``None``."""
+    kind = "custom" if data.user else data.name if data.name in PER_DATASET else data.kind
+    epochs, batch_size, lr = PER_DATASET.get(kind, PER_DATASET["custom"])
+    return TrainConfig(
+        options.epochs or epochs, options.batch_size or batch_size, lr if options.lr is None else options.lr,
+        convention=options.convention, label_noise=float(options.label_noise), device=options.device,
+        mixup=options.mixup, cutmix=options.cutmix, weight_decay=float(options.weight_decay),
+        optimizer=options.optimizer, threads=options.threads, allow_negative=options.allow_negative)
 
 
 def _finish(result: CompareResult, ci: bool, out: Path | None) -> None:
@@ -222,6 +248,9 @@ def _finish(result: CompareResult, ci: bool, out: Path | None) -> None:
         attach_examples(result.runs, out / PREDICTIONS)
     result.ci = ci
     summarize(result, ci)
+    late = undertrained(result.runs)
+    if late is not None:
+        result.warnings = (*result.warnings, late)
     if out is not None:
         from labelsmooth.experiments.report import write_report
 
@@ -248,41 +277,20 @@ def _execute(result: CompareResult, context: RunContext, todo: list[tuple[float,
     _finish(result, ci, out)
 
 
-def _check_options(*, alphas: Sequence[float], seeds: int, ci: bool, epochs: int | None,
-                   batch_size: int | None, model: ModelFactory | None, out: str | os.PathLike[str] | None,
-                   resume: bool, overwrite: bool, penultimate_scale: str, device: str,
-                   augmentation: tuple[float, str, float | None, float | None],
-                   training: dict[str, Any]) -> tuple[list[float], int, Path | None]:
-    """Every check that needs no data: the alphas, the seeds, the output folder."""
-    checked = options.check_alphas(alphas)
-    seeds = options.check_seeds(seeds, ci)
-    options.check_positive(epochs, "epochs", optional=True)
-    options.check_positive(batch_size, "batch_size", optional=True)
-    options.check_training(**training)
-    options.check_augmentation(*augmentation)
-    options.check_device(device)
-    v.check_choice(penultimate_scale, "penultimate_scale", PENULTIMATE_SCALES)
-    if model is not None and (not callable(model) or isinstance(model, nn.Module)):
-        # A model instance would be shared by every run; a factory gives each run a fresh one.
-        raise fail("model", "a callable(num_classes) returning a torch.nn.Module (a factory, not a model)",
-                   type(model).__name__)
-    out_path = None if out is None else Path(out)
-    if out_path is not None:
-        check_out(out_path, resume=resume, overwrite=overwrite)
-    elif resume:
-        raise fail("out", "a folder to resume from (resume=True)", None)
-    return checked, seeds, out_path
-
-
 def _context(data: DataSet, model: ModelFactory | None, config: TrainConfig,
-             penultimate: str | None) -> tuple[RunContext, dict[str, Any], tuple[str, ...]]:
-    """What every run gets, the settings the store hashes, and the notes for the report."""
+             penultimate: str | None) -> tuple[RunContext, dict[str, Any], tuple[str, ...], tuple[str, ...]]:
+    """What every run gets, the settings the store hashes, the notes and the warnings for the report."""
     input_shape = tuple(take(data.train, torch.zeros(1, dtype=torch.long))[0].shape[1:])
     factory = model if model is not None else BuiltinModel(data.task, input_shape)
-    layer, note, init = probe(factory, data, config, penultimate)
+    layer, note, init, outputs = probe(factory, data, config, penultimate)
+    first = 1 if data.task == "segmentation" else 0  # the picture skips the background class
+    if layer is not None and data.num_classes - first < 3:
+        layer, note = None, (f"it shows three classes, and this task has {data.num_classes - first}"
+                             + (" besides the background" if first else ""))
     notes = data.notes + ((f"No penultimate-layer picture: {note}.",) if note else ())
+    warnings = tuple(w for w in (absent_classes(data), outputs) if w is not None)
     settings = _settings(data, factory, config, layer, init)
-    return RunContext(data, factory, config, layer, settings), settings, notes
+    return RunContext(data, factory, config, layer, settings), settings, notes, warnings
 
 
 def compare(
@@ -292,35 +300,36 @@ def compare(
     train: object = None,
     test: object = None,
     val: object = None,
-    alphas: Sequence[float] = (0.0, 0.1),
-    seeds: int = 3,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    weight_decay: float = 0.0,
-    optimizer: str | Callable[[Any], torch.optim.Optimizer] = "adamw",
-    device: str = "cpu",
-    jobs: int = 1,
-    executor: str = "local",
-    out: str | os.PathLike[str] | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    num_classes: int | None = None,
-    penultimate: str | None = None,
-    ignore_index: int | None = None,
-    val_fraction: float = VAL_FRACTION,
-    image_size: int = 32,
-    threads: int = 1,
-    ray_address: str | None = None,
-    label_noise: float = 0.0,
-    convention: str = "uniform",
-    mixup: float | None = None,
-    cutmix: float | None = None,
-    label_column: str = "label",
-    ci: bool = True,
-    progress: Callable[[Progress], None] | None = None,
     data: DataSet | None = None,
-    penultimate_scale: str = "shared",
+    progress: Callable[[Progress], None] | None = None,
+    alphas: Sequence[float] = DEFAULTS["alphas"],
+    seeds: int = DEFAULTS["seeds"],
+    epochs: int | None = DEFAULTS["epochs"],
+    batch_size: int | None = DEFAULTS["batch_size"],
+    lr: float | None = DEFAULTS["lr"],
+    weight_decay: float = DEFAULTS["weight_decay"],
+    optimizer: str | Callable[[Any], torch.optim.Optimizer] = DEFAULTS["optimizer"],
+    device: str = DEFAULTS["device"],
+    jobs: int = DEFAULTS["jobs"],
+    executor: str = DEFAULTS["executor"],
+    out: str | os.PathLike[str] | None = DEFAULTS["out"],
+    resume: bool = DEFAULTS["resume"],
+    overwrite: bool = DEFAULTS["overwrite"],
+    num_classes: int | None = DEFAULTS["num_classes"],
+    penultimate: str | None = DEFAULTS["penultimate"],
+    ignore_index: int | None = DEFAULTS["ignore_index"],
+    val_fraction: float = DEFAULTS["val_fraction"],
+    image_size: int = DEFAULTS["image_size"],
+    threads: int = DEFAULTS["threads"],
+    ray_address: str | None = DEFAULTS["ray_address"],
+    label_noise: float = DEFAULTS["label_noise"],
+    convention: str = DEFAULTS["convention"],
+    mixup: float | None = DEFAULTS["mixup"],
+    cutmix: float | None = DEFAULTS["cutmix"],
+    label_column: str = DEFAULTS["label_column"],
+    ci: bool = DEFAULTS["ci"],
+    penultimate_scale: str = DEFAULTS["penultimate_scale"],
+    allow_negative: bool = DEFAULTS["allow_negative"],
 ) -> CompareResult:
     """Train the same model once per alpha and seed; measure it at T = 1 and after temperature scaling.
 
@@ -354,7 +363,8 @@ def compare(
             ``dataset``; labels of shape ``()`` mean classification, ``(H, W)``
             segmentation (Dice + cross-entropy). ``val=None`` holds out
             ``val_fraction`` of ``train``.
-        alphas: smoothing values in [0, 1]; the first is the baseline.
+        alphas: smoothing values in [0, 1] (in [-1, 1] with ``allow_negative``);
+            the first is the baseline.
         seeds: number of seeds (at least 2 when ``ci``).
         epochs, batch_size, lr: ``None`` picks the data set's defaults (the
             user's own Datasets: 10 epochs, batches of 64, lr 1e-3).
@@ -377,7 +387,7 @@ def compare(
         val_fraction: share of ``train`` held out when ``val`` is ``None``
             (with 0 and no ``val``: no temperature scaling, its values ``None``).
         image_size: side of the square images a folder is resized to.
-        threads: torch threads per run.
+        threads: torch threads per run (and per worker process).
         label_noise: fraction of training labels moved to another class.
         convention: ``"uniform"`` or ``"others"``; see :func:`labelsmooth.smooth_labels`.
         mixup, cutmix: Beta concentration of :class:`~labelsmooth.MixUp` /
@@ -389,42 +399,66 @@ def compare(
         data: an already loaded :class:`DataSet` (overrides ``dataset``).
         penultimate_scale: ``"shared"`` (every penultimate-layer panel on one
             scale) or ``"own"``.
+        allow_negative: accept alphas in [-1, 0) (negative label smoothing,
+            Wei et al., 2022; classification only: Dice takes no negative
+            target); passed to ``LabelSmoothing`` and the training loss.
+
+    Every option's default and check live in
+    :class:`~labelsmooth.experiments.CompareConfig`.
 
     Returns:
         A :class:`CompareResult`; ``result.to_dict()`` is ``metrics.json``.
         Ctrl-C writes the finished runs' report (marked partial) and re-raises.
     """
-    call = call_text(locals(), _DEFAULTS)
-    checked, seeds, out_path = _check_options(
-        alphas=alphas, seeds=seeds, ci=ci, epochs=epochs, batch_size=batch_size, model=model, out=out,
-        resume=resume, overwrite=overwrite, penultimate_scale=penultimate_scale, device=device,
-        augmentation=(label_noise, convention, mixup, cutmix),
-        training={"lr": lr, "weight_decay": weight_decay, "optimizer": optimizer,
-                  "val_fraction": val_fraction, "image_size": image_size, "jobs": jobs, "executor": executor,
-                  "threads": threads})
-    started = provenance.start(call, device)
-    loaded = load(dataset, train=train, test=test, val=val, data=data, num_classes=num_classes,
-                  ignore_index=ignore_index, val_fraction=val_fraction, label_column=label_column,
-                  image_size=image_size)
-    if cutmix is not None and loaded.kind != "image":
-        raise fail("cutmix", "image data (CutMix pastes a box of pixels)", f"a {loaded.kind} data set")
-    config = _config(loaded, epochs=epochs, batch_size=batch_size, lr=lr, convention=convention,
-                     label_noise=float(label_noise), device=device, mixup=mixup, cutmix=cutmix,
-                     weight_decay=float(weight_decay), optimizer=optimizer, threads=threads)
-    context, settings, notes = _context(loaded, model, config, penultimate)
-    if executor == "local" and jobs > 1:
+    inputs = {"dataset": dataset, "model": model, "train": train, "test": test, "val": val, "data": data,
+              "progress": progress}
+    arguments = locals()
+    call = call_text(arguments, _DEFAULTS)
+    options = CompareConfig(**{name: arguments[name] for name in DEFAULTS})
+    if model is not None and (not callable(model) or isinstance(model, nn.Module)):
+        # A model instance would be shared by every run; a factory gives each run a fresh one.
+        raise fail("model", "a callable(num_classes) returning a torch.nn.Module (a factory, not a model)",
+                   type(model).__name__)
+    return _run(options, inputs, provenance.start(call, options.device))
+
+
+def _run(options: CompareConfig, inputs: dict[str, Any], started: dict[str, Any]) -> CompareResult:
+    """The comparison of checked ``options`` on ``inputs`` (the data, the model, the progress callback)."""
+    loaded = load(inputs["dataset"], train=inputs["train"], test=inputs["test"], val=inputs["val"],
+                  data=inputs["data"], num_classes=options.num_classes, ignore_index=options.ignore_index,
+                  val_fraction=options.val_fraction, label_column=options.label_column,
+                  image_size=options.image_size)
+    _check_fit(options, loaded)
+    config = _train_config(loaded, options)
+    context, settings, notes, warnings = _context(loaded, inputs["model"], config, options.penultimate)
+    if options.executor == "local" and options.jobs > 1:
         check_picklable(context)
-    store, done = RunStore.open(out_path, settings, resume=resume) if out_path is not None else (None, [])
-    todo, finished = _grid(checked, seeds, done)
-    result = CompareResult(loaded.name, loaded.task, loaded.num_classes, loaded.class_names, checked,
-                           list(range(seeds)), config, finished, settings=settings, notes=notes,
-                           provenance=started, penultimate_scale=penultimate_scale)
-    in_process = executor == "local" and (jobs == 1 or len(todo) <= 1)
+    out = options.out
+    store, done = RunStore.open(out, settings, resume=options.resume) if out is not None else (None, [])
+    todo, finished = _grid(list(options.alphas), options.seeds, done)
+    result = CompareResult(loaded.name, loaded.task, loaded.num_classes, loaded.class_names,
+                           list(options.alphas), list(range(options.seeds)), config, finished,
+                           settings=settings, notes=notes, provenance=started,
+                           penultimate_scale=options.penultimate_scale, warnings=warnings)
+    workers = 1 if options.executor == "local" and options.jobs == 1 else options.jobs
+    in_process = options.executor == "local" and (options.jobs == 1 or len(todo) <= 1)
     steps = config.epochs * -(-size(loaded.train) // config.batch_size)
-    tracker = _Tracker(progress, len(todo), steps * len(todo) if in_process else 0)
-    _execute(result, context, todo, store, tracker, ci=ci, out=out_path,
-             jobs=jobs, executor=executor, ray_address=ray_address)
+    tracker = _Tracker(inputs["progress"], len(todo), steps * len(todo) if in_process else 0,
+                       workers=min(workers, max(len(todo), 1)))
+    _execute(result, context, todo, store, tracker, ci=options.ci, out=out, jobs=options.jobs,
+             executor=options.executor, ray_address=options.ray_address)
     return result
+
+
+def _check_fit(options: CompareConfig, data: DataSet) -> None:
+    """The options that depend on the data: CutMix needs images, Dice takes no negative alpha."""
+    if options.cutmix is not None and data.kind != "image":
+        raise fail("cutmix", "image data (CutMix pastes a box of pixels)", f"a {data.kind} data set")
+    negative = [a for a in options.alphas if a < 0]
+    if negative and data.task == "segmentation":
+        # Dice's soft counts assume targets in [0, 1]; a negative entry makes its ratio meaningless.
+        raise fail("alphas", "alphas >= 0 for segmentation (Dice + cross-entropy takes no negative "
+                   "smoothing)", negative[0])
 
 
 #: ``compare``'s defaults, for the Python call the report shows.

@@ -12,20 +12,18 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labelsmooth.experiments._figures import FIGURES
+from labelsmooth.experiments._outdir import STORE, check_out, read_lines
 from labelsmooth.experiments._records import PREDICTIONS
 from labelsmooth.experiments._results import RunResult
 from labelsmooth.experiments.data import fail
 
-__all__ = ["FIGURES", "REPORT_FILES", "STORE", "RunStore", "check_out", "settings_hash"]
+__all__ = ["REPORT_FILES", "STORE", "RunStore", "check_out", "settings_hash"]
 
-STORE = "runs.jsonl"
-#: The figures of a report, each written as ``<name>.png`` and ``<name>.svg``.
-FIGURES = ("reliability", "metrics_vs_alpha", "curves", "penultimate")
 #: What a comparison writes to ``out`` besides the store (``overwrite`` replaces exactly these).
 REPORT_FILES = ("metrics.json", *(f"{name}.{kind}" for name in FIGURES for kind in ("png", "svg")),
                 "report.md")
@@ -40,48 +38,10 @@ def settings_hash(settings: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _lines(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The parsed lines of ``path`` and the byte length of its complete ones."""
-    data = path.read_bytes()
-    lines, good = [], 0
-    for raw in data.splitlines(keepends=True):
-        if not raw.endswith(b"\n"):
-            break
-        try:
-            lines.append(json.loads(raw))
-        except json.JSONDecodeError:
-            break
-        good += len(raw)
-    return lines, good
-
-
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
     keys = sorted(set(old) | set(new))
     changed = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
     return "; ".join(changed[:4]) + ("; ..." if len(changed) > 4 else "")
-
-
-def check_out(out: Path, *, resume: bool, overwrite: bool,
-              flags: Sequence[str] = ("resume", "overwrite")) -> None:
-    """Refuse an ``out`` that cannot be written, or that holds files without ``resume`` or ``overwrite``.
-
-    ``flags`` are the names the message gives them (the CLI's ``--resume``).
-    """
-    if resume and overwrite:
-        raise fail(flags[0], f"either {flags[0]} or {flags[1]}, not both", "both")
-    if out.exists() and not out.is_dir():
-        raise fail("out", "a directory (or a path to create one)", str(out))
-    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise fail("out", "a directory this user can write", str(out))
-    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if held and not (resume or overwrite):
-        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
-        raise fail("out", f"an empty or new folder ({flags[0]} continues the runs in it, {flags[1]} replaces "
-                   "them)", f"{out} holding {shown}")
-    if resume and held and not (out / STORE).exists():
-        raise fail(flags[0], f"a folder with a {STORE} to resume from",
-                   f"{out} holding {', '.join(held[:4])}")
 
 
 @dataclass
@@ -97,7 +57,7 @@ class RunStore:
         digest = settings_hash(settings)
         store = cls(out / STORE, digest)
         if resume and store.path.exists():
-            lines, good = _lines(store.path)
+            lines, good = read_lines(store.path)
             header = lines[0] if lines and lines[0].get("type") == "settings" else None
             if header is None:
                 raise fail("out", f"a {STORE} that starts with its settings", str(store.path))

@@ -1,15 +1,17 @@
 """The four pictures of a comparison, each rendered as a 150 dpi PNG and an SVG.
 
 * :func:`reliability_figure`: a reliability diagram per alpha (test predictions
-  pooled over seeds) with the per-bin counts as a strip under it;
+  pooled over seeds) with the per-bin counts as a strip under it, at T = 1 or
+  (``reliability_ts``) after temperature scaling;
 * :func:`metrics_figure`: every metric's mean and 95% interval against alpha,
   at T = 1 and after temperature scaling;
 * :func:`curves_figure`: training and validation loss and accuracy per epoch,
   one line per alpha, mean over seeds;
 * :func:`penultimate_figure`: Müller et al.'s template-plane picture.
 
-Panels wrap three to a row. Everything is drawn from the
-:class:`~labelsmooth.experiments.compare.CompareResult` alone.
+Panels wrap three to a row. An alpha with runs that did not learn is marked
+in every figure (its title, legend entry or point). Everything is drawn from
+the :class:`~._results.CompareResult` alone.
 """
 
 from __future__ import annotations
@@ -24,14 +26,34 @@ from labelsmooth.experiments._results import CompareResult
 from labelsmooth.experiments.evaluate import METRICS
 
 __all__ = [
-    "DPI", "PER_ROW", "curves_figure", "epoch_means", "metrics_figure", "penultimate_figure",
-    "reliability_figure", "render"
+    "DPI", "FIGURES", "PER_ROW", "curves_figure", "epoch_means", "figure_names", "metrics_figure",
+    "penultimate_figure", "reliability_figure", "render", "scaled_reliability_figure",
 ]
 
 DPI = 150
 PER_ROW = 3
 PANEL = 3.6
 COLORS = ("tab:blue", "tab:orange", "tab:green")
+#: Every figure a report can hold, each written as ``<name>.png`` and ``<name>.svg``.
+FIGURES = ("reliability", "reliability_ts", "metrics_vs_alpha", "curves", "penultimate")
+
+
+def figure_names(result: CompareResult) -> list[str]:
+    """The figures drawn for ``result``: no diagram after scaling without a trusted temperature fit, no
+    penultimate picture without a projection (the report says why instead of drawing an empty one)."""
+    names = list(FIGURES)
+    if not any(result.reliability(alpha, scaled=True) for alpha in result.alphas):
+        names.remove("reliability_ts")
+    if not any(r.projection is not None for r in result.penultimate_runs()):
+        names.remove("penultimate")
+    return names
+
+
+def _failed(result: CompareResult, alpha: float) -> str:
+    """`` (1 of 3 runs did not learn)`` for an alpha with such runs, else ``""``."""
+    runs = result.runs_of(alpha)
+    failed = sum(1 for r in runs if not r.learned)
+    return f" ({failed} of {len(runs)} runs did not learn)" if failed else ""
 
 
 def render(figure: Any) -> tuple[bytes, bytes]:
@@ -63,7 +85,7 @@ def _no_runs(ax: Any, text: str) -> None:
     ax.set_axis_off()
 
 
-def _reliability_panel(ax: Any, strip: Any, bins: dict[str, Any], alpha: float) -> None:
+def _reliability_panel(ax: Any, strip: Any, bins: dict[str, Any], title: str) -> None:
     edges = np.asarray(bins["edges"])
     count = np.asarray(bins["count"], dtype=np.float64)
     acc, conf = np.asarray(bins["accuracy"]), np.asarray(bins["confidence"])
@@ -74,7 +96,7 @@ def _reliability_panel(ax: Any, strip: Any, bins: dict[str, Any], alpha: float) 
     ax.bar(left[used], conf[used] - acc[used], bottom=acc[used], width=width[used], align="edge",
            color="none", hatch="///", edgecolor="tab:red", linewidth=0.5, label="gap to confidence")
     ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
-    ax.set_title(f"alpha = {alpha:g}   ECE = {bins['ece']:.3f}", fontsize=9)
+    ax.set_title(title, fontsize=9)
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
     ax.tick_params(labelbottom=False)
     strip.bar(left[used], count[used], width=width[used], align="edge", color="0.5", edgecolor="black",
@@ -83,11 +105,17 @@ def _reliability_panel(ax: Any, strip: Any, bins: dict[str, Any], alpha: float) 
     strip.set(xlim=(0, 1), xlabel="confidence", ylabel="count")
 
 
-def reliability_figure(result: CompareResult) -> Any:
+def scaled_reliability_figure(result: CompareResult) -> Any:
+    """:func:`reliability_figure` after temperature scaling (runs with a trusted fit only)."""
+    return reliability_figure(result, scaled=True)
+
+
+def reliability_figure(result: CompareResult, *, scaled: bool = False) -> Any:
     """One reliability diagram per alpha over a strip of the per-bin counts (log scale).
 
     The title's ECE is the ECE of the pooled predictions the bars show
-    (:meth:`~labelsmooth.experiments.compare.CompareResult.reliability`).
+    (:meth:`~._results.CompareResult.reliability`); ``scaled``: after
+    temperature scaling.
     """
     from matplotlib.figure import Figure
 
@@ -99,12 +127,14 @@ def reliability_figure(result: CompareResult) -> Any:
         row, column = divmod(k, columns)
         ax = figure.add_subplot(grid[2 * row, column])
         strip = figure.add_subplot(grid[2 * row + 1, column], sharex=ax)
-        bins = result.reliability(alpha)
+        bins = result.reliability(alpha, scaled=scaled)
         if bins is None:
-            _no_runs(ax, "no finished run with finite outputs")
+            _no_runs(ax, "no trusted temperature fit" if scaled else "no finished run with finite outputs")
             strip.set_axis_off()
             continue
-        _reliability_panel(ax, strip, bins, alpha)
+        ece = "ECE after TS" if scaled else "ECE"
+        _reliability_panel(ax, strip, bins, f"alpha = {alpha:g}   {ece} = {bins['ece']:.3f}"
+                           + _failed(result, alpha).replace(" of ", "/").replace(" runs", ""))
         if k == 0:
             ax.legend(loc="upper left", fontsize=7)
     return figure
@@ -119,6 +149,10 @@ def _errorbar(ax: Any, result: CompareResult, key: str, **style: Any) -> None:
     y = [r[f"{key}_mean"] * scale for r in rows]
     half = [(r[f"{key}_ci95"] or 0.0) * scale for r in rows]
     ax.errorbar(x, y, yerr=half, capsize=3, marker="o", markersize=3, linewidth=1, **style)
+    failed = [(a, b) for a, b in zip(x, y, strict=True) if _failed(result, a)]
+    if failed:
+        ax.scatter(*zip(*failed, strict=True), marker="x", s=60, color="black", zorder=3,
+                   label="runs that did not learn")
 
 
 def metrics_figure(result: CompareResult) -> Any:
@@ -164,7 +198,7 @@ def curves_figure(result: CompareResult) -> Any:
         color = f"C{k % 10}"
         for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
             ax.plot(*epoch_means(result, alpha, f"train_{key}"), color=color, linewidth=1.2,
-                    label=f"alpha = {alpha:g}")
+                    label=f"alpha = {alpha:g}{_failed(result, alpha)}")
             ax.plot(*epoch_means(result, alpha, f"val_{key}"), color=color, linewidth=1.2, linestyle="--")
     loss_ax.set_title("loss (train: smoothed objective, solid; validation: NLL, dashed)", fontsize=8)
     acc_ax.set_title("accuracy (train solid, validation dashed)", fontsize=8)
@@ -198,7 +232,7 @@ def penultimate_figure(result: CompareResult) -> Any:
     limits = _limits(result) if result.penultimate_scale == "shared" else None
     runs = {r.alpha: r for r in result.penultimate_runs()}
     for ax, alpha in zip(axes, result.alphas, strict=True):
-        ax.set_title(f"alpha = {alpha:g}", fontsize=9)
+        ax.set_title(f"alpha = {alpha:g}{_failed(result, alpha)}", fontsize=9)
         run = runs.get(alpha)
         if run is None or run.projection is None or run.projection_labels is None \
                 or run.projection_classes is None:
