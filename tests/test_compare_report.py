@@ -25,7 +25,7 @@ from labelsmooth.experiments import compare
 from labelsmooth.experiments._analysis import summarize
 from labelsmooth.experiments._figures import epoch_means, penultimate_figure, reliability_figure, render
 from labelsmooth.experiments._results import CompareResult, RunResult
-from labelsmooth.experiments.evaluate import Predictions, fit_scaling
+from labelsmooth.experiments.evaluate import Predictions, clipped, fit_scaling
 from labelsmooth.experiments.provenance import call_text, git_commit
 from labelsmooth.experiments.report import captions, report_markdown, temperature_answer, verdicts
 from labelsmooth.experiments.train import TrainConfig
@@ -268,3 +268,18 @@ def test_call_text_shows_what_differs_from_the_defaults():
     shown = call_text({"dataset": "mnist1d", "alphas": [0.0, 0.3], "seeds": 3, "model": None,
                        "out": Path("runs/x")}, {"alphas": (0.0, 0.1), "seeds": 3, "model": None, "out": None})
     assert shown == "compare('mnist1d', alphas=[0.0, 0.3], out='runs/x')"
+
+
+def test_intervals_of_bounded_metrics_stay_inside_their_range_and_two_seeds_are_called_too_wide():
+    runs = [run(a, s, metrics=metrics_with(accuracy=acc, ece=ece)) for a in (0.0, 0.1)
+            for s, acc, ece in ((0, 0.0, 0.01), (1, 0.5, 0.2))]
+    result = constructed(runs)
+    row = result.summary[0]
+    assert row["accuracy_mean"] - row["accuracy_ci95"] < 0 and row["ece_mean"] - row["ece_ci95"] < 0
+    table = report_markdown(result)
+    # 25.0 ± 317.6% would claim accuracies below 0 and above 100%: the interval is clipped to [0, 100].
+    assert "25.0 [0.0, 100.0]" in table and "± 317" not in table
+    assert "0.105 [0.000, 1.000]" in table
+    assert "With two seeds the interval is 12.7 standard errors wide on each side: too wide" in table
+    assert clipped(0.25, 3.0, "accuracy") == (0.0, 1.0) and clipped(0.2, 0.5, "nll") == (0.0, 0.7)
+    assert clipped(1.5, 9.0, "brier_ts") == (0.0, 2.0) and clipped(1.0, 0.5, "temperature") == (0.5, 1.5)

@@ -330,3 +330,19 @@ def test_save_run_checks_before_writing(tmp_path):
     record = read_run(tmp_path / "r.npz")
     assert record.alpha == 0.1 and record.seed == 3 and record.test.ids.tolist() == list(range(20))
     assert torch.equal(logits_t, torch.from_numpy(logits))  # the caller's tensor is untouched
+
+
+def test_probability_outputs_and_undertrained_runs_are_warned_about(tmp_path):
+    test, val = calibrated(N, seed=0), calibrated(200, seed=1)
+    probs = np.exp(test[0]) / np.exp(test[0]).sum(1, keepdims=True)
+    still_falling = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.0 / e} for e in (1, 2, 3)]
+    for alpha in (0.0, 0.1):
+        write_numpy(tmp_path / f"{alpha}.npz", probs, test[1], alpha=alpha, seed=0, val=val,
+                    history=still_falling)
+    result = compare_runs(tmp_path)
+    assert any("outputs are already probabilities" in w for w in result.warnings)
+    assert any("validation loss of every run (2) was lowest at its last epoch" in w for w in result.warnings)
+    turned = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": v} for e, v in ((1, 0.5), (2, 0.4), (3, 0.6))]
+    write_numpy(tmp_path / "0.1.npz", *test, alpha=0.1, seed=0, val=val, history=turned)
+    write_numpy(tmp_path / "0.0.npz", *test, alpha=0.0, seed=0, val=val)
+    assert compare_runs(tmp_path).warnings == ()

@@ -167,7 +167,7 @@ def test_every_metric_is_importable_from_the_package():
 
     names = {"BINNINGS", "ReliabilityBins", "adaptive_ece", "aurc", "brier_score", "classwise_ece",
              "expected_calibration_error", "fit_temperature", "reliability_bins", "smooth_ece",
-             "ECE_BINS", "TEMPERATURE_BOUNDS"}
+             "ECE_BINS", "TEMPERATURE_BOUNDS", "TokenStatistics", "token_statistics"}
     assert set(metrics.__all__) == names
     assert all(getattr(metrics, name) is not None for name in names)
 

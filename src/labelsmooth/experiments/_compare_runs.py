@@ -12,12 +12,15 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from labelsmooth import _validation as v
 from labelsmooth.experiments import provenance
 from labelsmooth.experiments._analysis import measure, summarize
 from labelsmooth.experiments._records import RunRecord, read_runs
 from labelsmooth.experiments._results import CompareResult
 from labelsmooth.experiments._tokens import TASK, TokenSplit, token_note
+from labelsmooth.experiments._warnings import probabilities, undertrained
 from labelsmooth.experiments.data import fail
 from labelsmooth.experiments.provenance import call_text
 
@@ -62,6 +65,16 @@ def _notes(records: Sequence[RunRecord], checked: list[str]) -> tuple[str, ...]:
         notes.append("no record has a training history: no curves, and the 'did not learn' rule uses "
                      "the majority-class test only")
     return tuple(dict.fromkeys([*notes, NO_PENULTIMATE]))
+
+
+def _outputs_warning(record: RunRecord) -> str | None:
+    """Records whose logits are probabilities (a softmax before saving): said once in the report."""
+    logits = getattr(record.test, "logits", None)  # a token-level record holds statistics, not logits
+    return None if logits is None else probabilities(torch.from_numpy(logits[:_SAMPLE_ROWS]))
+
+
+#: Rows of a record that the probabilities check reads.
+_SAMPLE_ROWS = 1000
 
 
 def compare_runs(
@@ -117,6 +130,7 @@ def compare_runs(
         sorted({r.seed for r in records}), None, [], settings=first.compared_settings(),
         notes=_notes(records, checked), provenance=started, ci=ci,
         records=[{"path": r.source, "sha256": r.sha256, "alpha": r.alpha, "seed": r.seed} for r in records],
+        warnings=tuple(w for w in map(_outputs_warning, records) if w is not None)[:1],
     )
     order = {alpha: k for k, alpha in enumerate(result.alphas)}
     records.sort(key=lambda r: (r.seed, order[r.alpha]), reverse=True)
@@ -124,6 +138,8 @@ def compare_runs(
     while records:  # one record's logits in memory at a time beyond the ones not yet measured
         result.runs.append(measure(records.pop()))
     summarize(result, ci)
+    late = undertrained(result.runs)
+    result.warnings = (*result.warnings, *([late] if late is not None else []))
     result.provenance = provenance.finish(result.provenance)
     if out_path is not None:
         from labelsmooth.experiments.report import write_report

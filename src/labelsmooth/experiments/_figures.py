@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from labelsmooth.experiments._results import CompareResult
-from labelsmooth.experiments.evaluate import METRICS
+from labelsmooth.experiments.evaluate import METRICS, clipped
 
 __all__ = [
     "DPI", "FIGURES", "PER_ROW", "curves_figure", "epoch_means", "figure_names", "metrics_figure",
@@ -147,8 +147,10 @@ def _errorbar(ax: Any, result: CompareResult, key: str, **style: Any) -> None:
         return
     x = [r["alpha"] for r in rows]
     y = [r[f"{key}_mean"] * scale for r in rows]
-    half = [(r[f"{key}_ci95"] or 0.0) * scale for r in rows]
-    ax.errorbar(x, y, yerr=half, capsize=3, marker="o", markersize=3, linewidth=1, **style)
+    bounds = [clipped(r[f"{key}_mean"], r[f"{key}_ci95"] or 0.0, key) for r in rows]
+    below = [max(m - low * scale, 0.0) for m, (low, _) in zip(y, bounds, strict=True)]
+    above = [max(high * scale - m, 0.0) for m, (_, high) in zip(y, bounds, strict=True)]
+    ax.errorbar(x, y, yerr=[below, above], capsize=3, marker="o", markersize=3, linewidth=1, **style)
     failed = [(a, b) for a, b in zip(x, y, strict=True) if _failed(result, a)]
     if failed:
         ax.scatter(*zip(*failed, strict=True), marker="x", s=60, color="black", zorder=3,

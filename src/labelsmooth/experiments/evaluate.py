@@ -41,7 +41,7 @@ from labelsmooth.metrics import (
 
 __all__ = [
     "LEARNED_LEVEL", "METRICS", "Metric", "Predictions", "fit_scaling", "learned_check", "learned_verdict",
-    "metric_names", "penultimate_weights", "predict", "projection", "scores",
+    "metric_names", "penultimate_weights", "predict", "projection", "scores", "value_range",
 ]
 
 #: Penultimate-layer points kept per class for the template-plane picture.
@@ -94,6 +94,8 @@ class Metric:
     scale_invariant: bool = False
     #: Needs every class's probability, which token-level records do not keep.
     full_distribution: bool = False
+    #: The largest value the metric can take (its smallest is 0): intervals are drawn and printed inside.
+    upper: float = 1.0
 
 
 # For segmentation every metric is computed per pixel (ignored pixels left out): each pixel's
@@ -101,7 +103,7 @@ class Metric:
 METRICS: dict[str, Metric] = {
     "accuracy": Metric("accuracy", True, lambda p: float((p.prediction == p.targets).double().mean().item()),
                        percent=True, scale_invariant=True),
-    "nll": Metric("NLL", False, lambda p: float(F.cross_entropy(p.logits, p.targets).item())),
+    "nll": Metric("NLL", False, lambda p: float(F.cross_entropy(p.logits, p.targets).item()), upper=math.inf),
     "ece": Metric("ECE", False, lambda p: expected_calibration_error(p.probs, p.targets, n_bins=ECE_BINS)),
     "smooth_ece": Metric("smooth ECE", False, lambda p: smooth_ece(p.probs, p.targets)),
     "adaptive_ece": Metric("adaptive ECE", False,
@@ -109,10 +111,24 @@ METRICS: dict[str, Metric] = {
     "classwise_ece": Metric("classwise ECE", False,
                             lambda p: classwise_ece(p.probs, p.targets, n_bins=ECE_BINS),
                             full_distribution=True),
-    "brier": Metric("Brier", False, lambda p: brier_score(p.probs, p.targets)),
+    "brier": Metric("Brier", False, lambda p: brier_score(p.probs, p.targets), upper=2.0),
     "aurc": Metric("AURC", False, lambda p: aurc(p.probs, p.targets)),
     "miou": Metric("mean IoU", True, _mean_iou, percent=True, segmentation_only=True, scale_invariant=True),
 }
+
+
+def value_range(key: str) -> tuple[float, float]:
+    """The values summary key ``key`` can take: ``[0, upper]`` of its metric (raw or ``_ts``), ``[0, inf)``
+    for the temperature."""
+    metric = METRICS.get(key.removesuffix("_ts"))
+    return (0.0, math.inf) if metric is None else (0.0, metric.upper)
+
+
+def clipped(mean: float, half: float, key: str) -> tuple[float, float]:
+    """``mean - half`` and ``mean + half``, kept inside :func:`value_range` (a t interval of a bounded
+    metric can reach past its bounds: accuracy 25% ± 106%)."""
+    low, high = value_range(key)
+    return max(mean - half, low), min(mean + half, high)
 
 
 def metric_names(task: str) -> tuple[str, ...]:

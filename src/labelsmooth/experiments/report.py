@@ -21,8 +21,8 @@ from labelsmooth.experiments import _figures as figures
 from labelsmooth.experiments._analysis import ADDITIVE, REPLICATES
 from labelsmooth.experiments._files import atomic_write
 from labelsmooth.experiments._results import CompareResult
-from labelsmooth.experiments.evaluate import METRICS
-from labelsmooth.experiments.stats import NOT_COMPARABLE
+from labelsmooth.experiments.evaluate import METRICS, clipped
+from labelsmooth.experiments.stats import NOT_COMPARABLE, t_quantile
 from labelsmooth.metrics import ECE_BINS
 
 __all__ = [
@@ -70,7 +70,12 @@ def _format(mean: float | None, half: float | None, key: str) -> str:
     spec = ".1f" if _percent(key) else ".2f" if key == "temperature" else ".3f"
     scale = 100.0 if _percent(key) else 1.0
     text = number(None if mean is None else mean * scale, spec)
-    return text if half is None else f"{text} ± {number(half * scale, spec)}"
+    if half is None or mean is None or not math.isfinite(mean) or not math.isfinite(half):
+        return text if half is None else f"{text} ± {number(half * scale, spec)}"
+    low, high = clipped(mean, half, key)
+    if (low, high) != (mean - half, mean + half):  # past a bound of the metric: the clipped interval
+        return f"{text} [{number(low * scale, spec)}, {number(high * scale, spec)}]"
+    return f"{text} ± {number(half * scale, spec)}"
 
 
 def _label(key: str) -> str:
@@ -183,6 +188,9 @@ def interval_statement(result: CompareResult) -> str:
                      "have no per-example form and get no interval there.")
     if None in kinds:
         parts.append("A comparison without an interval gets no noise verdict.")
+    if any(c["interval"] == "seeds" and c["n_pairs"] == 2 for c in result.comparisons):
+        parts.append(f"With two seeds the interval is {t_quantile(1):.1f} standard errors wide on each side: "
+                     "too wide to inform, so run more seeds before reading these verdicts.")
     per_alpha = sum(1 for c in result.comparisons if c["alpha"] == result.alphas[-1])
     if per_alpha:
         parts.append(f"There are {per_alpha} comparisons per alpha, so at a 95% level about one in twenty "
@@ -362,7 +370,11 @@ def _penultimate_caption(result: CompareResult) -> str:
         word = "tighter" if ratio < 1 else "looser" if ratio > 1 else "neither tighter nor looser"
         claims.append(f"at alpha {alpha:g} the clusters are {word} than at alpha {result.alphas[0]:g} "
                       f"(ratio {ratio:.2f})")
-    return text + (" " + "; ".join(claims).capitalize() + "." if claims else "")
+    if not claims:
+        return text
+    # The picture is one seed's (the lowest): a ratio of two runs has no interval.
+    return (text + " " + "; ".join(claims).capitalize() + ". This rests on one run per alpha (the lowest "
+            "seed), so it is an observation with no interval, not a measured difference.")
 
 
 def captions(result: CompareResult) -> dict[str, str]:
