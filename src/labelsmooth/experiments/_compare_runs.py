@@ -17,7 +17,7 @@ import torch
 from labelsmooth import _validation as v
 from labelsmooth.experiments import provenance
 from labelsmooth.experiments._analysis import measure, summarize
-from labelsmooth.experiments._records import RunRecord, read_runs
+from labelsmooth.experiments._records import RunRecord, read_runs, reread
 from labelsmooth.experiments._results import CompareResult
 from labelsmooth.experiments._tokens import TASK, TokenSplit, token_note
 from labelsmooth.experiments._warnings import probabilities, undertrained
@@ -130,16 +130,19 @@ def compare_runs(
         sorted({r.seed for r in records}), None, [], settings=first.compared_settings(),
         notes=_notes(records, checked), provenance=started, ci=ci,
         records=[{"path": r.source, "sha256": r.sha256, "alpha": r.alpha, "seed": r.seed} for r in records],
-        warnings=tuple(w for w in map(_outputs_warning, records) if w is not None)[:1],
     )
     order = {alpha: k for k, alpha in enumerate(result.alphas)}
     records.sort(key=lambda r: (r.seed, order[r.alpha]), reverse=True)
     del first
-    while records:  # one record's logits in memory at a time beyond the ones not yet measured
-        result.runs.append(measure(records.pop()))
+    found: list[str | None] = []
+    while records:  # one record's logits in memory at a time
+        record = reread(records.pop())
+        found.append(_outputs_warning(record))
+        result.runs.append(measure(record))
+        del record
     summarize(result, ci)
-    late = undertrained(result.runs)
-    result.warnings = (*result.warnings, *([late] if late is not None else []))
+    found.append(undertrained(result.runs))
+    result.warnings = tuple(dict.fromkeys(w for w in found if w is not None))
     result.provenance = provenance.finish(result.provenance)
     if out_path is not None:
         from labelsmooth.experiments.report import write_report

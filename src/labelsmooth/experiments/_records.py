@@ -45,7 +45,7 @@ from labelsmooth.experiments._tokens import TokenSplit, token_split
 
 __all__ = [
     "FORMAT", "PREDICTIONS", "SUFFIXES", "RecordSplit", "RunRecord", "check_comparable", "find_runs",
-    "read_run", "read_runs", "record_name", "save_run", "write_record",
+    "read_run", "read_runs", "record_name", "reread", "save_run", "write_record",
 ]
 
 FORMAT = 1
@@ -430,11 +430,34 @@ def sorted_by_id(record: RunRecord) -> RunRecord:
     return replace(record, test=record.test.reordered(np.argsort(record.test.ids, kind="stable")))
 
 
+def _without_logits(record: RunRecord) -> RunRecord:
+    """``record`` with each logits array replaced by a zero-byte view of its shape: what the checks
+    between records need, without holding every run's logits at once."""
+    def light(split: Any) -> Any:
+        if not isinstance(split, RecordSplit):  # token statistics: a few numbers per token, kept
+            return split
+        return replace(split, logits=np.broadcast_to(np.float32(0), split.logits.shape))
+
+    return replace(record, test=light(record.test), val=None if record.val is None else light(record.val))
+
+
 def read_runs(runs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
               allow_different_settings: bool = False) -> tuple[list[RunRecord], list[str]]:
-    """Read every record of ``runs`` and check them against each other; return them and the notes."""
-    records = [sorted_by_id(read_run(path)) for path in find_runs(runs)]
+    """Read every record of ``runs`` and check them against each other; return them (their logits left
+    out: :func:`reread` brings a record back whole) and the notes."""
+    records = [_without_logits(sorted_by_id(read_run(path))) for path in find_runs(runs)]
     return records, check_comparable(records, allow_different_settings=allow_different_settings)
+
+
+def reread(record: RunRecord) -> RunRecord:
+    """The whole record that :func:`read_runs` checked, read again from its file (refused if it changed)."""
+    if record.source is None:
+        return record
+    again = sorted_by_id(read_run(record.source))
+    if again.sha256 != record.sha256:
+        raise v.fail(record.source, f"the file that was checked (sha256 {record.sha256})",
+                     f"a file changed since (sha256 {again.sha256})")
+    return again
 
 
 def _split_arrays(split: object, arg: str) -> dict[str, Any]:
