@@ -173,21 +173,33 @@ def _measure(record: RunRecord) -> RunResult:
     if isinstance(record.test, TokenSplit):
         return _measure_tokens(record, record.test)
     task = "segmentation" if record.test.logits.ndim > 2 else "classification"
-    logits, labels, example = rows(record.test, record.ignore_index)
-    test = Predictions(logits, labels, record.num_classes)
     val = None
     if record.val is not None:
         val_logits, val_labels, _ = rows(record.val, record.ignore_index)
         val = Predictions(val_logits, val_labels, record.num_classes)
-    metrics, bins = scores(test, task)
     temperature, ok, note = _temperature(val)
-    scaled, scaled_bins = ({}, None) if temperature is None else scores(test.scaled(temperature), task)
+    del val
+    logits, labels, example = rows(record.test, record.ignore_index)
+    test = Predictions(logits, labels, record.num_classes)
+    finite = bool(torch.isfinite(logits).all())  # a diverged run has no interval to give
+    examples = record.test.labels.shape[0]
     check = learned_check(test, [h for h in record.history if "train_loss" in h])
+    metrics, bins = scores(test, task)
+    raw = _example_sums(test, example, examples) if finite else None
+    scaled: dict[str, float] = {}
+    scaled_bins, scaled_sums = None, None
+    if temperature is not None:
+        # One set of float64 probabilities at a time (each is N x C): the T = 1 ones go first.
+        del test
+        test = Predictions(logits / temperature, labels, record.num_classes)
+        del logits
+        scaled, scaled_bins = scores(test, task)
+        scaled_sums = _example_sums(test, example, examples) if finite else None
     result = RunResult(record.alpha, record.seed, metrics, bins, list(record.history), check, scaled=scaled,
                        temperature=temperature, temperature_ok=ok, temperature_note=note,
                        scaled_bins=scaled_bins)
-    if bool(torch.isfinite(test.logits).all()):  # a diverged run has no interval to give
-        result.examples = example_stats(test, example, record.test.labels.shape[0], temperature)
+    if raw is not None:
+        result.examples = ExampleStats(raw, scaled_sums)
     return result
 
 
