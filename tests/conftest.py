@@ -22,7 +22,21 @@ settings.load_profile("repeatable")
 SLOW_FILES = {
     "test_cli.py", "test_compare_api.py", "test_compare_example.py", "test_compare_mnist1d.py",
     "test_compare_ray.py", "test_compile.py", "test_distributed.py", "test_examples.py", "test_lightning.py",
-    "test_tensor_parallel.py", "test_transformers.py", "test_trl.py",
+    "test_tensor_parallel.py", "test_transformers.py", "test_trl.py", "test_experiments.py",
+    "test_compare_inputs.py", "test_sweep_examples.py", "test_save_run_lightning.py", "test_ray_loopback.py",
+}
+#: Single tests of the quick tier's files that take seconds each (a subprocess, gloo, Inductor's compiles of
+#: many variants, a report with figures); the files' other tests cover the same code in less time.
+SLOW_TESTS = {
+    "test_index_targets_match_pytorch_loss_and_gradient", "test_checks_survive_python_dash_o",
+    "test_two_gloo_processes_equal_one_process_on_the_combined_data", "test_linear_gradcheck_float64",
+    "test_compare_writes_records_that_reproduce_its_summary",
+    "test_reliability_panels_wrap_three_to_a_row_and_title_the_pooled_ece",
+    "test_without_intervals_no_comparison_claims_to_be_inside_the_noise",
+    "test_compare_runs_reports_per_token_metrics_of_the_full_logits",
+    "test_hf_record_equals_save_run_from_the_same_logits",
+    "test_report_has_provenance_and_the_bin_data_is_saved",
+    "test_different_settings_are_allowed_on_request_and_said_in_the_report",
 }
 
 
@@ -50,7 +64,7 @@ def _chunked_end_to_end(request, monkeypatch):
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if item.path.name in SLOW_FILES:
+        if item.path.name in SLOW_FILES or getattr(item, "originalname", item.name) in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
 
 
