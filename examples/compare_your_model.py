@@ -53,7 +53,7 @@ def spirals(n: int, *, seed: int, classes: int = 3, noise: float = 0.15) -> Tens
 
 def load():
     """``--data``'s loader: (train, test); compare holds 10% of train out for the validation curves."""
-    return spirals(600, seed=0), spirals(300, seed=1)
+    return spirals(800, seed=0), spirals(300, seed=1)
 
 
 if __name__ == "__main__":

@@ -245,7 +245,7 @@ def test_progress_off_a_terminal_is_one_line_per_run(capsys, tmp_path):
                                                      "run 3/4 alpha=0 seed=1", "run 4/4 alpha=0.1 seed=1"]
     assert all("accuracy " in line and "% " in line.replace("%,", "% ") and "elapsed, ETA" in line
                for line in lines)
-    header = "compare_helpers:loader: classification, 3 classes, 81 train / 9 validation / 60 test examples"
+    header = "compare_helpers:loader: classification, 3 classes, 67 train / 23 validation / 60 test examples"
     assert err.splitlines()[0] == header
     assert "| alpha | seeds |" in out
 
@@ -254,7 +254,7 @@ def test_progress_on_a_terminal_is_a_bar(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     status, _, err = run(capsys, "compare", *BLOBS, "--out", tmp_path / "o")
     assert status == 0
-    assert "72/72" in err and "step" in err  # 4 runs of 3 epochs of 6 steps (81 items, batches of 16)
+    assert "60/60" in err and "step" in err  # 4 runs of 3 epochs of 5 steps (67 items, batches of 16)
     assert not any(line.startswith("run ") for line in err.splitlines())
 
 
