@@ -15,7 +15,7 @@ from pathlib import Path
 from labelsmooth import _validation as v
 from labelsmooth.experiments import provenance
 from labelsmooth.experiments._analysis import measure, summarize
-from labelsmooth.experiments._records import RunRecord, read_runs
+from labelsmooth.experiments._records import RecordSplit, RunRecord, read_runs
 from labelsmooth.experiments._results import CompareResult
 from labelsmooth.experiments._tokens import TASK, TokenSplit, token_note
 from labelsmooth.experiments.data import fail
@@ -58,6 +58,10 @@ def _notes(records: Sequence[RunRecord], checked: list[str]) -> tuple[str, ...]:
         names = ", ".join(f"alpha {r.alpha:g} seed {r.seed}" for r in missing)
         notes.append(f"no validation split in {len(missing)} of {len(records)} records ({names}): "
                      "those runs get no temperature scaling")
+    stopped = sum(1 for r in records if isinstance(r.test, RecordSplit) and r.test.es_logits is not None)
+    if 0 < stopped < len(records):
+        notes.append(f"early-stopped predictions (test_es_logits) in {stopped} of {len(records)} records: "
+                     "the early-stopping comparisons pair only those runs")
     if not any(r.history for r in records):
         notes.append("no record has a training history: no curves, and the 'did not learn' rule uses "
                      "the majority-class test only")
