@@ -538,6 +538,22 @@ def _figure(name: str, title: str, caption: str) -> list[str]:
             f"{caption} (Also as `{name}.svg`.)", ""]
 
 
+def _early_stopping_section(result: CompareResult) -> list[str]:
+    return [
+        "## Against early stopping",
+        "",
+        "Early stopping is the free alternative to smoothing under label noise: each run also keeps the "
+        "weights of its epoch with the lowest validation NLL and is measured with them (after temperature "
+        "scaling, with a temperature fitted on the validation split for those weights). The answers above "
+        f"pair the best smoothed alpha at its final epoch with alpha {result.alphas[0]:g} early-stopped, "
+        "seed by seed; metrics.json has every pairing (`checkpoint`, `alpha_checkpoint`). The validation "
+        "split that picks the epoch is the one that fits the temperature, never the test split.",
+        "",
+        early_stopping_table(result),
+        "",
+    ]
+
+
 def report_markdown(result: CompareResult) -> str:
     notes = captions(result)
     base = result.alphas[0]
@@ -568,17 +584,7 @@ def report_markdown(result: CompareResult) -> str:
         "",
         *temperature_answer(result),
         "",
-        "## Against early stopping",
-        "",
-        f"Early stopping is the free alternative to smoothing under label noise: each run also keeps the "
-        "weights of its epoch with the lowest validation NLL and is measured with them (after temperature "
-        "scaling, with a temperature fitted on the validation split for those weights). The verdicts above "
-        f"pair the best smoothed alpha at its final epoch with alpha {base:g} early-stopped, seed by seed; "
-        "metrics.json has every pairing (`checkpoint`, `alpha_checkpoint`). The validation split that picks "
-        "the epoch is the one that fits the temperature, never the test split.",
-        "",
-        early_stopping_table(result),
-        "",
+        *_early_stopping_section(result),
         "## Every metric at T = 1",
         "",
         metrics_table(result, scaled=False),
