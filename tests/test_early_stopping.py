@@ -25,6 +25,8 @@ from labelsmooth.experiments._results import CompareResult, EarlyStopped
 from labelsmooth.experiments.report import early_stopping_answer, report_markdown
 from labelsmooth.experiments.train import Checkpoint, TrainConfig
 
+pytestmark = pytest.mark.usefixtures("quick_figures")
+
 CLASSES, DIM = 3, 2
 #: The template the scripted weights scale: logits are ``scale * x @ TEMPLATE.T``.
 TEMPLATE = torch.tensor([[2.0, 0.0], [-1.0, 1.7], [-1.0, -1.7]])
