@@ -84,7 +84,10 @@ def compare_runs(
     its own runs (:func:`~._analysis.measure`) and derives the same summary,
     comparisons and report. The baseline is alpha 0 if present, else the
     smallest alpha. With one paired seed, a comparison's interval is a paired
-    bootstrap over test examples (``"interval": "examples"``).
+    bootstrap over test examples (``"interval": "examples"``). Records with
+    early-stopped logits (``test_es_logits``, ``val_es_logits``) are measured
+    with those too, and compared at both checkpoints and final against the
+    early-stopped baseline.
 
     Args:
         runs: a folder of ``.npz``/``.pt`` records, a glob, a file, or a list of these.
