@@ -213,7 +213,9 @@ def check_svg(path: Path) -> None:
 
 def summary_keys(names) -> set[str]:
     """The summary keys the issue names, spelled out here rather than taken from the library."""
-    keys = {"temperature_mean", "temperature_ci95"}
+    keys = {"temperature_mean", "temperature_ci95", "temperature_es_mean", "temperature_es_ci95",
+            "best_epoch_mean", "best_epoch_ci95"}
     for name in names:
         keys |= {f"{name}_mean", f"{name}_ci95", f"{name}_ts_mean", f"{name}_ts_ci95"}
+        keys |= {f"{name}_es_mean", f"{name}_es_ci95", f"{name}_es_ts_mean", f"{name}_es_ts_ci95"}
     return keys

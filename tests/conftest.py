@@ -45,8 +45,8 @@ SLOW_TESTS = {
 #: per new variant in every process). The kernels' own files test both backends against PyTorch.
 CHUNKED_FILES = {
     "test_cli.py", "test_compare_api.py", "test_compare_example.py", "test_compare_mnist1d.py",
-    "test_compare_ray.py", "test_compare_report.py", "test_compare_runs.py", "test_examples.py",
-    "test_experiments.py", "test_lightning.py", "test_transformers.py", "test_trl.py",
+    "test_compare_ray.py", "test_compare_report.py", "test_compare_runs.py", "test_early_stopping.py",
+    "test_examples.py", "test_experiments.py", "test_lightning.py", "test_transformers.py", "test_trl.py",
 }
 
 

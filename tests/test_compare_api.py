@@ -112,7 +112,7 @@ def test_projection_matches_the_template_plane_of_the_trained_classifier():
     data = prepare(from_datasets(train, test, val_fraction=0.0))
     config = _train_config(data, CompareConfig(epochs=1, batch_size=16, lr=0.01))
     with deterministic(threads=1):
-        model, _ = train_model(data, helpers.make_model, 0.0, 0, config)
+        model, _, _ = train_model(data, helpers.make_model, 0.0, 0, config)
     with torch.no_grad():
         features = model.trunk(test.tensors[0]).double()
     labels = test.tensors[1]

@@ -89,7 +89,7 @@ def test_summary_keys_are_exactly_the_issues(task):
     values = {name: 0.5 for name in names}
     result = constructed([run(a, s, metrics=values) for a in (0.0, 0.1) for s in (0, 1)], task=task)
     for row in result.summary:
-        assert set(row) == {"alpha", "n_seeds", "n_ts", *summary_keys(names)}
+        assert set(row) == {"alpha", "n_seeds", "n_ts", "n_es", *summary_keys(names)}
 
 
 def test_summary_averages_the_scaled_metrics_and_the_temperature():
@@ -246,7 +246,11 @@ def test_report_has_provenance_and_the_bin_data_is_saved(tmp_path):
     first = 4 if any(r.temperature_ok is False for r in result.runs) else 2
     assert lines[2].startswith("> **Temperature fits left out**") == (first == 4)
     assert lines[first].startswith("- **Accuracy**: ") and lines[first + 1].startswith("- **ECE after temp")
-    assert lines[first + 2].startswith("- **NLL**: ") and lines[first + 4].startswith("Best alpha per metric")
+    assert lines[first + 2].startswith("- **NLL**: ") and lines[first + 3] == ""
+    # Then the answer against early stopping, one sentence per headline metric that has values.
+    answer = lines[first + 4:lines.index("", first + 4)]
+    assert 1 <= len(answer) <= 3 and answer[0].startswith("- **Accuracy against early stopping**: ")
+    assert lines[first + 5 + len(answer)].startswith("Best alpha per metric")
     document = json.loads((out / "metrics.json").read_text())
     assert "provenance" not in json.dumps(document)  # metrics.json stays the same on resume
     for bins, alpha in zip(document["reliability"], (0.0, 0.1), strict=True):

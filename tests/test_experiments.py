@@ -58,7 +58,7 @@ def check_outputs(out: Path, task: str) -> dict:
         assert [entry["epoch"] for entry in run["history"]] == list(range(1, epochs + 1))
         assert all(set(entry) == HISTORY_KEYS for entry in run["history"])
     for row in document["summary"]:
-        assert set(row) == {"alpha", "n_seeds", "n_ts", *summary_keys(names)}
+        assert set(row) == {"alpha", "n_seeds", "n_ts", "n_es", *summary_keys(names)}
     assert [b["alpha"] for b in document["reliability"]] == document["alphas"]
     report = (out / "report.md").read_text()
     assert "![reliability diagrams](reliability.png)" in report

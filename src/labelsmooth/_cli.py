@@ -316,8 +316,9 @@ def compare(**opts: Any) -> int:
 
 
 def _print_result(result: Any, *, skip_notes: int = 0) -> None:
-    """The notes and warnings the user has not seen yet, the table and the noise sentences."""
-    from labelsmooth.experiments.report import format_table, noise_statement, warning
+    """The notes and warnings the user has not seen yet, the table, the noise sentences and the answer
+    against early stopping."""
+    from labelsmooth.experiments.report import early_stopping_answer, format_table, noise_statement, warning
 
     for note in result.notes[skip_notes:]:
         click.echo(f"note: {note}", err=True)
@@ -326,6 +327,7 @@ def _print_result(result: Any, *, skip_notes: int = 0) -> None:
             click.echo(f"labelsmooth: warning: {text}", err=True)
     click.echo(format_table(result))
     click.echo("\n".join(noise_statement(result)))
+    click.echo("\n".join(early_stopping_answer(result)))
 
 
 def _alpha_without_learning(result: Any) -> bool:

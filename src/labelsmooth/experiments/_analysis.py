@@ -15,10 +15,19 @@ randomness): :data:`REPLICATES` resamples of the test ids, the same
 resamples for both runs, from a generator seeded with :data:`BOOTSTRAP_SEED`.
 Only metrics that are sums over examples have that form (:data:`ADDITIVE`);
 the others get no interval there, and no interval means no noise verdict.
+
+Early stopping. A record with early-stopped logits (the weights of the epoch
+with the lowest validation NLL) is measured a second time with them, raw and
+temperature-scaled (a temperature of their own, fitted on their validation
+logits); the comparisons pair each alpha with the baseline under every entry
+of :data:`CHECKPOINTS`: both final, both early-stopped, and the alpha at its
+final epoch against the early-stopped baseline (whether smoothing beats the
+free alternative).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +42,7 @@ from torch import Tensor
 from labelsmooth import _validation as v
 from labelsmooth.experiments._determinism import deterministic
 from labelsmooth.experiments._records import RecordSplit, RunRecord, read_run, record_name
-from labelsmooth.experiments._results import CompareResult, RunResult
+from labelsmooth.experiments._results import CompareResult, EarlyStopped, RunResult
 from labelsmooth.experiments._tokens import TokenSplit, grid_fit, token_scores, token_values
 from labelsmooth.experiments.evaluate import (
     METRICS,
@@ -47,7 +56,8 @@ from labelsmooth.experiments.stats import NOT_COMPARABLE, mean_ci
 from labelsmooth.metrics import ECE_BINS
 
 __all__ = [
-    "ADDITIVE", "BOOTSTRAP_SEED", "MIN_VAL_ERRORS", "NO_INTERVAL", "REPLICATES", "SCALINGS", "ExampleStats",
+    "ADDITIVE", "BOOTSTRAP_SEED", "CHECKPOINTS", "MIN_VAL_ERRORS", "NO_INTERVAL", "REPLICATES", "SCALINGS",
+    "ExampleStats",
     "attach_examples", "example_stats", "measure", "rows", "summarize", "summary_keys",
 ]
 
@@ -55,6 +65,11 @@ __all__ = [
 #: ``"baseline"`` (the alpha at T = 1 against the baseline alpha after temperature scaling: Müller et al.'s
 #: question, whether smoothing replaces the one-parameter fix).
 SCALINGS = {"none": ("", ""), "both": ("_ts", "_ts"), "baseline": ("", "_ts")}
+#: Paired comparisons by checkpoint, ``(the alpha's, the baseline's)``, with the key infix of each side:
+#: both at their final epoch, both early-stopped, and the alpha at its final epoch against the
+#: early-stopped baseline (does smoothing beat early stopping, which costs nothing?).
+CHECKPOINTS = {("final", "final"): ("", ""), ("early_stopped", "early_stopped"): ("_es", "_es"),
+               ("final", "early_stopped"): ("", "_es")}
 REPLICATES = 2000
 BOOTSTRAP_SEED = 0
 #: Metrics that are a function of per-example sums, so a bootstrap over examples reweights them exactly.
@@ -89,10 +104,17 @@ def rows(split: RecordSplit | TokenSplit, ignore_index: int | None) -> tuple[Ten
 @dataclass(frozen=True)
 class ExampleStats:
     """Per-example sums, ``(N, K)``: rows, correct rows, NLL, Brier, then per ECE bin the sum of
-    ``correct - confidence``; ``raw`` at T = 1 and ``scaled`` after temperature scaling (or ``None``)."""
+    ``correct - confidence``; ``raw`` at T = 1 and ``scaled`` after temperature scaling (or ``None``),
+    and the same of the early-stopped weights (``es_raw``, ``es_scaled``)."""
 
     raw: np.ndarray
     scaled: np.ndarray | None
+    es_raw: np.ndarray | None = None
+    es_scaled: np.ndarray | None = None
+
+    def side(self, suffix: str) -> np.ndarray | None:
+        """The sums behind a value key's suffix: ``""``, ``"_ts"``, ``"_es"`` or ``"_es_ts"``."""
+        return {"": self.raw, "_ts": self.scaled, "_es": self.es_raw, "_es_ts": self.es_scaled}[suffix]
 
     @staticmethod
     def values(sums: np.ndarray, name: str) -> np.ndarray:
@@ -134,10 +156,11 @@ def example_stats(p: Predictions, example: np.ndarray, examples: int,
     return ExampleStats(_example_sums(p, example, examples), scaled)
 
 
-def _temperature(val: Predictions | None) -> tuple[float | None, bool | None, str | None]:
-    """The fitted temperature, whether it can be trusted, and why not."""
+def _temperature(val: Predictions | None, missing: str = "no validation split: no temperature scaling"
+                 ) -> tuple[float | None, bool | None, str | None]:
+    """The fitted temperature, whether it can be trusted, and why not (``missing``: without ``val``)."""
     if val is None or val.targets.numel() == 0:
-        return None, None, "no validation split: no temperature scaling"
+        return None, None, missing
     temperature, at_bound = fit_scaling(val)
     if temperature is None:
         return None, None, "non-finite validation logits: no temperature scaling"
@@ -169,14 +192,31 @@ def measure(record: RunRecord) -> RunResult:
         return _measure(record)
 
 
+def _predictions(split: RecordSplit | TokenSplit | None, record: RunRecord) -> Predictions | None:
+    if split is None:
+        return None
+    logits, labels, _ = rows(split, record.ignore_index)
+    return Predictions(logits, labels, record.num_classes)
+
+
+def _early_stopped(record: RunRecord, task: str) -> tuple[EarlyStopped, Predictions] | None:
+    """The record's early-stopped predictions measured as :func:`measure` measures the final ones, with
+    a temperature fitted on their own validation logits; ``None`` without them."""
+    test = _predictions(record.test.early_stopped if isinstance(record.test, RecordSplit) else None, record)
+    if test is None:
+        return None
+    val = _predictions(record.val.early_stopped if isinstance(record.val, RecordSplit) else None, record)
+    temperature, ok, note = _temperature(val, "no early-stopped validation logits: no temperature scaling")
+    metrics, _ = scores(test, task)
+    scaled = {} if temperature is None else scores(test.scaled(temperature), task)[0]
+    return EarlyStopped(record.best_epoch, metrics, scaled, temperature, ok, note), test
+
+
 def _measure(record: RunRecord) -> RunResult:
     if isinstance(record.test, TokenSplit):
         return _measure_tokens(record, record.test)
     task = "segmentation" if record.test.logits.ndim > 2 else "classification"
-    val = None
-    if record.val is not None:
-        val_logits, val_labels, _ = rows(record.val, record.ignore_index)
-        val = Predictions(val_logits, val_labels, record.num_classes)
+    val = _predictions(record.val, record)
     temperature, ok, note = _temperature(val)
     del val
     logits, labels, example = rows(record.test, record.ignore_index)
@@ -198,9 +238,24 @@ def _measure(record: RunRecord) -> RunResult:
     result = RunResult(record.alpha, record.seed, metrics, bins, list(record.history), check, scaled=scaled,
                        temperature=temperature, temperature_ok=ok, temperature_note=note,
                        scaled_bins=scaled_bins)
-    if raw is not None:
-        result.examples = ExampleStats(raw, scaled_sums)
+    del test  # the early-stopped predictions are the next N x C set
+    _attach_early(result, record, task, raw, scaled_sums, example, examples)
     return result
+
+
+def _attach_early(run: RunResult, record: RunRecord, task: str, raw: np.ndarray | None,
+                  scaled: np.ndarray | None, example: np.ndarray, examples: int) -> None:
+    """The early-stopped measurement, and the per-example sums of the final and early-stopped predictions
+    (``raw`` ``None``: a diverged run, no interval to give)."""
+    early = _early_stopped(record, task)
+    run.early_stopped = None if early is None else early[0]
+    if raw is None:
+        return
+    if early is None or not bool(torch.isfinite(early[1].logits).all()):
+        run.examples = ExampleStats(raw, scaled)
+        return
+    stats = example_stats(early[1], example, examples, early[0].temperature)
+    run.examples = ExampleStats(raw, scaled, stats.raw, stats.scaled)
 
 
 def _measure_tokens(record: RunRecord, test: TokenSplit) -> RunResult:
@@ -229,6 +284,16 @@ def _measure_tokens(record: RunRecord, test: TokenSplit) -> RunResult:
     return result
 
 
+def _all_stats(run: RunResult, test: Predictions, es: Predictions | None, example: np.ndarray,
+               examples: int) -> ExampleStats:
+    """:class:`ExampleStats` of the final predictions and, where there are some, the early-stopped ones."""
+    stats = example_stats(test, example, examples, run.temperature)
+    if es is None or run.early_stopped is None or not bool(torch.isfinite(es.logits).all()):
+        return stats
+    early = example_stats(es, example, examples, run.early_stopped.temperature)
+    return ExampleStats(stats.raw, stats.scaled, early.raw, early.scaled)
+
+
 def attach_examples(runs: Sequence[RunResult], folder: Path) -> None:
     """Give the runs read back from a store their per-example sums, from their records in ``folder``."""
     for run in runs:
@@ -238,17 +303,22 @@ def attach_examples(runs: Sequence[RunResult], folder: Path) -> None:
             record = read_run(path)
             logits, labels, example = rows(record.test, record.ignore_index)
             test = Predictions(logits, labels, record.num_classes)
-            run.examples = example_stats(test, example, record.test.labels.shape[0], run.temperature)
+            es = _predictions(record.test.early_stopped if isinstance(record.test, RecordSplit) else None,
+                              record)
+            run.examples = _all_stats(run, test, es, example, record.test.labels.shape[0])
 
 
 def summary_keys(names: Sequence[str]) -> list[str]:
-    """The per-run values the summary averages: each metric raw and scaled (``_ts``), then the temperature."""
-    return [key for name in names for key in (name, f"{name}_ts")] + ["temperature"]
+    """The per-run values the summary averages: each metric raw and scaled (``_ts``), the same early-stopped
+    (``_es``, ``_es_ts``), then the temperatures and the early-stopped epoch."""
+    return ([key for name in names for key in (name, f"{name}_ts", f"{name}_es", f"{name}_es_ts")]
+            + ["temperature", "temperature_es", "best_epoch"])
 
 
 def _summary_row(alpha: float, runs: list[RunResult], names: Sequence[str], ci: bool) -> dict[str, Any]:
     row: dict[str, Any] = {"alpha": alpha, "n_seeds": len(runs),
-                           "n_ts": sum(1 for r in runs if r.temperature_ok)}
+                           "n_ts": sum(1 for r in runs if r.temperature_ok),
+                           "n_es": sum(1 for r in runs if r.early_stopped is not None)}
     for key in summary_keys(names):
         values = [x for x in (r.value(key) for r in runs) if x is not None]
         mean, half = mean_ci(values) if values else (None, None)
@@ -297,7 +367,7 @@ def _bootstrap(run: RunResult, base: RunResult, name: str, own: str, other: str,
     values = []
     for r, key in ((run, own), (base, other)):
         stats: ExampleStats | None = r.examples
-        side = None if stats is None else stats.scaled if key else stats.raw
+        side = None if stats is None else stats.side(key)
         if side is None:
             return None
         values.append(ExampleStats.values(resampled.of(side), name))
@@ -319,9 +389,11 @@ def _interval(pairs: list[tuple[RunResult, RunResult]], name: str, own: str, oth
     return mean, interval, None if interval is None else "examples"
 
 
-def _comparison(alpha: float, base: float, name: str, scaling: str, runs: list[RunResult],
-                baseline: list[RunResult], ci: bool, resampled: _Resampled) -> dict[str, Any] | None:
-    own, other = SCALINGS[scaling]
+def _comparison(alpha: float, base: float, name: str, scaling: str, checkpoints: tuple[str, str],
+                runs: list[RunResult], baseline: list[RunResult], ci: bool,
+                resampled: _Resampled) -> dict[str, Any] | None:
+    (own_infix, other_infix), (own_scale, other_scale) = CHECKPOINTS[checkpoints], SCALINGS[scaling]
+    own, other = own_infix + own_scale, other_infix + other_scale
     pairs = _pairs(runs, baseline, name, own, other)
     if not pairs:
         return None
@@ -329,6 +401,7 @@ def _comparison(alpha: float, base: float, name: str, scaling: str, runs: list[R
     half = None if interval is None else (interval[1] - interval[0]) / 2
     row: dict[str, Any] = {
         "alpha": alpha, "baseline_alpha": base, "metric": name, "scaling": scaling,
+        "checkpoint": checkpoints[1], "alpha_checkpoint": checkpoints[0],
         "difference_mean": diff, "difference_ci95": half,
         "difference_interval": None if interval is None else list(interval), "interval": kind,
         "n_pairs": len(pairs), "seeds": [run.seed for run, _ in pairs],
@@ -350,10 +423,15 @@ def summarize(result: CompareResult, ci: bool = True) -> None:
     and after temperature scaling (``{metric}_ts_mean``, ``{metric}_ts_ci95``)
     over the runs whose temperature fit can be trusted (``n_ts`` of them; the
     means are ``None`` when there is none), with the fitted temperature
-    (``temperature_mean``, ``temperature_ci95``). Each alpha is compared with
-    the first under every entry of :data:`SCALINGS` (metrics that temperature
-    scaling cannot change, accuracy and mean IoU, only at T = 1), over the
-    seeds both finished. A comparison that involves a run that did not learn
+    (``temperature_mean``, ``temperature_ci95``); the same of the early-stopped
+    weights (``{metric}_es_mean``, ``{metric}_es_ts_mean``, ``temperature_es_mean``,
+    their ``_ci95``, over the ``n_es`` runs that have them) and the early-stopped
+    epoch (``best_epoch_mean``). Each alpha is compared with the first under
+    every entry of :data:`CHECKPOINTS` and :data:`SCALINGS` (metrics that
+    temperature scaling cannot change, accuracy and mean IoU, only at T = 1),
+    over the seeds both finished; a row's ``checkpoint`` is the baseline's
+    (``"final"`` or ``"early_stopped"``), its ``alpha_checkpoint`` the alpha's.
+    A comparison that involves a run that did not learn
     gets the verdict :data:`NOT_COMPARABLE`; one without an interval,
     :data:`NO_INTERVAL`.
     """
@@ -362,12 +440,11 @@ def summarize(result: CompareResult, ci: bool = True) -> None:
     result.comparisons = []
     base = result.alphas[0]
     resampled = _Resampled()
-    for alpha in result.alphas[1:]:
-        for scaling in SCALINGS:
-            for name in result.metric_names:
-                if scaling != "none" and METRICS[name].scale_invariant:
-                    continue
-                row = _comparison(alpha, base, name, scaling, result.runs_of(alpha), result.runs_of(base), ci,
-                                  resampled)
-                if row is not None:
-                    result.comparisons.append(row)
+    for alpha, checkpoints, scaling in itertools.product(result.alphas[1:], CHECKPOINTS, SCALINGS):
+        for name in result.metric_names:
+            if scaling != "none" and METRICS[name].scale_invariant:
+                continue
+            row = _comparison(alpha, base, name, scaling, checkpoints, result.runs_of(alpha),
+                              result.runs_of(base), ci, resampled)
+            if row is not None:
+                result.comparisons.append(row)

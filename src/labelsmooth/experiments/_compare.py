@@ -174,8 +174,9 @@ def _settings(data: DataSet, factory: ModelFactory, config: TrainConfig, layer: 
         "weight_decay": config.weight_decay, "optimizer": _identity(config.optimizer),
         "convention": config.convention, "label_noise": config.label_noise, "mixup": config.mixup,
         "cutmix": config.cutmix, "device": config.device, "threads": config.threads,
-        # What each run measures: a store written before temperature scaling cannot be resumed.
-        "measured": [*metric_names(data.task), "temperature"],
+        # What each run measures: a store written before temperature scaling or early stopping cannot be
+        # resumed.
+        "measured": [*metric_names(data.task), "temperature", "early_stopping"],
     }
 
 
@@ -339,7 +340,12 @@ def compare(
     segmentation, where every metric is per pixel), once as trained and once
     after temperature scaling: one temperature per run, the NLL minimizer on
     the validation split (Guo et al., 2017), the baseline Müller et al. (2019)
-    judge label smoothing against.
+    judge label smoothing against. Each run also keeps the weights of its
+    epoch with the lowest validation NLL and is measured with them too, raw
+    and temperature-scaled (``best_epoch``, ``{metric}_es``,
+    ``{metric}_es_ts``): early stopping, the free alternative to smoothing
+    under label noise; the comparisons pair the alphas at either checkpoint
+    and each alpha at its final epoch against the early-stopped baseline.
 
     Runs seeds ``0 .. seeds - 1`` for every alpha. The seed is set before
     ``model(num_classes)`` is called, so a given seed gives the same
@@ -385,7 +391,8 @@ def compare(
             layer (default: the last ``nn.Linear`` or 1x1 ``nn.Conv2d``).
         ignore_index: a label value left out of training and evaluation.
         val_fraction: share of ``train`` held out when ``val`` is ``None``
-            (with 0 and no ``val``: no temperature scaling, its values ``None``).
+            (with 0 and no ``val``: no temperature scaling and no early
+            stopping, their values ``None``).
         image_size: side of the square images a folder is resized to.
         threads: torch threads per run (and per worker process).
         label_noise: fraction of training labels moved to another class.

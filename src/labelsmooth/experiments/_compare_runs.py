@@ -17,7 +17,7 @@ import torch
 from labelsmooth import _validation as v
 from labelsmooth.experiments import provenance
 from labelsmooth.experiments._analysis import measure, summarize
-from labelsmooth.experiments._records import RunRecord, read_runs, reread
+from labelsmooth.experiments._records import RecordSplit, RunRecord, read_runs, reread
 from labelsmooth.experiments._results import CompareResult
 from labelsmooth.experiments._tokens import TASK, TokenSplit, token_note
 from labelsmooth.experiments._warnings import probabilities, undertrained
@@ -61,6 +61,10 @@ def _notes(records: Sequence[RunRecord], checked: list[str]) -> tuple[str, ...]:
         names = ", ".join(f"alpha {r.alpha:g} seed {r.seed}" for r in missing)
         notes.append(f"no validation split in {len(missing)} of {len(records)} records ({names}): "
                      "those runs get no temperature scaling")
+    stopped = sum(1 for r in records if isinstance(r.test, RecordSplit) and r.test.es_logits is not None)
+    if 0 < stopped < len(records):
+        notes.append(f"early-stopped predictions (test_es_logits) in {stopped} of {len(records)} records: "
+                     "the early-stopping comparisons pair only those runs")
     if not any(r.history for r in records):
         notes.append("no record has a training history: no curves, and the 'did not learn' rule uses "
                      "the majority-class test only")
@@ -93,7 +97,10 @@ def compare_runs(
     its own runs (:func:`~._analysis.measure`) and derives the same summary,
     comparisons and report. The baseline is alpha 0 if present, else the
     smallest alpha. With one paired seed, a comparison's interval is a paired
-    bootstrap over test examples (``"interval": "examples"``).
+    bootstrap over test examples (``"interval": "examples"``). Records with
+    early-stopped logits (``test_es_logits``, ``val_es_logits``) are measured
+    with those too, and compared at both checkpoints and final against the
+    early-stopped baseline.
 
     Args:
         runs: a folder of ``.npz``/``.pt`` records, a glob, a file, or a list of these.

@@ -8,11 +8,16 @@ Format 1 (the README's "Run records" section is the specification). One file per
 * ``test_labels``: int, ``(N,)`` or ``(N, d1, ...)``; ``test_ids``: optional,
   int or str, ``(N,)`` (default ``arange(N)``);
 * ``val_logits``, ``val_labels``, ``val_ids``: optional; without them the run
-  gets no temperature scaling;
+  gets no temperature scaling and no early stopping;
+* ``test_es_logits``, ``val_es_logits``: optional, the predictions of the
+  weights of the epoch with the lowest validation NLL (early stopping), with
+  the shapes of ``test_logits`` and ``val_logits`` and their rows (same labels
+  and ids); ``val_es_logits`` fits their temperature;
 * ``meta``: a JSON string (a dict in a ``.pt`` file is accepted too) with
   ``alpha`` and ``seed`` (required) and ``convention``, ``ignore_index``,
-  ``class_names``, ``settings`` (the run's other settings) and ``history``
-  (per-epoch dicts) (optional).
+  ``class_names``, ``settings`` (the run's other settings), ``history``
+  (per-epoch dicts) and ``best_epoch`` (the early-stopped epoch, from 1; only
+  beside ``test_es_logits``) (optional).
 
 Reading checks one file (:func:`read_run`); :func:`check_comparable` checks a
 set of them against each other; both raise ``ValueError``/``TypeError`` naming
@@ -54,8 +59,11 @@ SUFFIXES = (".npz", ".pt")
 PREDICTIONS = "predictions"
 SPLITS = ("test", "val")
 ARRAYS = ("logits", "labels", "ids")
-KEYS = (*(f"{split}_{array}" for split in SPLITS for array in ARRAYS), "meta")
-META_KEYS = ("alpha", "seed", "format", "convention", "ignore_index", "class_names", "settings", "history")
+#: The early-stopped predictions of a split: ``test_es_logits``, ``val_es_logits``.
+ES_KEYS = tuple(f"{split}_es_logits" for split in SPLITS)
+KEYS = (*(f"{split}_{array}" for split in SPLITS for array in ARRAYS), *ES_KEYS, "meta")
+META_KEYS = ("alpha", "seed", "format", "convention", "ignore_index", "class_names", "settings", "history",
+             "best_epoch")
 #: What differs between runs by design; every other setting must agree.
 VARIED = ("alpha", "seed")
 FLOAT16_NOTE = ("16-bit logits are computed in float32; float16 rounds the gaps between the top logits "
@@ -64,22 +72,32 @@ FLOAT16_NOTE = ("16-bit logits are computed in float32; float16 rounds the gaps 
 
 @dataclass(frozen=True)
 class RecordSplit:
-    """One split: ``logits`` float32 ``(N, C, ...)``, ``labels`` int64 ``(N, ...)``, ``ids`` ``(N,)``."""
+    """One split: ``logits`` float32 ``(N, C, ...)``, ``labels`` int64 ``(N, ...)``, ``ids`` ``(N,)``, and
+    ``es_logits``, the early-stopped weights' logits of the same rows (``None``: not recorded)."""
 
     logits: np.ndarray
     labels: np.ndarray
     ids: np.ndarray
+    es_logits: np.ndarray | None = None
 
     def reordered(self, order: np.ndarray) -> RecordSplit:
-        return RecordSplit(self.logits[order], self.labels[order], self.ids[order])
+        es = None if self.es_logits is None else self.es_logits[order]
+        return RecordSplit(self.logits[order], self.labels[order], self.ids[order], es)
 
     @property
     def num_classes(self) -> int:
         return int(self.logits.shape[1])
 
+    @property
+    def early_stopped(self) -> RecordSplit | None:
+        """The same rows with the early-stopped logits (``None`` without them)."""
+        return None if self.es_logits is None else RecordSplit(self.es_logits, self.labels, self.ids)
+
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         """The split's keys in a record file."""
-        return {f"{prefix}_logits": self.logits, f"{prefix}_labels": self.labels, f"{prefix}_ids": self.ids}
+        es = {} if self.es_logits is None else {f"{prefix}_es_logits": self.es_logits}
+        return {f"{prefix}_logits": self.logits, f"{prefix}_labels": self.labels, f"{prefix}_ids": self.ids,
+                **es}
 
 
 Split = TypeVar("Split", RecordSplit, TokenSplit)
@@ -104,6 +122,8 @@ class RunRecord:
     sha256: str | None = None
     #: What reading changed or noticed (16-bit logits, dropped duplicate ids).
     notes: tuple[str, ...] = ()
+    #: The epoch (from 1) whose weights gave the splits' ``es_logits``: the lowest validation NLL.
+    best_epoch: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -118,7 +138,8 @@ class RunRecord:
         meta: dict[str, Any] = {"format": FORMAT, "alpha": self.alpha, "seed": self.seed}
         optional = {"convention": self.convention, "ignore_index": self.ignore_index,
                     "class_names": None if self.class_names is None else list(self.class_names),
-                    "settings": self.settings or None, "history": self.history or None}
+                    "settings": self.settings or None, "history": self.history or None,
+                    "best_epoch": self.best_epoch}
         return meta | {key: value for key, value in optional.items() if value is not None}
 
     def compared_settings(self) -> dict[str, Any]:
@@ -207,10 +228,25 @@ def _unique(split: Split, where: str, notes: list[str]) -> Split:
     return split.reordered(np.sort(first))
 
 
+def _es_logits(arrays: dict[str, Any], prefix: str, logits: np.ndarray, record: str,
+               notes: list[str]) -> np.ndarray | None:
+    """The split's early-stopped logits, checked as its logits are and against their shape."""
+    key = f"{prefix}_es_logits"
+    if arrays.get(key) is None:
+        return None
+    es = _logits(arrays[key], _where(record, key), notes)
+    if es.shape != logits.shape:
+        raise v.fail(_where(record, key), f"shape {logits.shape} (that of {prefix}_logits)", es.shape)
+    return es
+
+
 def _split(arrays: dict[str, Any], prefix: str, record: str, ignore_index: int | None,
            notes: list[str]) -> RecordSplit | None:
     present = [f"{prefix}_{name}" for name in ARRAYS if arrays.get(f"{prefix}_{name}") is not None]
     if not present:
+        if arrays.get(f"{prefix}_es_logits") is not None:
+            raise v.fail(_where(record, f"{prefix}_es_logits"),
+                         f"{prefix}_logits and {prefix}_labels beside it", None)
         return None
     for name in ("logits", "labels"):
         if f"{prefix}_{name}" not in present:
@@ -218,7 +254,8 @@ def _split(arrays: dict[str, Any], prefix: str, record: str, ignore_index: int |
     logits = _logits(arrays[f"{prefix}_logits"], _where(record, f"{prefix}_logits"), notes)
     labels = _labels(arrays[f"{prefix}_labels"], logits, _where(record, f"{prefix}_labels"), ignore_index)
     ids = _ids(arrays.get(f"{prefix}_ids"), logits.shape[0], _where(record, f"{prefix}_ids"))
-    return _unique(RecordSplit(logits, labels, ids), _where(record, f"{prefix}_ids"), notes)
+    es = _es_logits(arrays, prefix, logits, record, notes)
+    return _unique(RecordSplit(logits, labels, ids, es), _where(record, f"{prefix}_ids"), notes)
 
 
 def _splits(arrays: dict[str, Any], record: str, ignore_index: int | None,
@@ -286,6 +323,22 @@ def _check_meta_types(meta: dict[str, Any], record: str) -> None:
         raise v.fail(_where(record, "meta.history"), "a list of per-epoch dicts", history, error=TypeError)
 
 
+def _best_epoch(meta: dict[str, Any], test: RecordSplit | TokenSplit, val: RecordSplit | TokenSplit | None,
+                record: str) -> int | None:
+    """``meta.best_epoch``, and the early-stopped logits' pairing: val's only beside test's."""
+    test_es = isinstance(test, RecordSplit) and test.es_logits is not None
+    if isinstance(val, RecordSplit) and val.es_logits is not None and not test_es:
+        raise v.fail(_where(record, "test_es_logits"), "an array beside val_es_logits", None)
+    best = _optional_int(meta, "best_epoch", record)
+    if best is None:
+        return None
+    if best < 1:
+        raise v.fail(_where(record, "meta.best_epoch"), "an epoch >= 1", best)
+    if not test_es:
+        raise v.fail(_where(record, "test_es_logits"), "an array beside meta.best_epoch", None)
+    return best
+
+
 def build_record(arrays: dict[str, Any], record: str, *, source: str | None = None,
                  sha256: str | None = None) -> RunRecord:
     """Check a record's keys, meta and arrays; ``record`` names it in messages."""
@@ -312,6 +365,7 @@ def build_record(arrays: dict[str, Any], record: str, *, source: str | None = No
         v.check_int(meta["seed"], _where(record, "meta.seed")), test, val, convention, ignore_index,
         None if names is None else tuple(names), dict(meta.get("settings") or {}),
         list(meta.get("history") or []), source, sha256, tuple(dict.fromkeys(notes)),
+        _best_epoch(meta, test, val, record),
     )
 
 
@@ -472,7 +526,8 @@ def _split_arrays(split: object, arg: str) -> dict[str, Any]:
 def save_run(path: str | os.PathLike[str], *, alpha: float, seed: int, test: Sequence[Any] | TokenSplit,
              val: Sequence[Any] | TokenSplit | None = None, settings: dict[str, Any] | None = None,
              convention: str | None = None, ignore_index: int | None = None,
-             class_names: Sequence[str] | None = None, history: list[dict[str, Any]] | None = None) -> Path:
+             class_names: Sequence[str] | None = None, history: list[dict[str, Any]] | None = None,
+             best_epoch: int | None = None, test_es_logits: Any = None, val_es_logits: Any = None) -> Path:
     """Write one run's record (``.npz`` or ``.pt`` by the suffix of ``path``), atomically.
 
     Args:
@@ -486,6 +541,9 @@ def save_run(path: str | os.PathLike[str], *, alpha: float, seed: int, test: Seq
             (``labelsmooth.integrations.transformers.save_run`` builds them).
         settings: the run's other settings; the runs of one comparison must agree on them.
         convention, ignore_index, class_names, history: stored in ``meta``.
+        best_epoch, test_es_logits, val_es_logits: early stopping: the epoch
+            (from 1) with the lowest validation NLL, and its weights' logits on
+            the rows of ``test`` and ``val`` (same shapes as their logits).
 
     Returns:
         The path written. The record is checked as :func:`read_run` checks it,
@@ -496,11 +554,13 @@ def save_run(path: str | os.PathLike[str], *, alpha: float, seed: int, test: Seq
         raise v.fail("path", f"a file name ending in {' or '.join(SUFFIXES)}", str(path))
     meta = {"alpha": alpha, "seed": seed, "convention": convention, "ignore_index": ignore_index,
             "class_names": None if class_names is None else list(class_names), "settings": settings,
-            "history": history}
+            "history": history, "best_epoch": best_epoch}
     arrays: dict[str, Any] = {"meta": {key: value for key, value in meta.items() if value is not None}}
     for prefix, split in (("test", test), ("val", val)):
         if split is not None:
             arrays |= _split_arrays(split, prefix)
+    arrays |= {key: value for key, value in zip(ES_KEYS, (test_es_logits, val_es_logits), strict=True)
+               if value is not None}
     record = build_record(arrays, "save_run")
     write_record(record, target)
     return target

@@ -19,7 +19,7 @@ from labelsmooth.metrics import ECE_BINS, TEMPERATURE_BOUNDS, ReliabilityBins
 if TYPE_CHECKING:
     from labelsmooth.experiments.train import TrainConfig
 
-__all__ = ["BIN_FIELDS", "CompareResult", "RunError", "RunResult"]
+__all__ = ["BIN_FIELDS", "CompareResult", "EarlyStopped", "RunError", "RunResult"]
 
 BIN_FIELDS = ("edges", "confidence", "accuracy", "count")
 
@@ -34,6 +34,33 @@ class RunError(RuntimeError):
 
     def __str__(self) -> str:
         return f"run alpha={self.alpha:g} seed={self.seed} failed: {self.error}"
+
+
+@dataclass
+class EarlyStopped:
+    """A run measured again with the weights of its epoch of lowest validation NLL (early stopping).
+
+    ``metrics`` at T = 1, ``scaled`` after temperature scaling with
+    ``temperature``, fitted on the validation split with these weights;
+    ``temperature_ok`` and ``temperature_note`` as :class:`RunResult`'s.
+    """
+
+    #: The epoch (from 1) whose weights these are; ``None`` when the record does not say.
+    epoch: int | None
+    metrics: dict[str, float]
+    scaled: dict[str, float] = field(default_factory=dict)
+    temperature: float | None = None
+    temperature_ok: bool | None = None
+    temperature_note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "metrics": self.metrics, "scaled": self.scaled,
+                "temperature": self.temperature, "temperature_ok": self.temperature_ok,
+                "temperature_note": self.temperature_note}
+
+    @classmethod
+    def from_json(cls, line: dict[str, Any] | None) -> EarlyStopped | None:
+        return None if line is None else cls(**line)
 
 
 @dataclass
@@ -73,29 +100,39 @@ class RunResult:
     examples: Any = field(default=None, repr=False, compare=False)
     #: The run's :class:`~._records.RunRecord` on its way from a worker to the writer; memory only.
     run_record: Any = field(default=None, repr=False, compare=False)
+    #: The same measurements with the early-stopped weights (``None``: no validation split, or a record
+    #: without early-stopped predictions).
+    early_stopped: EarlyStopped | None = None
 
     @property
     def learned(self) -> bool:
         return bool(self.check["learned"])
 
     def value(self, key: str) -> float | None:
-        """``"nll"`` (at T = 1), ``"nll_ts"`` (after scaling), ``"temperature"``.
+        """``"nll"`` (at T = 1), ``"nll_ts"`` (after scaling), ``"temperature"``; the same of the
+        early-stopped weights with ``_es`` before the suffix (``"nll_es"``, ``"nll_es_ts"``,
+        ``"temperature_es"``), and ``"best_epoch"``.
 
         ``None`` if not measured, and for the scaled values and the temperature
         of a run whose temperature fit failed (``temperature_ok`` false).
         """
-        if key == "temperature":
-            return self.temperature if self.temperature_ok else None
-        if key.endswith("_ts"):
-            return self.scaled.get(key[:-3]) if self.temperature_ok else None
-        return self.metrics.get(key)
+        es = self.early_stopped
+        if key == "best_epoch":
+            return None if es is None or es.epoch is None else float(es.epoch)
+        if key.endswith(("_es", "_es_ts")):
+            if es is None:
+                return None
+            plain = key.removesuffix("_es") if key.endswith("_es") else key.removesuffix("_es_ts") + "_ts"
+            return _value(plain, es.metrics, es.scaled, es.temperature, es.temperature_ok)
+        return _value(key, self.metrics, self.scaled, self.temperature, self.temperature_ok)
 
     def record(self) -> dict[str, Any]:
         """The run's entry in ``metrics.json``."""
         return {"alpha": self.alpha, "seed": self.seed, **self.metrics,
                 **{f"{name}_ts": value for name, value in self.scaled.items()},
                 "temperature": self.temperature, "temperature_ok": self.temperature_ok,
-                "temperature_note": self.temperature_note, "learned": self.learned,
+                "temperature_note": self.temperature_note, **_early_stopped_record(self.early_stopped),
+                "learned": self.learned,
                 "learned_check": {k: v for k, v in self.check.items() if k != "learned"},
                 "history": self.history}
 
@@ -129,6 +166,7 @@ class RunResult:
             "projection": None if self.projection is None else self.projection.tolist(),
             "projection_labels": None if self.projection_labels is None else self.projection_labels.tolist(),
             "projection_classes": None if self.projection_classes is None else list(self.projection_classes),
+            "early_stopped": None if self.early_stopped is None else self.early_stopped.to_json(),
         }
 
     @classmethod
@@ -144,7 +182,30 @@ class RunResult:
             None if classes is None else (classes[0], classes[1], classes[2]), line["seconds"],
             line["scaled"], line["temperature"], line["temperature_ok"], line["temperature_note"],
             None if scaled_bins is None else _bins_from_json(scaled_bins),
+            # A store written before early stopping was measured has none.
+            early_stopped=EarlyStopped.from_json(line.get("early_stopped")),
         )
+
+
+def _value(key: str, metrics: dict[str, float], scaled: dict[str, float], temperature: float | None,
+           ok: bool | None) -> float | None:
+    """:meth:`RunResult.value` of one checkpoint's measurements."""
+    if key == "temperature":
+        return temperature if ok else None
+    if key.endswith("_ts"):
+        return scaled.get(key[:-3]) if ok else None
+    return metrics.get(key)
+
+
+def _early_stopped_record(es: EarlyStopped | None) -> dict[str, Any]:
+    """A run's early-stopped values in ``metrics.json``: ``best_epoch``, ``{metric}_es``, ``{metric}_es_ts``,
+    ``temperature_es``, ``temperature_es_ok``, ``temperature_es_note`` (all ``None``: no early stopping)."""
+    if es is None:
+        return {"best_epoch": None}
+    return {"best_epoch": es.epoch, **{f"{name}_es": value for name, value in es.metrics.items()},
+            **{f"{name}_es_ts": value for name, value in es.scaled.items()},
+            "temperature_es": es.temperature, "temperature_es_ok": es.temperature_ok,
+            "temperature_es_note": es.temperature_note}
 
 
 def _bins_json(bins: ReliabilityBins) -> dict[str, Any]:

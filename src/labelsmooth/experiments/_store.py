@@ -28,8 +28,8 @@ __all__ = ["REPORT_FILES", "STORE", "RunStore", "check_out", "settings_hash"]
 REPORT_FILES = ("metrics.json", *(f"{name}.{kind}" for name in FIGURES for kind in ("png", "svg")),
                 "report.md")
 #: 2: runs carry temperature-scaled metrics and their temperature; 3: whether that fit can be trusted,
-#: and every run's record in ``predictions/``.
-FORMAT = 3
+#: and every run's record in ``predictions/``; 4: the early-stopped measurements (``early_stopped``).
+FORMAT = 4
 
 
 def settings_hash(settings: dict[str, Any]) -> str:

@@ -26,7 +26,8 @@ from labelsmooth.experiments.stats import NOT_COMPARABLE, t_quantile
 from labelsmooth.metrics import ECE_BINS
 
 __all__ = [
-    "HEADLINE", "atomic_write", "best_alphas", "captions", "format_table", "metrics_table", "noise_statement",
+    "HEADLINE", "atomic_write", "best_alphas", "captions", "early_stopping_answer", "early_stopping_table",
+    "format_table", "metrics_table", "noise_statement",
     "number", "provenance_lines", "report_markdown", "temperature_answer", "temperature_table", "verdicts",
     "warning", "write_report"
 ]
@@ -57,8 +58,8 @@ def number(value: float | None, spec: str) -> str:
 
 
 def _base(key: str) -> str:
-    """The metric of a summary key: ``"ece_ts"`` -> ``"ece"``."""
-    return key.removesuffix("_ts")
+    """The metric of a summary key: ``"ece_ts"``, ``"ece_es"``, ``"ece_es_ts"`` -> ``"ece"``."""
+    return key.removesuffix("_ts").removesuffix("_es")
 
 
 def _percent(key: str) -> bool:
@@ -67,7 +68,8 @@ def _percent(key: str) -> bool:
 
 def _format(mean: float | None, half: float | None, key: str) -> str:
     """``mean ± half`` of summary key ``key`` (rates in %; the temperature with 2 decimals)."""
-    spec = ".1f" if _percent(key) else ".2f" if key == "temperature" else ".3f"
+    spec = (".1f" if _percent(key) or key == "best_epoch" else ".2f" if key.startswith("temperature")
+            else ".3f")
     scale = 100.0 if _percent(key) else 1.0
     text = number(None if mean is None else mean * scale, spec)
     if half is None or mean is None or not math.isfinite(mean) or not math.isfinite(half):
@@ -79,10 +81,14 @@ def _format(mean: float | None, half: float | None, key: str) -> str:
 
 
 def _label(key: str) -> str:
-    if key == "temperature":
-        return "T"
+    if key.startswith("temperature"):
+        return "T" + (" early-stopped" if key.endswith("_es") else "")
+    if key == "best_epoch":
+        return "best epoch"
     metric = METRICS[_base(key)]
-    return metric.label + (" after TS" if key.endswith("_ts") else "") + (" (%)" if metric.percent else "")
+    stopped = " early-stopped" if key.endswith(("_es", "_es_ts")) else ""
+    return (metric.label + stopped + (" after TS" if key.endswith("_ts") else "")
+            + (" (%)" if metric.percent else ""))
 
 
 def _table(result: CompareResult, keys: Sequence[str], headers: Sequence[str] | None = None) -> str:
@@ -150,7 +156,7 @@ def _judgement(c: dict[str, Any]) -> str:
 def noise_statement(result: CompareResult, scaling: str = "none") -> list[str]:
     """One plain sentence per compared alpha and metric (``scaling``: see ``compare.SCALINGS``)."""
     sentences = []
-    for c in (c for c in result.comparisons if c["scaling"] == scaling):
+    for c in (c for c in result.comparisons if c["scaling"] == scaling and _final(c)):
         name = METRICS[c["metric"]].label
         where = f"alpha={c['alpha']:g} vs alpha={c['baseline_alpha']:g}"
         diff = _difference(c)
@@ -198,20 +204,29 @@ def interval_statement(result: CompareResult) -> str:
     return " ".join(parts)
 
 
-def _comparison(result: CompareResult, alpha: float, name: str, scaling: str) -> dict[str, Any] | None:
+def _final(c: dict[str, Any]) -> bool:
+    """Whether comparison ``c`` is of both sides at their final epoch."""
+    return bool(c["checkpoint"] == c["alpha_checkpoint"] == "final")
+
+
+def _comparison(result: CompareResult, alpha: float, name: str, scaling: str,
+                checkpoints: tuple[str, str] = ("final", "final")) -> dict[str, Any] | None:
+    """The comparison of ``alpha`` with the baseline; ``checkpoints``: the alpha's and the baseline's."""
     return next((c for c in result.comparisons
-                 if c["alpha"] == alpha and c["metric"] == name and c["scaling"] == scaling), None)
+                 if c["alpha"] == alpha and c["metric"] == name and c["scaling"] == scaling
+                 and (c["alpha_checkpoint"], c["checkpoint"]) == checkpoints), None)
 
 
-def _best(result: CompareResult, key: str, *, learned_only: bool = True) -> dict[str, Any] | None:
+def _best(result: CompareResult, key: str, *, learned_only: bool = True,
+          skip: float | None = None) -> dict[str, Any] | None:
     """The summary row with the best mean of ``key`` (ties: the first alpha); ``None`` if none is finite.
 
     An alpha with a run that did not learn is never the best (unless ``learned_only`` is false): its mean
-    is not a measure of smoothing.
+    is not a measure of smoothing. ``skip``: an alpha left out (the baseline).
     """
     failed = {r.alpha for r in result.not_learned} if learned_only else set()
     rows = [r for r in result.summary if r[f"{key}_mean"] is not None and math.isfinite(r[f"{key}_mean"])
-            and r["alpha"] not in failed]
+            and r["alpha"] not in failed and r["alpha"] != skip]
     if not rows:
         return None
     sign = 1.0 if METRICS[_base(key)].higher_is_better else -1.0
@@ -292,6 +307,75 @@ def temperature_answer(result: CompareResult) -> list[str]:
     """The plain-words answer per alpha: "alpha 0.1 against temperature scaling at alpha 0: ..."."""
     lines = [line for alpha in result.alphas[1:] if (line := _against_ts(result, alpha)) is not None]
     return lines or ["- Nothing to compare (one alpha, or no validation split to fit a temperature on)."]
+
+
+#: Why a result has no early-stopping values.
+NO_VALIDATION = ("No early stopping: there is no validation split to choose the epoch on (the split "
+                 "that temperature scaling needs too).")
+NO_ES_LOGITS = ("No early stopping: no run has early-stopped predictions (a record carries them as "
+                "test_es_logits and val_es_logits, with meta.best_epoch).")
+
+
+def _no_early_stopping(result: CompareResult) -> str | None:
+    """Why there is nothing to say about early stopping, or ``None`` when some run has its values."""
+    if any(r.early_stopped is not None for r in result.runs):
+        return None
+    return NO_ES_LOGITS if any(r.temperature is not None for r in result.runs) else NO_VALIDATION
+
+
+def early_stopping_table(result: CompareResult) -> str:
+    """Per alpha: the early-stopped epoch, and the headline metrics at the final epoch and early-stopped."""
+    why = _no_early_stopping(result)
+    if why is not None:
+        return why
+    keys = ["best_epoch", "accuracy", "accuracy_es", "nll", "nll_es", "ece_ts", "ece_es_ts"]
+    headers = ["best epoch", "accuracy (%), final", "accuracy (%), early-stopped", "NLL, final",
+               "NLL, early-stopped", "ECE after TS, final", "ECE after TS, early-stopped"]
+    return _table(result, keys, headers)
+
+
+def _conclusion(c: dict[str, Any], what: str) -> str:
+    if c["verdict"] == NOT_COMPARABLE:
+        return "cannot tell: a run did not learn"
+    if c["inside_noise"] is None:
+        return "cannot tell: there is no interval"
+    if c["inside_noise"]:
+        return f"on {what} smoothing and early stopping are indistinguishable within the noise"
+    better = c["verdict"] == "better"
+    return f"on {what} " + ("smoothing beats early stopping" if better else "early stopping beats smoothing")
+
+
+def _against_early_stopping(result: CompareResult, name: str, scaling: str, label: str) -> str | None:
+    """The best smoothed alpha at its final epoch against the early-stopped baseline, on one metric."""
+    scaled = "_ts" if scaling == "both" else ""
+    base = result.alphas[0]
+    best = _best(result, name + scaled, skip=base)
+    row = next((r for r in result.summary if r["alpha"] == base), None)
+    pair = ("final", "early_stopped")
+    c = None if best is None else _comparison(result, best["alpha"], name, scaling, pair)
+    if best is None or row is None or c is None:
+        return None
+    key, stopped = name + scaled, name + "_es" + scaled
+    unit = "%" if _percent(key) else ""
+    mine = _format(best[f"{key}_mean"], best[f"{key}_ci95"], key) + unit
+    theirs = _format(row[f"{stopped}_mean"], row[f"{stopped}_ci95"], stopped) + unit
+    epoch = _format(row["best_epoch_mean"], row["best_epoch_ci95"], "best_epoch")
+    of = "" if result.config is None else f" of {result.config.epochs}"
+    what = METRICS[name].label + (" after temperature scaling" if scaled else "")
+    return (f"- **{label} against early stopping**: alpha {best['alpha']:g} at its final epoch {mine} "
+            f"against alpha {base:g} early-stopped (at epoch {epoch}{of}) {theirs}, {_difference(c)}: "
+            f"{_judgement(c)}. So {_conclusion(c, what)}.")
+
+
+def early_stopping_answer(result: CompareResult) -> list[str]:
+    """One sentence per headline metric: does the best smoothed alpha, trained to the end, beat the baseline
+    stopped at its epoch of lowest validation NLL? (Or one line saying why there is no early stopping.)"""
+    why = _no_early_stopping(result)
+    if why is not None:
+        return [f"- {why}"]
+    lines = [line for name, scaling, label in HEADLINE
+             if (line := _against_early_stopping(result, name, scaling, label)) is not None]
+    return lines or ["- Nothing to compare: no smoothed alpha was paired with an early-stopped baseline."]
 
 
 def _reliability_caption(result: CompareResult, *, scaled: bool = False) -> str:
@@ -466,6 +550,22 @@ def _figure(name: str, title: str, caption: str) -> list[str]:
             f"{caption} (Also as `{name}.svg`.)", ""]
 
 
+def _early_stopping_section(result: CompareResult) -> list[str]:
+    return [
+        "## Against early stopping",
+        "",
+        "Early stopping is the free alternative to smoothing under label noise: each run also keeps the "
+        "weights of its epoch with the lowest validation NLL and is measured with them (after temperature "
+        "scaling, with a temperature fitted on the validation split for those weights). The answers above "
+        f"pair the best smoothed alpha at its final epoch with alpha {result.alphas[0]:g} early-stopped, "
+        "seed by seed; metrics.json has every pairing (`checkpoint`, `alpha_checkpoint`). The validation "
+        "split that picks the epoch is the one that fits the temperature, never the test split.",
+        "",
+        early_stopping_table(result),
+        "",
+    ]
+
+
 def report_markdown(result: CompareResult) -> str:
     notes = captions(result)
     base = result.alphas[0]
@@ -474,6 +574,8 @@ def report_markdown(result: CompareResult) -> str:
         "",
         *temperature_flags(result),
         *verdicts(result),
+        "",
+        *early_stopping_answer(result),
         "",
         best_alphas(result),
         "",
@@ -494,6 +596,7 @@ def report_markdown(result: CompareResult) -> str:
         "",
         *temperature_answer(result),
         "",
+        *_early_stopping_section(result),
         "## Every metric at T = 1",
         "",
         metrics_table(result, scaled=False),

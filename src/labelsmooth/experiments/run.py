@@ -1,6 +1,7 @@
 """One (alpha, seed) run: a pure function of its context, so it can run here, in another process or on Ray.
 
-:func:`execute` trains, writes the run's predictions into a
+:func:`execute` trains, writes the run's predictions (of the final weights and
+of the early-stopped ones, the epoch with the lowest validation NLL) into a
 :class:`~._records.RunRecord` and measures that record with
 :func:`~._analysis.measure`, the function :func:`~._compare_runs.compare_runs`
 applies to records read from disk: the same record gives the same numbers.
@@ -21,7 +22,7 @@ from labelsmooth.experiments._records import RecordSplit, RunRecord
 from labelsmooth.experiments._results import RunError, RunResult
 from labelsmooth.experiments.data import DataSet
 from labelsmooth.experiments.evaluate import Predictions, penultimate_weights, predict, projection
-from labelsmooth.experiments.train import ModelFactory, TrainConfig, deterministic, train
+from labelsmooth.experiments.train import Checkpoint, ModelFactory, TrainConfig, deterministic, train
 
 __all__ = ["RunContext", "execute"]
 
@@ -39,8 +40,25 @@ class RunContext:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def _split(logits: np.ndarray, labels: np.ndarray) -> RecordSplit:
-    return RecordSplit(logits, labels, np.arange(labels.shape[0], dtype=np.int64))
+def _split(logits: np.ndarray, labels: np.ndarray, es_logits: np.ndarray | None) -> RecordSplit:
+    return RecordSplit(logits, labels, np.arange(labels.shape[0], dtype=np.int64), es_logits)
+
+
+Logits = tuple[np.ndarray | None, np.ndarray | None]
+
+
+def _early_stopped(model: torch.nn.Module, best: Checkpoint | None, context: RunContext, last_epoch: int,
+                   final: Logits) -> Logits:
+    """The test and val logits of the weights of ``best`` (the final ones when it is the last epoch);
+    ``(None, None)`` without a checkpoint (no validation split). Loads them into ``model``."""
+    if best is None:
+        return None, None
+    if best.epoch == last_epoch:
+        return final
+    model.load_state_dict(best.state)
+    device, data = torch.device(context.config.device), context.data
+    test = predict(model, data.test, device, None)[0]
+    return test, None if data.val is None else predict(model, data.val, device, None)[0]
 
 
 def execute(context: RunContext, alpha: float, seed: int,
@@ -63,14 +81,19 @@ def _execute(context: RunContext, alpha: float, seed: int, on_step: Callable[[],
     config, data = context.config, context.data
     device = torch.device(config.device)
     with deterministic(threads=config.threads, device=config.device):
-        model, history = train(data, context.model, alpha, seed, config, on_step=on_step)
+        model, history, best = train(data, context.model, alpha, seed, config, on_step=on_step)
         logits, labels, features = predict(model, data.test, device, context.layer)
-        val = None if data.val is None else _split(*predict(model, data.val, device, None)[:2])
-        record = RunRecord(alpha, seed, _split(logits, labels), val, config.convention, data.ignore_index,
-                           data.class_names, context.settings, history)
+        val = None if data.val is None else predict(model, data.val, device, None)[:2]
+        # The picture is of the final weights: copied before the early-stopped ones are loaded.
+        weights = None if context.layer is None else penultimate_weights(model, context.layer).clone()
+        test_es, val_es = _early_stopped(model, best, context, len(history),
+                                         (logits, None if val is None else val[0]))
+        val_split = None if val is None else _split(*val, val_es)
+        record = RunRecord(alpha, seed, _split(logits, labels, test_es), val_split, config.convention,
+                           data.ignore_index, data.class_names, context.settings, history,
+                           best_epoch=None if best is None else best.epoch)
         result = measure(record)
-        if features is not None and context.layer is not None:
-            weights = penultimate_weights(model, context.layer)
+        if features is not None and weights is not None:
             picture = _picture(record, features, weights, data.task)
             if picture is not None:
                 result.projection, result.projection_labels, result.projection_classes = picture

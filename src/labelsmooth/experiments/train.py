@@ -25,6 +25,7 @@ from labelsmooth.losses import DiceCELoss
 __all__ = [
     "EVAL_BATCH",
     "OPTIMIZERS",
+    "Checkpoint",
     "ModelFactory",
     "OptimizerFactory",
     "TrainConfig",
@@ -63,6 +64,29 @@ class TrainConfig:
     threads: int = 1
     #: Negative alphas allowed (negative label smoothing); passed to ``LabelSmoothing`` and the loss.
     allow_negative: bool = False
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The weights of the epoch with the lowest validation NLL so far: early stopping's model."""
+
+    #: From 1, as the history counts epochs.
+    epoch: int
+    val_loss: float
+    #: A copy of the model's ``state_dict`` on the CPU, so it costs no accelerator memory.
+    state: dict[str, Tensor]
+
+    @classmethod
+    def better(cls, best: Checkpoint | None, model: nn.Module, epoch: int,
+               val_loss: float | None) -> Checkpoint | None:
+        """``best``, or a copy of ``model``'s weights when ``val_loss`` is lower (ties: the earlier epoch
+        stays); copying only on improvement keeps the cost at one ``state_dict`` on the CPU."""
+        if val_loss is None or not math.isfinite(val_loss):
+            return best
+        if best is not None and val_loss >= best.val_loss:
+            return best
+        state = {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
+        return cls(epoch, val_loss, state)
 
 
 def seed_everything(seed: int) -> None:
@@ -180,13 +204,16 @@ def _epoch(engine: Engine, data: DataSet, targets: Tensor | None, order: Tensor,
 
 
 def train(data: DataSet, model_factory: ModelFactory, alpha: float, seed: int, config: TrainConfig,
-          on_step: Callable[[], None] | None = None) -> tuple[nn.Module, list[dict[str, float | None]]]:
+          on_step: Callable[[], None] | None = None
+          ) -> tuple[nn.Module, list[dict[str, float | None]], Checkpoint | None]:
     """Train a fresh ``model_factory(num_classes)`` with ``LabelSmoothing(alpha)``; randomness from ``seed``.
 
-    Returns the model and its history, one entry per epoch: ``train_loss`` (the
+    Returns the model, its history, one entry per epoch: ``train_loss`` (the
     smoothed objective), ``train_accuracy``, ``val_loss`` (NLL) and
-    ``val_accuracy`` (``None`` without a validation split). Training stops
-    after an epoch whose loss is not finite.
+    ``val_accuracy`` (``None`` without a validation split), and the
+    :class:`Checkpoint` of the epoch with the lowest ``val_loss`` (``None``
+    without a validation split: no early stopping). Training stops after an
+    epoch whose loss is not finite.
     """
     seed_everything(seed)
     device = torch.device(config.device)
@@ -202,6 +229,7 @@ def train(data: DataSet, model_factory: ModelFactory, alpha: float, seed: int, c
     engine.run_event(Event.INIT)
     engine.run_event(Event.FIT_START)
     history: list[dict[str, float | None]] = []
+    best: Checkpoint | None = None
     for epoch in range(config.epochs):
         state.epoch = epoch
         model.train()
@@ -212,8 +240,9 @@ def train(data: DataSet, model_factory: ModelFactory, alpha: float, seed: int, c
         if data.val is not None:
             val_loss, val_accuracy = validation_scores(model, data.val, data.ignore_index, device)
         history.append({"epoch": epoch + 1, **scores, "val_loss": val_loss, "val_accuracy": val_accuracy})
+        best = Checkpoint.better(best, model, epoch + 1, val_loss)
         engine.run_event(Event.EPOCH_END)
         if not math.isfinite(scores["train_loss"]):
             break
     engine.run_event(Event.FIT_END)
-    return model, history
+    return model, history, best
