@@ -53,13 +53,12 @@ COMPARISONS = {
 }
 
 
-def block(name: str) -> str:
+def block(name: str, commit: str | None) -> str:
     """Run comparison ``name`` and return the Markdown that goes between its markers."""
     command, arguments = COMPARISONS[name]
     started = time.perf_counter()
     result = compare(**arguments, out=ROOT / "runs" / "readme" / name, overwrite=True)
     minutes = (time.perf_counter() - started) / 60
-    commit = git_commit(ROOT)
     at = "outside git" if commit is None else f"commit {commit[:12]}" + (
         " with uncommitted changes" if "uncommitted" in commit else "")
     return "\n".join([
@@ -91,8 +90,11 @@ def main(names: list[str]) -> None:
     unknown = sorted(set(names) - set(COMPARISONS))
     if unknown:
         raise SystemExit(f"unknown comparison(s) {unknown}; expected some of {sorted(COMPARISONS)}")
+    # The commit before this script writes anything: the README's own edits by earlier tables of this run
+    # are not "uncommitted changes" of the code that made the numbers.
+    commit = git_commit(ROOT)
     for name in names or list(COMPARISONS):
-        body = block(name)
+        body = block(name, commit)
         # Read and write per comparison: a long run's table is kept even if a later one is stopped.
         atomic_write(README, replace(README.read_text(), name, body).encode())
         print(f"README.md: {name} updated", flush=True)

@@ -1,12 +1,13 @@
-"""What ``compare`` writes beside ``runs.jsonl``: ``metrics.json``, four figures and ``report.md``.
+"""What ``compare`` and ``compare_runs`` write: ``metrics.json``, the figures and ``report.md``.
 
 The report opens with one verdict per headline metric (accuracy, ECE after
 temperature scaling, NLL) and the best alpha per metric, then any warning,
 then where the numbers came from. Every sentence that makes a claim (a
 verdict, a caption) is computed from the result. Each file is written
 atomically, and everything comes from the
-:class:`~._results.CompareResult`, which comes from the
-run store alone.
+:class:`~._results.CompareResult`, which comes from the run records alone:
+``compare_runs(out / "predictions")`` rebuilds ``compare``'s summary and
+comparisons from them (the penultimate picture aside, which needs the model).
 """
 
 from __future__ import annotations
