@@ -287,3 +287,21 @@ def test_intervals_of_bounded_metrics_stay_inside_their_range_and_two_seeds_are_
     assert "With two seeds the interval is 12.7 standard errors wide on each side: too wide" in table
     assert clipped(0.25, 3.0, "accuracy") == (0.0, 1.0) and clipped(0.2, 0.5, "nll") == (0.0, 0.7)
     assert clipped(1.5, 9.0, "brier_ts") == (0.0, 2.0) and clipped(1.0, 0.5, "temperature") == (0.5, 1.5)
+
+
+def test_a_partial_report_ranks_alphas_on_the_seeds_they_all_finished():
+    runs = [run(0.0, 0, metrics=metrics_with(accuracy=0.5)), run(0.0, 1, metrics=metrics_with(accuracy=0.9)),
+            run(0.1, 0, metrics=metrics_with(accuracy=0.6))]
+    result = CompareResult("made", "classification", 3, ("a", "b", "c"), [0.0, 0.1], [0, 1],
+                           TrainConfig(1, 1, 1.0), runs, partial=True)
+    summarize(result)
+    assert result.shared_seeds() == [0]
+    # Over its own seeds alpha 0 would average 0.7 and rank first; on the shared seed it is 0.5 against 0.6.
+    assert [(row["alpha"], row["n_seeds"], row["accuracy_mean"]) for row in result.summary] == [
+        (0.0, 1, 0.5), (0.1, 1, 0.6)]
+    report = report_markdown(result)
+    assert "best at alpha 0.1 (60.0%)" in report
+    assert "use only the seeds every alpha finished (0)" in report
+    result.partial = False
+    summarize(result)
+    assert result.summary[0]["n_seeds"] == 2 and result.summary[0]["accuracy_mean"] == pytest.approx(0.7)

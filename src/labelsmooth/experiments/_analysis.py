@@ -429,14 +429,20 @@ def summarize(result: CompareResult, ci: bool = True) -> None:
     epoch (``best_epoch_mean``). Each alpha is compared with the first under
     every entry of :data:`CHECKPOINTS` and :data:`SCALINGS` (metrics that
     temperature scaling cannot change, accuracy and mean IoU, only at T = 1),
-    over the seeds both finished; a row's ``checkpoint`` is the baseline's
+    over the seeds both finished (a partial comparison's summary, too, uses only the seeds every alpha
+    finished); a row's ``checkpoint`` is the baseline's
     (``"final"`` or ``"early_stopped"``), its ``alpha_checkpoint`` the alpha's.
     A comparison that involves a run that did not learn
     gets the verdict :data:`NOT_COMPARABLE`; one without an interval,
     :data:`NO_INTERVAL`.
     """
-    result.summary = [_summary_row(alpha, result.runs_of(alpha), result.metric_names, ci)
-                      for alpha in result.alphas if result.runs_of(alpha)]
+    # A partial comparison ranks every alpha on the same seeds (those all of them finished), so that an
+    # alpha with more finished seeds is not compared on a different sample of runs.
+    shared = set(result.shared_seeds()) if result.partial else None
+    summarized = {alpha: [r for r in result.runs_of(alpha) if shared is None or r.seed in shared]
+                  for alpha in result.alphas}
+    result.summary = [_summary_row(alpha, runs, result.metric_names, ci)
+                      for alpha, runs in summarized.items() if runs]
     result.comparisons = []
     base = result.alphas[0]
     resampled = _Resampled()

@@ -326,3 +326,8 @@ class CompareResult:
 
     def seeds_of(self, alpha: float) -> list[int]:
         return [r.seed for r in self.runs_of(alpha)]
+
+    def shared_seeds(self) -> list[int]:
+        """The seeds that every alpha with a finished run has finished: what a partial comparison ranks on."""
+        finished = [set(self.seeds_of(alpha)) for alpha in self.alphas if self.runs_of(alpha)]
+        return sorted(set.intersection(*finished)) if finished else []

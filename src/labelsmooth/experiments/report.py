@@ -501,8 +501,11 @@ def _opening(result: CompareResult) -> list[str]:
                   "curves.png.", ""]
     lines += [line for text in result.warnings for line in (f"> **Warning: {text}.**", "")]
     if result.partial:
+        shared = ", ".join(map(str, result.shared_seeds())) or "none"
         lines += [f"> **Partial report**: interrupted after {len(result.runs)} of "
-                  f"{len(result.alphas) * len(result.seeds)} runs; `--resume` finishes the rest.", ""]
+                  f"{len(result.alphas) * len(result.seeds)} runs; `--resume` finishes the rest. The summary "
+                  f"and the ranking use only the seeds every alpha finished ({shared}), and each comparison "
+                  "the seeds its two alphas share.", ""]
     return lines
 
 
