@@ -54,6 +54,7 @@ from labelsmooth.experiments.evaluate import (
 )
 from labelsmooth.experiments.stats import NOT_COMPARABLE, mean_ci
 from labelsmooth.metrics import ECE_BINS
+from labelsmooth.metrics._binned import _bin_index
 
 __all__ = [
     "ADDITIVE", "BOOTSTRAP_SEED", "CHECKPOINTS", "MIN_VAL_ERRORS", "NO_INTERVAL", "REPLICATES", "SCALINGS",
@@ -138,9 +139,8 @@ def _example_sums(p: Predictions, example: np.ndarray, examples: int) -> np.ndar
 def row_sums(confidence: Tensor, correct: Tensor, nll: Tensor, brier: Tensor, example: np.ndarray,
              examples: int) -> np.ndarray:
     """:class:`ExampleStats`' sums from float64 ``(M,)`` rows, each of ``example`` in ``[0, examples)``."""
-    # The bins of labelsmooth.metrics' "guo" rule: (lo, hi], float32 edges; a confidence of 0 is in none.
-    edges = torch.linspace(0, 1, ECE_BINS + 1).double()
-    bins = torch.bucketize(confidence.clamp(max=1.0), edges, right=False) - 1
+    # The ECE metric's own bins (Guo et al.'s rule: a confidence of 0 is in none).
+    bins = _bin_index(confidence.clamp(max=1.0), ECE_BINS, "guo")[1]
     columns = torch.zeros(len(correct), 4 + ECE_BINS, dtype=torch.float64)
     columns[:, 0], columns[:, 1], columns[:, 2], columns[:, 3] = 1.0, correct, nll, brier
     inside = bins >= 0

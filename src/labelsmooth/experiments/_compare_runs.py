@@ -140,7 +140,6 @@ def compare_runs(
     )
     order = {alpha: k for k, alpha in enumerate(result.alphas)}
     records.sort(key=lambda r: (r.seed, order[r.alpha]), reverse=True)
-    del first
     found: list[str | None] = []
     while records:  # one record's logits in memory at a time
         record = reread(records.pop())
