@@ -277,6 +277,18 @@ def test_bad_records_are_refused_naming_the_file_and_the_key(tmp_path, two_runs,
     assert not (tmp_path / "cli").exists()
 
 
+def test_an_out_folder_holding_files_is_refused_unless_overwrite(two_runs, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    refused = r"out: expected an empty or new folder \(or overwrite=True\), got .*notes.txt"
+    with pytest.raises(ValueError, match=refused):
+        compare_runs(list(two_runs), ci=False, out=out)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"
+    compare_runs(list(two_runs), ci=False, out=out, overwrite=True)
+    assert (out / "report.md").exists()
+
+
 def test_one_alpha_is_refused(two_runs):
     with pytest.raises(ValueError, match=r"runs: expected records of at least two alphas, got \[0.0\]"):
         compare_runs([two_runs[0]])

@@ -17,26 +17,17 @@ import torch
 from labelsmooth import _validation as v
 from labelsmooth.experiments import provenance
 from labelsmooth.experiments._analysis import measure, summarize
+from labelsmooth.experiments._outdir import check_empty
 from labelsmooth.experiments._records import RecordSplit, RunRecord, read_runs, reread
 from labelsmooth.experiments._results import CompareResult
 from labelsmooth.experiments._tokens import TASK, TokenSplit, token_note
 from labelsmooth.experiments._warnings import probabilities, undertrained
-from labelsmooth.experiments.data import fail
 from labelsmooth.experiments.provenance import call_text
 
 __all__ = ["compare_runs"]
 
 #: Why a comparison of records draws no penultimate-layer picture.
 NO_PENULTIMATE = "No penultimate-layer picture: run records hold predictions, not activations."
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise fail("out", "a directory (or a path to create one)", str(out))
-    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if held and not overwrite:
-        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
-        raise fail("out", "an empty or new folder (or overwrite=True)", f"{out} holding {shown}")
 
 
 def _alphas(records: Sequence[RunRecord]) -> list[float]:
@@ -126,7 +117,7 @@ def compare_runs(
     v.check_flag(allow_different_settings, "allow_different_settings")
     out_path = None if out is None else Path(out)
     if out_path is not None:
-        _check_out(out_path, overwrite)
+        check_empty(out_path, overwrite=overwrite)
     started = provenance.start(call, "cpu")
     records, checked = read_runs(runs, allow_different_settings=allow_different_settings)
     first = records[0]
