@@ -7,6 +7,13 @@ does not use them: every rank predicts its own unpadded stride of the data
 set (rank ``r`` of ``W`` takes indices ``r, r + W, ...``), the strides are
 gathered, and global rank 0 writes one row per example, its dataset index as
 its id.
+
+With ``monitor``, the callback also keeps, on the CPU, a copy of the weights
+of the epoch whose validation value was best (the rule of ``labelsmooth
+compare``'s own early stopping: a strict improvement, ties keep the earlier
+epoch, non-finite values never count), and writes their predictions as the
+early-stopped logits, so that ``compare --runs`` can ask whether smoothing
+beats early stopping, the regularizer every trainer already has.
 """
 
 from __future__ import annotations
@@ -26,10 +33,14 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from labelsmooth import _validation as v
 from labelsmooth.experiments._records import SUFFIXES, save_run
+from labelsmooth.experiments.train import Checkpoint
 
 __all__ = ["SaveRun"]
 
 Split = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+#: ``mode``'s values, Lightning's ``ModelCheckpoint``'s words: lower or higher is better.
+MODES = ("min", "max")
 
 
 def _loader(loaders: object, split: str) -> DataLoader[Any] | None:
@@ -99,6 +110,12 @@ class SaveRun(pl.Callback):
             ``test_dataloader()`` and the fit's validation loader (``val``
             may be absent: no temperature scaling then).
         convention, ignore_index, class_names: stored in the record's meta.
+        monitor: a validation value in ``trainer.callback_metrics`` (for
+            example ``"val_loss"``): the record then also holds the
+            predictions of the epoch where it was best (``test_es_logits``,
+            ``val_es_logits``, ``best_epoch``). Costs one copy of the
+            weights in CPU memory.
+        mode: ``"min"`` (lower ``monitor`` is better) or ``"max"``.
 
     Example::
 
@@ -109,7 +126,8 @@ class SaveRun(pl.Callback):
     def __init__(self, path: str | os.PathLike[str], *, alpha: float, seed: int,
                  settings: dict[str, Any] | None = None, test: DataLoader[Any] | None = None,
                  val: DataLoader[Any] | None = None, convention: str | None = None,
-                 ignore_index: int | None = None, class_names: Sequence[str] | None = None) -> None:
+                 ignore_index: int | None = None, class_names: Sequence[str] | None = None,
+                 monitor: str | None = None, mode: str = "min") -> None:
         self.path = Path(path)
         if self.path.suffix not in SUFFIXES:
             raise v.fail("path", f"a file name ending in {' or '.join(SUFFIXES)}", str(path))
@@ -120,6 +138,11 @@ class SaveRun(pl.Callback):
                      "class_names": class_names}
         self.test, self.val = _loader(test, "test"), _loader(val, "val")
         self.history: list[dict[str, Any]] = []
+        if monitor is not None and not isinstance(monitor, str):
+            raise v.fail("monitor", "a metric name (str) or None", monitor, error=TypeError)
+        self.monitor, self.mode = monitor, v.check_choice(mode, "mode", MODES)
+        self.best: Checkpoint | None = None
+        self.best_step = -1
 
     def __repr__(self) -> str:
         return f"SaveRun({str(self.path)!r}, alpha={self.alpha:g}, seed={self.seed})"
@@ -128,6 +151,21 @@ class SaveRun(pl.Callback):
         metrics = {key: float(value) for key, value in trainer.callback_metrics.items()
                    if isinstance(value, torch.Tensor) and value.numel() == 1}
         self.history.append({"epoch": trainer.current_epoch, **metrics})
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.monitor is None or trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            shown = ", ".join(sorted(trainer.callback_metrics)) or "none"
+            raise v.fail("monitor", f"a value logged in validation (logged: {shown})", self.monitor)
+        # Rank 0's value decides on every rank: the ranks' weights, and so their shares of the predictions,
+        # must come from one epoch also when the value was logged without sync_dist.
+        local = float(value) * (1.0 if self.mode == "min" else -1.0)
+        best = Checkpoint.better(self.best, pl_module, trainer.current_epoch + 1,
+                                 float(trainer.strategy.broadcast(local, src=0)))
+        if best is not self.best:
+            self.best, self.best_step = best, trainer.global_step
 
     def _split(self, trainer: pl.Trainer, module: pl.LightningModule, split: str) -> Split | None:
         loader = self.test if split == "test" else self.val
@@ -149,7 +187,29 @@ class SaveRun(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         test = self._split(trainer, pl_module, "test")
         val = self._split(trainer, pl_module, "val")
+        stopped = self._early_stopped(trainer, pl_module, test, val)
         if trainer.is_global_zero:
             save_run(self.path, alpha=self.alpha, seed=self.seed, test=test,  # type: ignore[arg-type]
-                     val=val, history=self.history or None, **self.meta)  # type: ignore[arg-type]
+                     val=val, history=self.history or None, **stopped, **self.meta)  # type: ignore[arg-type]
         trainer.strategy.barrier("SaveRun")
+
+    def _early_stopped(self, trainer: pl.Trainer, module: pl.LightningModule, test: Split | None,
+                       val: Split | None) -> dict[str, Any]:
+        """``save_run``'s early-stopping arguments: the best epoch's logits (the final ones when it is
+        the last epoch); the final weights are back in ``module`` afterwards."""
+        if self.monitor is None:
+            return {}
+        if self.best is None:
+            raise v.fail("monitor", "a validation value that was finite at least once (the fit never "
+                         "validated, or diverged)", self.monitor)
+        if self.best_step == trainer.global_step:  # no step since: the final weights are the best
+            logits = (None if test is None else test[0], None if val is None else val[0])
+        else:
+            final = {key: value.detach().clone() for key, value in module.state_dict().items()}
+            module.load_state_dict(self.best.state)
+            try:
+                stopped = (self._split(trainer, module, "test"), self._split(trainer, module, "val"))
+            finally:
+                module.load_state_dict(final)
+            logits = tuple(None if split is None else split[0] for split in stopped)  # type: ignore[assignment]
+        return {"best_epoch": self.best.epoch, "test_es_logits": logits[0], "val_es_logits": logits[1]}
