@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from labelsmooth.metrics import (
+    _binned,
     adaptive_ece,
     aurc,
     brier_score,
@@ -183,6 +184,14 @@ def test_classwise_ece_matches_histogram_reference(name, n_bins):
     probs, labels = case(name)
     expected = reference_classwise_ece(probs.numpy(), labels.numpy(), n_bins)
     assert classwise_ece(probs, labels, n_bins=n_bins) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", CASE_IDS)
+def test_classwise_ece_in_blocks_of_a_few_rows_matches_the_reference(name, monkeypatch):
+    probs, labels = case(name)
+    monkeypatch.setattr(_binned, "_BLOCK_ELEMENTS", 3 * probs.shape[1])  # 3 rows a block, a short last one
+    expected = reference_classwise_ece(probs.numpy(), labels.numpy(), 15)
+    assert classwise_ece(probs, labels, n_bins=15) == pytest.approx(expected, abs=1e-12)
 
 
 def test_classwise_ece_counts_probabilities_at_zero_and_one():

@@ -66,6 +66,10 @@ class ReliabilityBins:
     total: int
 
 
+#: Elements per block of rows in :func:`classwise_ece` (32 MiB of float64).
+_BLOCK_ELEMENTS = 1 << 22
+
+
 def _bin_index(confidence: Tensor, n_bins: int, binning: str) -> tuple[Tensor, Tensor, int]:
     """The edges, each sample's bin (-1 for none) and the number of bins."""
     if binning == "guo":
@@ -251,13 +255,19 @@ def classwise_ece(probs: Tensor, targets: Tensor, *, n_bins: int = ECE_BINS) -> 
     probs, targets = _check_probs(probs, targets)
     _check_distributions(probs)
     n, c = probs.shape
-    p = probs.detach().double().cpu().flatten()
-    hit = torch.zeros(n * c, dtype=torch.float64)
-    hit[torch.arange(n) * c + targets.cpu()] = 1.0
-    _, index, _ = _bin_index(p, n_bins, "netcal")
-    # One slot per (class, bin); the bin's weighted gap is the absolute sum of its residuals.
-    slot = (torch.arange(n * c) % c) * n_bins + index
-    residual = torch.zeros(c * n_bins, dtype=torch.float64).index_add_(0, slot, hit - p)
+    # One slot per (class, bin); the bin's weighted gap is the absolute sum of its residuals
+    # (targets' ones minus probabilities). Blocks of rows keep the int64 slots of an ImageNet-size
+    # split (50,000 x 1,000) from costing several N x C buffers at once.
+    residual = torch.zeros(c * n_bins, dtype=torch.float64)
+    offset = torch.arange(c) * n_bins
+    rows = max(1, _BLOCK_ELEMENTS // c)
+    for start in range(0, n, rows):
+        p = probs[start:start + rows].detach().double().cpu()
+        _, index, _ = _bin_index(p, n_bins, "netcal")
+        slot = index.add_(offset)
+        residual.index_add_(0, slot.flatten(), p.flatten(), alpha=-1)
+        hits = slot.gather(1, targets[start:start + rows].cpu()[:, None]).flatten()
+        residual.index_add_(0, hits, torch.ones(len(hits), dtype=torch.float64))
     return float(residual.abs().sum() / (n * c))
 
 

@@ -48,4 +48,4 @@ def brier_score(probs: Tensor, targets: Tensor) -> float:
     residual = probs.detach().to(torch.float64, copy=True)
     rows = torch.arange(residual.shape[0], device=residual.device)
     residual[rows, targets.to(residual.device)] -= 1.0
-    return float(residual.square().sum(dim=1).mean())
+    return float(residual.square_().sum(dim=1).mean())
