@@ -13,16 +13,33 @@ comparisons from them (the penultimate picture aside, which needs the model).
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from labelsmooth.experiments import _figures as figures
 from labelsmooth.experiments._analysis import ADDITIVE, REPLICATES
+from labelsmooth.experiments._captions import captions
+from labelsmooth.experiments._early_report import (
+    early_stopping_answer,
+    early_stopping_section,
+    early_stopping_table,
+)
 from labelsmooth.experiments._files import atomic_write
+from labelsmooth.experiments._phrases import (
+    HEADLINE,
+    best_row,
+    comparison,
+    difference,
+    formatted,
+    in_percent,
+    is_final,
+    judgement,
+    metric_of,
+    number,
+    table,
+)
 from labelsmooth.experiments._results import CompareResult
-from labelsmooth.experiments.evaluate import METRICS, clipped
+from labelsmooth.experiments.evaluate import METRICS
 from labelsmooth.experiments.stats import NOT_COMPARABLE, t_quantile
 from labelsmooth.metrics import ECE_BINS
 
@@ -33,85 +50,18 @@ __all__ = [
     "warning", "write_report"
 ]
 
-#: Printed numbers smaller than this (in their unit) are float rounding of an exact 0: they print as 0.
-ZERO = 1e-9
-#: The report's headline metrics: (metric, scaling of the comparison, label).
-HEADLINE = (("accuracy", "none", "Accuracy"), ("ece", "both", "ECE after temperature scaling"),
-            ("nll", "none", "NLL"))
-#: A reliability bin with fewer predictions than this is called sparse in the caption.
-SPARSE_BIN = 10
-
-
-def number(value: float | None, spec: str) -> str:
-    """``value`` formatted with ``spec``; rounding noise around 0 (``-9.25e-16``) prints as 0, NaN as n/a.
-
-    Example:
-        >>> number(-9.25e-16, "+.3g"), number(-4.16334e-17, ".3g"), number(0.0123, "+.3g")
-        ('0', '0', '+0.0123')
-    """
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    if abs(value) < ZERO:
-        value = 0.0
-    text = format(value, spec)
-    # "-0.0" and "+0" say a sign the number does not have.
-    return text.lstrip("+-") if float(text) == 0 else text
-
-
-def _base(key: str) -> str:
-    """The metric of a summary key: ``"ece_ts"``, ``"ece_es"``, ``"ece_es_ts"`` -> ``"ece"``."""
-    return key.removesuffix("_ts").removesuffix("_es")
-
-
-def _percent(key: str) -> bool:
-    return _base(key) in METRICS and METRICS[_base(key)].percent
-
-
-def _format(mean: float | None, half: float | None, key: str) -> str:
-    """``mean ± half`` of summary key ``key`` (rates in %; the temperature with 2 decimals)."""
-    spec = (".1f" if _percent(key) or key == "best_epoch" else ".2f" if key.startswith("temperature")
-            else ".3f")
-    scale = 100.0 if _percent(key) else 1.0
-    text = number(None if mean is None else mean * scale, spec)
-    if half is None or mean is None or not math.isfinite(mean) or not math.isfinite(half):
-        return text if half is None else f"{text} ± {number(half * scale, spec)}"
-    low, high = clipped(mean, half, key)
-    if (low, high) != (mean - half, mean + half):  # past a bound of the metric: the clipped interval
-        return f"{text} [{number(low * scale, spec)}, {number(high * scale, spec)}]"
-    return f"{text} ± {number(half * scale, spec)}"
-
-
-def _label(key: str) -> str:
-    if key.startswith("temperature"):
-        return "T" + (" early-stopped" if key.endswith("_es") else "")
-    if key == "best_epoch":
-        return "best epoch"
-    metric = METRICS[_base(key)]
-    stopped = " early-stopped" if key.endswith(("_es", "_es_ts")) else ""
-    return (metric.label + stopped + (" after TS" if key.endswith("_ts") else "")
-            + (" (%)" if metric.percent else ""))
-
-
-def _table(result: CompareResult, keys: Sequence[str], headers: Sequence[str] | None = None) -> str:
-    headers = [_label(k) for k in keys] if headers is None else headers
-    lines = ["| alpha | seeds | " + " | ".join(headers) + " |", "|" + "---|" * (len(keys) + 2)]
-    for row in result.summary:
-        cells = [_format(row[f"{k}_mean"], row[f"{k}_ci95"], k) for k in keys]
-        lines.append(f"| {row['alpha']:g} | {row['n_seeds']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
 
 def format_table(result: CompareResult) -> str:
     """The headline table the command prints: accuracy, NLL, ECE (mean IoU), the temperature, ECE and NLL
     after temperature scaling; mean ± 95% CI half-width, rates in %."""
     raw = ["accuracy", "nll", "ece", *(["miou"] if "miou" in result.metric_names else [])]
-    return _table(result, [*raw, "temperature", "ece_ts", "nll_ts"])
+    return table(result, [*raw, "temperature", "ece_ts", "nll_ts"])
 
 
 def metrics_table(result: CompareResult, *, scaled: bool) -> str:
     """Every metric at T = 1, or (``scaled``) after temperature scaling."""
     names = [n for n in result.metric_names if not (scaled and METRICS[n].scale_invariant)]
-    return _table(result, [f"{n}_ts" if scaled else n for n in names])
+    return table(result, [f"{n}_ts" if scaled else n for n in names])
 
 
 def temperature_table(result: CompareResult) -> str:
@@ -119,7 +69,7 @@ def temperature_table(result: CompareResult) -> str:
     keys = ["ece", "temperature", "ece_ts", "nll", "nll_ts", "accuracy"]
     headers = ["ECE (T = 1)", "T", "ECE (temperature-scaled)", "NLL (T = 1)", "NLL (temperature-scaled)",
                "accuracy (%)"]
-    return _table(result, keys, headers)
+    return table(result, keys, headers)
 
 
 def warning(result: CompareResult) -> str | None:
@@ -133,34 +83,13 @@ def warning(result: CompareResult) -> str | None:
             f"{first.check['reasons'][0]}); their comparisons are {NOT_COMPARABLE!r}")
 
 
-def _difference(c: dict[str, Any]) -> str:
-    """``+1.48 ± 1.38 points``: a comparison's paired difference in the metric's unit; an interval over
-    test examples (a percentile bootstrap, not symmetric) is written ``[low, high]``."""
-    scale = 100.0 if _percent(c["metric"]) else 1.0
-    unit = " points" if _percent(c["metric"]) else ""
-    mean = number(c["difference_mean"] * scale, "+.3g")
-    if c["interval"] == "examples":
-        low, high = (number(x * scale, "+.3g") for x in c["difference_interval"])
-        return f"{mean}{unit} [{low}, {high}] over test examples"
-    interval = "" if c["difference_ci95"] is None else f" ± {number(c['difference_ci95'] * scale, '.3g')}"
-    return f"{mean}{interval}{unit}"
-
-
-def _judgement(c: dict[str, Any]) -> str:
-    if c["verdict"] == NOT_COMPARABLE:
-        return "not comparable (a run did not learn)"
-    if c["inside_noise"] is None:
-        return "no interval, so no noise verdict"
-    return "inside the noise" if c["inside_noise"] else f"{c['verdict']}, outside the noise"
-
-
 def noise_statement(result: CompareResult, scaling: str = "none") -> list[str]:
     """One plain sentence per compared alpha and metric (``scaling``: see ``compare.SCALINGS``)."""
     sentences = []
-    for c in (c for c in result.comparisons if c["scaling"] == scaling and _final(c)):
+    for c in (c for c in result.comparisons if c["scaling"] == scaling and is_final(c)):
         name = METRICS[c["metric"]].label
         where = f"alpha={c['alpha']:g} vs alpha={c['baseline_alpha']:g}"
-        diff = _difference(c)
+        diff = difference(c)
         if c["verdict"] == NOT_COMPARABLE:
             sentences.append(f"- {name}, {where}: {diff}. **Not comparable**: a run did not learn.")
         elif c["inside_noise"] is None:
@@ -205,54 +134,25 @@ def interval_statement(result: CompareResult) -> str:
     return " ".join(parts)
 
 
-def _final(c: dict[str, Any]) -> bool:
-    """Whether comparison ``c`` is of both sides at their final epoch."""
-    return bool(c["checkpoint"] == c["alpha_checkpoint"] == "final")
-
-
-def _comparison(result: CompareResult, alpha: float, name: str, scaling: str,
-                checkpoints: tuple[str, str] = ("final", "final")) -> dict[str, Any] | None:
-    """The comparison of ``alpha`` with the baseline; ``checkpoints``: the alpha's and the baseline's."""
-    return next((c for c in result.comparisons
-                 if c["alpha"] == alpha and c["metric"] == name and c["scaling"] == scaling
-                 and (c["alpha_checkpoint"], c["checkpoint"]) == checkpoints), None)
-
-
-def _best(result: CompareResult, key: str, *, learned_only: bool = True,
-          skip: float | None = None) -> dict[str, Any] | None:
-    """The summary row with the best mean of ``key`` (ties: the first alpha); ``None`` if none is finite.
-
-    An alpha with a run that did not learn is never the best (unless ``learned_only`` is false): its mean
-    is not a measure of smoothing. ``skip``: an alpha left out (the baseline).
-    """
-    failed = {r.alpha for r in result.not_learned} if learned_only else set()
-    rows = [r for r in result.summary if r[f"{key}_mean"] is not None and math.isfinite(r[f"{key}_mean"])
-            and r["alpha"] not in failed and r["alpha"] != skip]
-    if not rows:
-        return None
-    sign = 1.0 if METRICS[_base(key)].higher_is_better else -1.0
-    return max(rows, key=lambda r: sign * r[f"{key}_mean"])
-
-
 def _verdict(result: CompareResult, name: str, scaling: str, label: str) -> str:
     key = name + ("_ts" if scaling == "both" else "")
-    best = _best(result, key)
-    if best is None and _best(result, key, learned_only=False) is not None:
+    best = best_row(result, key)
+    if best is None and best_row(result, key, learned_only=False) is not None:
         return f"- **{label}**: no best alpha: every alpha measured has a run that did not learn."
     if best is None:
         return f"- **{label}**: not measured (no finite value)."
     base = result.alphas[0]
-    shown = _format(best[f"{key}_mean"], best[f"{key}_ci95"], key) + ("%" if _percent(key) else "")
+    shown = formatted(best[f"{key}_mean"], best[f"{key}_ci95"], key) + ("%" if in_percent(key) else "")
     head = f"- **{label}**: best at alpha {best['alpha']:g} ({shown})"
     if best["alpha"] != base:
-        c = _comparison(result, best["alpha"], name, scaling)
+        c = comparison(result, best["alpha"], name, scaling)
         if c is None:
             return f"{head}; alpha {base:g}, the baseline, was not measured the same way."
-        return f"{head}, {_difference(c)} against alpha {base:g}: {_judgement(c)}."
-    others = [c for a in result.alphas[1:] if (c := _comparison(result, a, name, scaling)) is not None]
+        return f"{head}, {difference(c)} against alpha {base:g}: {judgement(c)}."
+    others = [c for a in result.alphas[1:] if (c := comparison(result, a, name, scaling)) is not None]
     if not others:
         return f"{head}; no other alpha to compare with."
-    against = "; ".join(f"alpha {c['alpha']:g} {_difference(c)} ({_judgement(c)})" for c in others)
+    against = "; ".join(f"alpha {c['alpha']:g} {difference(c)} ({judgement(c)})" for c in others)
     return f"{head}, the baseline; against it: {against}."
 
 
@@ -266,9 +166,9 @@ def best_alphas(result: CompareResult) -> str:
     def best_of(keys: list[str]) -> str:
         shown = []
         for key in keys:
-            best = _best(result, key)
+            best = best_row(result, key)
             alpha = "n/a" if best is None else format(best["alpha"], "g")
-            shown.append(f"{METRICS[_base(key)].label} {alpha}")
+            shown.append(f"{METRICS[metric_of(key)].label} {alpha}")
         return ", ".join(shown)
 
     names = list(result.metric_names)
@@ -280,15 +180,15 @@ def best_alphas(result: CompareResult) -> str:
 def _against_ts(result: CompareResult, alpha: float) -> str | None:
     base = result.alphas[0]
     row = {r["alpha"]: r for r in result.summary}
-    found = {name: _comparison(result, alpha, name, "baseline") for name in ("ece", "nll")}
+    found = {name: comparison(result, alpha, name, "baseline") for name in ("ece", "nll")}
     ece, nll = found["ece"], found["nll"]
     if ece is None or nll is None or alpha not in row or base not in row:
         return None
     parts = []
     for name, c in (("ece", ece), ("nll", nll)):
-        mine = _format(row[alpha][f"{name}_mean"], row[alpha][f"{name}_ci95"], name)
-        theirs = _format(row[base][f"{name}_ts_mean"], row[base][f"{name}_ts_ci95"], name)
-        parts.append(f"{METRICS[name].label} {mine} against {theirs}, {_difference(c)} ({_judgement(c)})")
+        mine = formatted(row[alpha][f"{name}_mean"], row[alpha][f"{name}_ci95"], name)
+        theirs = formatted(row[base][f"{name}_ts_mean"], row[base][f"{name}_ts_ci95"], name)
+        parts.append(f"{METRICS[name].label} {mine} against {theirs}, {difference(c)} ({judgement(c)})")
     if ece["verdict"] == NOT_COMPARABLE:
         conclusion = "cannot tell: a run did not learn"
     elif ece["inside_noise"] is None:
@@ -299,7 +199,7 @@ def _against_ts(result: CompareResult, alpha: float) -> str | None:
         conclusion = "on ECE smoothing alone calibrates better than temperature scaling"
     else:
         conclusion = "on ECE temperature scaling calibrates better than smoothing alone"
-    temperature = _format(row[base]["temperature_mean"], row[base]["temperature_ci95"], "temperature")
+    temperature = formatted(row[base]["temperature_mean"], row[base]["temperature_ci95"], "temperature")
     return (f"- alpha {alpha:g} against temperature scaling at alpha {base:g} (T = {temperature}): "
             f"{'; '.join(parts)}. So {conclusion}.")
 
@@ -308,166 +208,6 @@ def temperature_answer(result: CompareResult) -> list[str]:
     """The plain-words answer per alpha: "alpha 0.1 against temperature scaling at alpha 0: ..."."""
     lines = [line for alpha in result.alphas[1:] if (line := _against_ts(result, alpha)) is not None]
     return lines or ["- Nothing to compare (one alpha, or no validation split to fit a temperature on)."]
-
-
-#: Why a result has no early-stopping values.
-NO_VALIDATION = ("No early stopping: there is no validation split to choose the epoch on (the split "
-                 "that temperature scaling needs too).")
-NO_ES_LOGITS = ("No early stopping: no run has early-stopped predictions (a record carries them as "
-                "test_es_logits and val_es_logits, with meta.best_epoch).")
-
-
-def _no_early_stopping(result: CompareResult) -> str | None:
-    """Why there is nothing to say about early stopping, or ``None`` when some run has its values."""
-    if any(r.early_stopped is not None for r in result.runs):
-        return None
-    return NO_ES_LOGITS if any(r.temperature is not None for r in result.runs) else NO_VALIDATION
-
-
-def early_stopping_table(result: CompareResult) -> str:
-    """Per alpha: the early-stopped epoch, and the headline metrics at the final epoch and early-stopped."""
-    why = _no_early_stopping(result)
-    if why is not None:
-        return why
-    keys = ["best_epoch", "accuracy", "accuracy_es", "nll", "nll_es", "ece_ts", "ece_es_ts"]
-    headers = ["best epoch", "accuracy (%), final", "accuracy (%), early-stopped", "NLL, final",
-               "NLL, early-stopped", "ECE after TS, final", "ECE after TS, early-stopped"]
-    return _table(result, keys, headers)
-
-
-def _conclusion(c: dict[str, Any], what: str) -> str:
-    if c["verdict"] == NOT_COMPARABLE:
-        return "cannot tell: a run did not learn"
-    if c["inside_noise"] is None:
-        return "cannot tell: there is no interval"
-    if c["inside_noise"]:
-        return f"on {what} smoothing and early stopping are indistinguishable within the noise"
-    better = c["verdict"] == "better"
-    return f"on {what} " + ("smoothing beats early stopping" if better else "early stopping beats smoothing")
-
-
-def _against_early_stopping(result: CompareResult, name: str, scaling: str, label: str) -> str | None:
-    """The best smoothed alpha at its final epoch against the early-stopped baseline, on one metric."""
-    scaled = "_ts" if scaling == "both" else ""
-    base = result.alphas[0]
-    best = _best(result, name + scaled, skip=base)
-    row = next((r for r in result.summary if r["alpha"] == base), None)
-    pair = ("final", "early_stopped")
-    c = None if best is None else _comparison(result, best["alpha"], name, scaling, pair)
-    if best is None or row is None or c is None:
-        return None
-    key, stopped = name + scaled, name + "_es" + scaled
-    unit = "%" if _percent(key) else ""
-    mine = _format(best[f"{key}_mean"], best[f"{key}_ci95"], key) + unit
-    theirs = _format(row[f"{stopped}_mean"], row[f"{stopped}_ci95"], stopped) + unit
-    epoch = _format(row["best_epoch_mean"], row["best_epoch_ci95"], "best_epoch")
-    of = "" if result.config is None else f" of {result.config.epochs}"
-    what = METRICS[name].label + (" after temperature scaling" if scaled else "")
-    return (f"- **{label} against early stopping**: alpha {best['alpha']:g} at its final epoch {mine} "
-            f"against alpha {base:g} early-stopped (at epoch {epoch}{of}) {theirs}, {_difference(c)}: "
-            f"{_judgement(c)}. So {_conclusion(c, what)}.")
-
-
-def early_stopping_answer(result: CompareResult) -> list[str]:
-    """One sentence per headline metric: does the best smoothed alpha, trained to the end, beat the baseline
-    stopped at its epoch of lowest validation NLL? (Or one line saying why there is no early stopping.)"""
-    why = _no_early_stopping(result)
-    if why is not None:
-        return [f"- {why}"]
-    lines = [line for name, scaling, label in HEADLINE
-             if (line := _against_early_stopping(result, name, scaling, label)) is not None]
-    return lines or ["- Nothing to compare: no smoothed alpha was paired with an early-stopped baseline."]
-
-
-def _reliability_caption(result: CompareResult, *, scaled: bool = False) -> str:
-    parts = []
-    for alpha in result.alphas:
-        bins = result.reliability(alpha, scaled=scaled)
-        if bins is None:
-            continue
-        # Mean confidence minus accuracy over every prediction: > 0 over-confident, < 0 under-confident.
-        gap = sum((c - a) * n for c, a, n in zip(bins["confidence"], bins["accuracy"], bins["count"],
-                                                 strict=True)) / bins["total"]
-        sparse = sum(1 for n in bins["count"] if 0 < n < SPARSE_BIN)
-        lean = ("over-confident" if gap > 0 else "under-confident" if gap < 0
-                else "neither over- nor under-confident")
-        parts.append(f"alpha {alpha:g}: {lean} on average (mean confidence minus accuracy "
-                     f"{number(gap, '+.3f')}), {sparse} of the occupied bins hold fewer than {SPARSE_BIN} "
-                     "predictions")
-    which = ("After temperature scaling (each run's own T; runs whose fit was left out are not pooled). "
-             if scaled else "")
-    return (which + "Bars: accuracy per confidence bin (test predictions of all seeds pooled); hatched: "
-            "the gap to the bin's mean confidence; the strip below counts the predictions per bin (log "
-            "scale), so a bar drawn from a handful of predictions shows as such. The title's ECE is that of "
-            "the pooled predictions drawn. " + ("; ".join(parts) + "." if parts else ""))
-
-
-def _metrics_caption(result: CompareResult) -> str:
-    parts = []
-    for key in ("ece", "ece_ts", "nll", "nll_ts"):
-        best = _best(result, key)
-        if best is not None:
-            parts.append(f"{_label(key)} is lowest at alpha {best['alpha']:g}")
-    rows = [r for r in result.summary if r["temperature_mean"] is not None]
-    temperatures = ", ".join(f"{r['temperature_mean']:.2f} at alpha {r['alpha']:g}" for r in rows)
-    if rows:
-        parts.append(f"the fitted temperature is {temperatures} (above 1: scaling softens an over-confident "
-                     "model; below 1: it sharpens an under-confident one)")
-    return ("Mean over seeds with its 95% interval; solid at T = 1, dashed after temperature scaling. "
-            + ("; ".join(parts) + "." if parts else ""))
-
-
-def _curves_caption(result: CompareResult) -> str:
-    parts = []
-    for alpha in result.alphas:
-        epochs, losses = figures.epoch_means(result, alpha, "val_loss")
-        if not losses:
-            continue
-        lowest = min(range(len(losses)), key=losses.__getitem__)
-        parts.append(f"alpha {alpha:g}: lowest at epoch {epochs[lowest]} of {epochs[-1]} "
-                     f"({losses[lowest]:.3f}; {losses[-1]:.3f} at the end)")
-    if not parts:
-        return "No validation split, so no validation curve."
-    return "Mean validation NLL over seeds: " + "; ".join(parts) + "."
-
-
-def _penultimate_caption(result: CompareResult) -> str:
-    """The cluster claim, from the measured spread-to-separation ratios against the first alpha."""
-    values = [(r.alpha, r.cluster_tightness()) for r in result.penultimate_runs()]
-    measured = [(a, t) for a, t in values if t is not None]
-    scale = ("All panels share one scale." if result.penultimate_scale == "shared"
-             else "Each panel has its own scale.")
-    text = ("Penultimate-layer activations of three classes (lowest seed) projected onto the plane through "
-            f"those classes' last-layer weight vectors (Müller et al., 2019). {scale}")
-    if not measured:
-        return text
-    shown = "; ".join(f"alpha {a:g}: {t:.3f}" for a, t in measured)
-    text += (" Mean distance to the class centroid over mean distance between centroids (smaller is "
-             f"tighter): {shown}.")
-    base = dict(measured).get(result.alphas[0])
-    if base is None or base == 0:
-        return text
-    claims = []
-    for alpha, t in measured:
-        if alpha == result.alphas[0]:
-            continue
-        ratio = t / base
-        word = "tighter" if ratio < 1 else "looser" if ratio > 1 else "neither tighter nor looser"
-        claims.append(f"at alpha {alpha:g} the clusters are {word} than at alpha {result.alphas[0]:g} "
-                      f"(ratio {ratio:.2f})")
-    if not claims:
-        return text
-    # The picture is one seed's (the lowest): a ratio of two runs has no interval.
-    return (text + " " + "; ".join(claims).capitalize() + ". This rests on one run per alpha (the lowest "
-            "seed), so it is an observation with no interval, not a measured difference.")
-
-
-def captions(result: CompareResult) -> dict[str, str]:
-    """The caption of every figure, each claim computed from the result."""
-    return {"reliability": _reliability_caption(result),
-            "reliability_ts": _reliability_caption(result, scaled=True),
-            "metrics_vs_alpha": _metrics_caption(result),
-            "curves": _curves_caption(result), "penultimate": _penultimate_caption(result)}
 
 
 def _duration(seconds: float) -> str:
@@ -554,22 +294,6 @@ def _figure(name: str, title: str, caption: str) -> list[str]:
             f"{caption} (Also as `{name}.svg`.)", ""]
 
 
-def _early_stopping_section(result: CompareResult) -> list[str]:
-    return [
-        "## Against early stopping",
-        "",
-        "Early stopping is the free alternative to smoothing under label noise: each run also keeps the "
-        "weights of its epoch with the lowest validation NLL and is measured with them (after temperature "
-        "scaling, with a temperature fitted on the validation split for those weights). The answers above "
-        f"pair the best smoothed alpha at its final epoch with alpha {result.alphas[0]:g} early-stopped, "
-        "seed by seed; metrics.json has every pairing (`checkpoint`, `alpha_checkpoint`). The validation "
-        "split that picks the epoch is the one that fits the temperature, never the test split.",
-        "",
-        early_stopping_table(result),
-        "",
-    ]
-
-
 def report_markdown(result: CompareResult) -> str:
     notes = captions(result)
     base = result.alphas[0]
@@ -600,7 +324,7 @@ def report_markdown(result: CompareResult) -> str:
         "",
         *temperature_answer(result),
         "",
-        *_early_stopping_section(result),
+        *early_stopping_section(result),
         "## Every metric at T = 1",
         "",
         metrics_table(result, scaled=False),
