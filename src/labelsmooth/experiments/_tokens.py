@@ -30,8 +30,9 @@ import torch
 
 from labelsmooth import _validation as v
 from labelsmooth.metrics import ReliabilityBins, TokenStatistics, reliability_bins
-from labelsmooth.metrics._common import _tie_averaged_cumsum
-from labelsmooth.metrics._smooth import _phased, _residual_spectrum, _smooth_ece_fixpoint
+from labelsmooth.metrics._binned import adaptive_ece_of
+from labelsmooth.metrics._selective import aurc_of
+from labelsmooth.metrics._smooth import smooth_ece_of
 
 __all__ = [
     "ABSENT", "ARRAYS", "KEYS", "TASK", "TokenSplit", "from_statistics", "grid_fit", "token_note",
@@ -169,25 +170,6 @@ def token_values(split: TokenSplit, column: int) -> Columns:
     return confidence, correct, nll, brier
 
 
-def _aurc(confidence: torch.Tensor, correct: torch.Tensor) -> float:
-    # labelsmooth.metrics.aurc from (confidence, correct) instead of the probabilities.
-    ordered, order = confidence.sort(descending=True, stable=True)
-    n = ordered.numel()
-    risk = _tie_averaged_cumsum(ordered, 1.0 - correct[order])[1:] / torch.arange(1, n + 1)
-    return float(risk[0]) if n == 1 else float((risk[:-1] + risk[1:]).sum() / (2 * (n - 1)))
-
-
-def _adaptive_ece(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int) -> float:
-    # labelsmooth.metrics.adaptive_ece from (confidence, correct).
-    ordered, order = confidence.sort(stable=True)
-    running = _tie_averaged_cumsum(ordered, correct[order] - ordered)
-    n = ordered.numel()
-    sizes = torch.full((n_bins,), n // n_bins, dtype=torch.long)
-    sizes[: n % n_bins] += 1
-    bounds = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
-    return float((running[bounds[1:]] - running[bounds[:-1]]).abs().sum() / n)
-
-
 def token_scores(split: TokenSplit, column: int, n_bins: int) -> tuple[dict[str, float], ReliabilityBins]:
     """Every per-token metric at the grid's ``column`` and the reliability bins (Guo et al.'s binning)."""
     confidence, correct, nll, brier = token_values(split, column)
@@ -199,8 +181,8 @@ def token_scores(split: TokenSplit, column: int, n_bins: int) -> tuple[dict[str,
     metrics = {
         "accuracy": float(correct.mean()), "nll": float(nll.mean()),
         "ece": float((gap * bins.count).sum() / bins.total),
-        "smooth_ece": _smooth_ece_fixpoint(_phased(_residual_spectrum(confidence, correct - confidence))),
-        "adaptive_ece": _adaptive_ece(confidence, correct, n_bins),
-        "brier": float(brier.mean()), "aurc": _aurc(confidence, correct),
+        "smooth_ece": smooth_ece_of(confidence, correct),
+        "adaptive_ece": adaptive_ece_of(confidence, correct, n_bins),
+        "brier": float(brier.mean()), "aurc": aurc_of(confidence, correct),
     }
     return metrics, bins

@@ -38,8 +38,8 @@ from labelsmooth.metrics._common import (
 )
 
 __all__ = [
-    "BINNINGS", "ECE_BINS", "ReliabilityBins", "adaptive_ece", "classwise_ece", "expected_calibration_error",
-    "reliability_bins",
+    "BINNINGS", "ECE_BINS", "ReliabilityBins", "adaptive_ece", "adaptive_ece_of", "classwise_ece",
+    "expected_calibration_error", "reliability_bins",
 ]
 
 #: Bins of every binned calibration error unless ``n_bins`` says otherwise: the 15 of Guo et
@@ -204,9 +204,14 @@ def adaptive_ece(probs: Tensor, targets: Tensor, *, n_bins: int = ECE_BINS) -> f
     """
     n_bins = _check_n_bins(n_bins)
     confidence, correct = _top_label(probs, targets, distributions=True)
-    sorted_confidence, order = confidence.detach().double().cpu().sort(stable=True)
-    residual = correct.cpu().double()[order] - sorted_confidence
-    running = _tie_averaged_cumsum(sorted_confidence, residual)
+    return adaptive_ece_of(confidence.detach().double().cpu(), correct.cpu().double(), n_bins)
+
+
+def adaptive_ece_of(confidence: Tensor, correct: Tensor, n_bins: int) -> float:
+    """:func:`adaptive_ece` from the top-label confidence and correctness, float64 ``(N,)`` each (what a
+    token-level record keeps instead of the probabilities); arguments unchecked."""
+    sorted_confidence, order = confidence.sort(stable=True)
+    running = _tie_averaged_cumsum(sorted_confidence, correct[order] - sorted_confidence)
     n = sorted_confidence.numel()
     sizes = torch.full((n_bins,), n // n_bins, dtype=torch.long)
     sizes[: n % n_bins] += 1

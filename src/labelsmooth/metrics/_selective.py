@@ -7,7 +7,7 @@ from torch import Tensor
 
 from labelsmooth.metrics._common import _tie_averaged_cumsum, _top_label
 
-__all__ = ["aurc"]
+__all__ = ["aurc", "aurc_of"]
 
 
 def aurc(probs: Tensor, targets: Tensor) -> float:
@@ -50,8 +50,14 @@ def aurc(probs: Tensor, targets: Tensor) -> float:
         Classification and How to Fix It", ICLR 2025 (label smoothing worsens it).
     """
     confidence, correct = _top_label(probs, targets, distributions=True)
-    sorted_confidence, order = confidence.detach().double().cpu().sort(descending=True, stable=True)
-    errors = 1.0 - correct.cpu().double()[order]
+    return aurc_of(confidence.detach().double().cpu(), correct.cpu().double())
+
+
+def aurc_of(confidence: Tensor, correct: Tensor) -> float:
+    """:func:`aurc` from the top-label confidence and correctness, float64 ``(N,)`` each (what a
+    token-level record keeps instead of the probabilities); arguments unchecked."""
+    sorted_confidence, order = confidence.sort(descending=True, stable=True)
+    errors = 1.0 - correct[order]
     n = errors.numel()
     risk = _tie_averaged_cumsum(sorted_confidence, errors)[1:] / torch.arange(1, n + 1)
     if n == 1:

@@ -10,7 +10,7 @@ from torch import Tensor
 from labelsmooth import _validation as v
 from labelsmooth.metrics._common import _top_label
 
-__all__ = ["smooth_ece"]
+__all__ = ["smooth_ece", "smooth_ece_of"]
 
 
 #: Nodes of the grid that :func:`smooth_ece` bins the residuals onto, and its smallest bandwidth.
@@ -144,8 +144,13 @@ def smooth_ece(probs: Tensor, targets: Tensor, *, bandwidth: float | None = None
         if bandwidth < _MIN_BANDWIDTH:
             raise v.fail("bandwidth", f"None or a real number >= {_MIN_BANDWIDTH:g}", bandwidth)
     confidence, correct = _top_label(probs, targets, distributions=True)
-    confidence = confidence.detach().double().cpu()
-    phased = _phased(_residual_spectrum(confidence, correct.cpu().double() - confidence))
+    return smooth_ece_of(confidence.detach().double().cpu(), correct.cpu().double(), bandwidth=bandwidth)
+
+
+def smooth_ece_of(confidence: Tensor, correct: Tensor, *, bandwidth: float | None = None) -> float:
+    """:func:`smooth_ece` from the top-label confidence and correctness, float64 ``(N,)`` each (what a
+    token-level record keeps instead of the probabilities); arguments unchecked."""
+    phased = _phased(_residual_spectrum(confidence, correct - confidence))
     if bandwidth is None:
         return _smooth_ece_fixpoint(phased)
     return _smooth_ece_at(phased, bandwidth)
