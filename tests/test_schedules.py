@@ -10,7 +10,7 @@ import torch
 
 import labelsmooth as ls
 from labelsmooth import Event, State
-from labelsmooth.schedules import Constant, Cosine, Linear, Schedule, Step, WarmupDecay
+from labelsmooth.schedules import Constant, Cosine, Delayed, Linear, Schedule, Step, WarmupDecay
 
 #: name -> (schedule, {t: expected value}), every value worked out by hand.
 VALUES = {
@@ -37,6 +37,9 @@ VALUES = {
     ),
     "warmup-only": (WarmupDecay(0.1, warmup=2, total=2, end=0.1), {0: 0.0, 1: 0.05, 2: 0.1, 3: 0.1}),
     "no-warmup": (WarmupDecay(0.1, warmup=0, total=2, decay="linear"), {0: 0.1, 1: 0.05, 2: 0.0}),
+    "delayed": (Delayed(0.3, after=2), {0: 0.0, 1: 0.0, 2: 0.3, 50: 0.3}),
+    "delayed-from-a-value": (Delayed(0.1, after=1, before=0.2, unit="epoch"), {0: 0.2, 1: 0.1, 9: 0.1}),
+    "delayed-at-once": (Delayed(0.1, after=0), {0: 0.1, 5: 0.1}),
 }
 
 
@@ -85,6 +88,10 @@ BAD = {
     "total-before-warmup": (lambda: WarmupDecay(0.1, warmup=3, total=2), ValueError, "total"),
     "decay": (lambda: WarmupDecay(0.1, warmup=1, total=2, decay="exp"), ValueError, "decay"),
     "peak": (lambda: WarmupDecay(2.0, warmup=1, total=2), ValueError, "peak"),
+    "after-negative": (lambda: Delayed(0.1, after=-1), ValueError, "after"),
+    "after-float": (lambda: Delayed(0.1, after=1.5), TypeError, "after"),
+    "before-negative": (lambda: Delayed(0.1, after=1, before=-0.1), ValueError, "before"),
+    "delayed-negative": (lambda: Delayed(-0.2, after=1), ValueError, "alpha"),
 }
 
 

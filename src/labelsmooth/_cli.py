@@ -74,6 +74,9 @@ OPTIONS = [
     click.option("--allow-negative", is_flag=True, default=DEFAULTS["allow_negative"],
                  help="Accept negative alphas: negative label smoothing (Wei et al., ICML 2022); "
                       "classification only."),
+    click.option("--warmup-epochs", default=DEFAULTS["warmup_epochs"], show_default=True, type=int,
+                 help="Epochs of plain cross-entropy before every alpha starts (Wei et al.'s warm-up before "
+                      "negative smoothing)."),
     click.option("--seeds", default=DEFAULTS["seeds"], show_default=True, type=int,
                  help="Run seeds 0 .. N-1 for every alpha."),
     click.option("--epochs", default=None, type=int, help="Training epochs [default: per data set]."),

@@ -26,6 +26,8 @@ With ``t`` the counter, ``T`` the ``duration`` and ``a0``/``a1`` the
 - :class:`Step`: ``a0 * gamma ** (number of milestones <= t)`` (PyTorch's ``MultiStepLR``).
 - :class:`WarmupDecay`: linear from ``start`` to ``peak`` over ``warmup``, then
   linear or cosine from ``peak`` to ``end`` until ``total``.
+- :class:`Delayed`: ``before`` while ``t < after``, then ``a0``: Wei et al.'s
+  warm-up with plain cross-entropy, switched off at once.
 
 Example:
     >>> from labelsmooth import State
@@ -46,7 +48,7 @@ from labelsmooth import _validation as v
 if TYPE_CHECKING:  # a schedule reads only state.step and state.epoch
     from labelsmooth.algorithms.state import State
 
-__all__ = ["Constant", "Cosine", "Linear", "Schedule", "Step", "WarmupDecay"]
+__all__ = ["Constant", "Cosine", "Delayed", "Linear", "Schedule", "Step", "WarmupDecay"]
 
 UNITS = ("step", "epoch")
 
@@ -305,6 +307,44 @@ class WarmupDecay(Schedule):
         fraction = (t - self.warmup) / (self.total - self.warmup)
         interpolate = _cosine if self.decay == "cosine" else _linear
         return interpolate(self.peak, self.end, fraction)
+
+
+class Delayed(Schedule):
+    """``before`` (0: plain cross-entropy) while ``t < after``, then ``alpha`` from ``t = after`` on.
+
+    Wei et al. train with cross-entropy first and switch to negative smoothing
+    once the model fits the clean majority of the labels; this is that switch,
+    all at once rather than ramped (:class:`Linear` ramps).
+
+    Example:
+        >>> schedule = Delayed(-0.2, after=3, unit="epoch", allow_negative=True)
+        >>> [schedule.value(t) for t in (0, 2, 3, 10)]
+        [0.0, 0.0, -0.2, -0.2]
+
+    References:
+        Wei, Liu, Liu, Sun, Cheng and Liu, "To Smooth or Not? When Label
+        Smoothing Meets Noisy Labels", ICML 2022.
+    """
+
+    def __init__(
+        self, alpha: float, *, after: int, before: float = 0.0, unit: str = "step",
+        allow_negative: bool = False,
+    ) -> None:
+        super().__init__(unit, allow_negative)
+        self.alpha = self._mass(alpha, "alpha")
+        self.after = _check_count(after, "after", minimum=0)
+        self.before = self._mass(before, "before")
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "after": self.after, "before": self.before}
+
+    @property
+    def lowest(self) -> float:
+        return min(self.alpha, self.before) if self.after > 0 else self.alpha
+
+    def value(self, t: int) -> float:
+        return self.before if t < self.after else self.alpha
 
 
 def check_alpha(alpha: object, *, allow_negative: bool = False) -> float | Schedule:

@@ -174,6 +174,7 @@ def _settings(data: DataSet, factory: ModelFactory, config: TrainConfig, layer: 
         "weight_decay": config.weight_decay, "optimizer": _identity(config.optimizer),
         "convention": config.convention, "label_noise": config.label_noise, "mixup": config.mixup,
         "cutmix": config.cutmix, "device": config.device, "threads": config.threads,
+        "warmup_epochs": config.warmup_epochs,
         # What each run measures: a store written before temperature scaling or early stopping cannot be
         # resumed.
         "measured": [*metric_names(data.task), "temperature", "early_stopping"],
@@ -238,7 +239,8 @@ def _train_config(data: DataSet, options: CompareConfig) -> TrainConfig:
         options.epochs or epochs, options.batch_size or batch_size, lr if options.lr is None else options.lr,
         convention=options.convention, label_noise=float(options.label_noise), device=options.device,
         mixup=options.mixup, cutmix=options.cutmix, weight_decay=float(options.weight_decay),
-        optimizer=options.optimizer, threads=options.threads, allow_negative=options.allow_negative)
+        optimizer=options.optimizer, threads=options.threads, allow_negative=options.allow_negative,
+        warmup_epochs=options.warmup_epochs)
 
 
 def _finish(result: CompareResult, ci: bool, out: Path | None) -> None:
@@ -331,6 +333,7 @@ def compare(
     ci: bool = DEFAULTS["ci"],
     penultimate_scale: str = DEFAULTS["penultimate_scale"],
     allow_negative: bool = DEFAULTS["allow_negative"],
+    warmup_epochs: int = DEFAULTS["warmup_epochs"],
 ) -> CompareResult:
     """Train the same model once per alpha and seed; measure it at T = 1 and after temperature scaling.
 
@@ -409,6 +412,9 @@ def compare(
         allow_negative: accept alphas in [-1, 0) (negative label smoothing,
             Wei et al., 2022; classification only: Dice takes no negative
             target); passed to ``LabelSmoothing`` and the training loss.
+        warmup_epochs: every alpha starts after this many epochs of plain
+            cross-entropy (:class:`labelsmooth.schedules.Delayed`), the warm-up
+            Wei et al. run before negative smoothing; below ``epochs``.
 
     Every option's default and check live in
     :class:`~labelsmooth.experiments.CompareConfig`.

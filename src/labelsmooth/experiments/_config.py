@@ -84,6 +84,8 @@ class CompareConfig:
     label_column: str = "label"
     penultimate_scale: str = "shared"
     allow_negative: bool = False
+    #: Epochs of plain cross-entropy before each alpha starts (Wei et al.'s warm-up); below ``epochs``.
+    warmup_epochs: int = 0
     cli: InitVar[bool] = False
 
     def __post_init__(self, cli: bool) -> None:
@@ -185,6 +187,8 @@ def _training(config: CompareConfig) -> None:
     if v.check_probability(config.val_fraction, "val_fraction") >= 1:
         raise v.fail("val_fraction", "a fraction in [0, 1)", config.val_fraction)
     v.check_choice(config.executor, "executor", EXECUTORS)
+    if v.check_int(config.warmup_epochs, "warmup_epochs") < 0:
+        raise v.fail("warmup_epochs", "an int >= 0", config.warmup_epochs)
     for name in ("resume", "overwrite"):
         v.check_flag(getattr(config, name), name)
     if config.ray_address is not None and config.executor != "ray":

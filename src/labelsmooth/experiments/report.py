@@ -266,6 +266,12 @@ def _augmentation(config: Any) -> str:
     return (", with " + " and ".join(parts)) if parts else ""
 
 
+def _warmup(config: Any) -> str:
+    epochs = config.warmup_epochs
+    plural = "s" * (epochs != 1)
+    return f"; every alpha starts after {epochs} epoch{plural} of plain cross-entropy" if epochs else ""
+
+
 def _trained(result: CompareResult) -> str:
     """What was trained: the model and its settings, or the records the numbers come from."""
     alphas = ", ".join(f"{a:g}" for a in result.alphas)
@@ -275,7 +281,7 @@ def _trained(result: CompareResult) -> str:
                 f"{', '.join(map(str, result.seeds))}. ")
     return (f"model `{result.settings.get('model')}`; alphas {alphas} ({config.convention} convention), "
             f"{len(result.seeds)} seeds each, {config.epochs} epochs, batches of {config.batch_size}, "
-            f"lr {config.lr:g}, label noise {config.label_noise:g}{_augmentation(config)}. ")
+            f"lr {config.lr:g}, label noise {config.label_noise:g}{_augmentation(config)}{_warmup(config)}. ")
 
 
 def _setup(result: CompareResult) -> str:

@@ -21,6 +21,7 @@ from labelsmooth.experiments._determinism import deterministic
 from labelsmooth.experiments.data import DataSet, fail, flip_labels, in_order, size, take
 from labelsmooth.functional import cross_entropy, soft_cross_entropy
 from labelsmooth.losses import DiceCELoss
+from labelsmooth.schedules import Delayed
 
 __all__ = [
     "EVAL_BATCH",
@@ -64,6 +65,12 @@ class TrainConfig:
     threads: int = 1
     #: Negative alphas allowed (negative label smoothing); passed to ``LabelSmoothing`` and the loss.
     allow_negative: bool = False
+    #: Epochs of plain cross-entropy before the alpha starts (:class:`~labelsmooth.schedules.Delayed`).
+    warmup_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise fail("warmup_epochs", f"an int in [0, epochs) = [0, {self.epochs})", self.warmup_epochs)
 
 
 @dataclass(frozen=True)
@@ -127,8 +134,12 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
 
 
 def _algorithms(data: DataSet, alpha: float, seed: int, config: TrainConfig) -> list[Algorithm]:
+    smoothing: float | Delayed = alpha
+    if config.warmup_epochs:
+        smoothing = Delayed(alpha, after=config.warmup_epochs, unit="epoch",
+                            allow_negative=config.allow_negative)
     algorithms: list[Algorithm] = [
-        LabelSmoothing(alpha, ignore_index=data.ignore_index, convention=config.convention,
+        LabelSmoothing(smoothing, ignore_index=data.ignore_index, convention=config.convention,
                        allow_negative=config.allow_negative)
     ]
     # Their own generators, so that switching them on leaves the data order of a seed alone.
