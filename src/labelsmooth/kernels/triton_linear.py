@@ -15,7 +15,14 @@ term added. No ``(N, V)`` tensor, nor a chunk of one, is written to memory:
   ``dz = (scale_p softmax(z) - scale_u cm + scale_y onehot(y)) dz/dx``
   (:mod:`labelsmooth.kernels.rowmath`'s row scales, the z-loss inside
   ``scale_p``) and adds ``dz W`` into ``dh``, ``dz^T h`` into ``dW`` and the
-  column sums into ``db``, with float32 atomic adds.
+  column sums into ``db``, with float32 atomic adds. Without softcap the
+  smoothing term ``-scale_u cm^T`` is rank one: its share of the three
+  gradients is computed once in torch (``O((N + V) H)``), the tiles add only
+  ``scale_p softmax + scale_y onehot``, and a tile is skipped (CCE's gradient
+  filtering) when no target of its rows lies in it and its softmax entries
+  are below ``SKIP_MASS[dtype] / V``, which drops less than ``SKIP_MASS``
+  (the dtype's unit roundoff) of each row's softmax mass. Under softcap,
+  ``1 - tanh^2`` makes that term full rank: every tile is computed, as is.
 
 Mode: this module's kernels are decorated when it is imported, under
 ``TRITON_INTERPRET`` as it is then. Interpreted (``TRITON_INTERPRET=1``) they
@@ -70,20 +77,21 @@ _TILES = _Tiles(16, 32, 16, 1) if INTERPRETED else _Tiles(64, 128, 64, 8)
 # a row drops less than V tau = SKIP_MASS of softmax mass: its part of dh is off by
 # at most |scale_p_n| SKIP_MASS max_c ||W_c||, and the parts of dW and db, summed
 # over classes, by at most SKIP_MASS sum_n |scale_p_n| (||h_n||, 1). SKIP_MASS is
-# the dtype's unit roundoff (half its eps): no more than rounding each row's softmax
-# term once to the input dtype. In float32, tau = 2^-24 / V skips only rows'
+# the dtype's unit roundoff (half its eps): an error of the order of rounding the
+# row's gradient once to the input dtype. In float32, tau = 2^-24 / V skips only rows'
 # far tails (p < 4.6e-13, z - lse < -28.4 at V = 128256).
 #
-# CCE filters per entry at eps / 32 (2^-12 for bfloat16), which bounds no row's
-# sum and would break label smoothing: at the smoothed loss's minimum every
-# non-target class has p_c = alpha / V (uniform), 7.8e-7 = 2^-20.3 at alpha = 0.1,
-# V = 128256, far below 2^-12. Such tiles would all be skipped while the exact
-# smoothing term still pushed their logits up: a converged model's gradient would
-# not vanish. Here (2^-8 / V for bfloat16) the skipped entries lie below
-# 1 / (256 alpha) of that equilibrium, and a bfloat16 tile is skipped when all
-# its entries have z - lse < log(2^-8 / V) (-17.3 at V = 128256).
-# A module constant, not an option: the bound above is the contract, and a user
-# who wants every tile computed can use softcap or the chunked backend.
+# CCE's default (filter_eps="auto") filters per entry at the dtype's eps / 32
+# (2^-12 for bfloat16). That bounds no row's sum, and it would break label
+# smoothing: at the smoothed loss's minimum every non-target class has
+# p_c = alpha / V (uniform), 7.8e-7 = 2^-20.3 at alpha = 0.1, V = 128256, far
+# below 2^-12. Such tiles would all be skipped while the exact smoothing term
+# still pushed their logits up: a converged model's gradient would not vanish.
+# Here (2^-8 / V for bfloat16) the skipped entries lie below 1 / (256 alpha) of
+# that equilibrium, and a bfloat16 tile is skipped when all its entries have
+# z - lse < log(2^-8 / V) (-17.3 at V = 128256).
+# A module constant, not an option of linear_cross_entropy: the bound above is
+# the contract. SKIP_MASS[dtype] = 0 turns skipping off (every entry is >= 0).
 #: Softmax mass a row may lose to skipped backward tiles, by input dtype.
 SKIP_MASS = {torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
 
