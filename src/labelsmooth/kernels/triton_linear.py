@@ -186,7 +186,7 @@ def _tile_of(num_rows, vocab, BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, GROU
     grid's order), the ~260 programs resident at once on an H100/H200 (132 SMs)
     at ``N = 8192`` (128 row blocks of 64) span one or two vocabulary blocks:
     ~128 of them add into the same ``dW`` tile at once, and together they
-    stream all of ``h`` and ``dh`` (64 + 128 MiB at ``H = 4096``, bfloat16)
+    stream all of ``h`` and ``dh`` (64 + 128 MiB at ``H = 4096``: bfloat16, float32)
     once per vocabulary block. In groups of 16 row blocks, ~16 programs add into
     each ``dW`` tile and ~16 into each ``dh`` block, and the resident working
     set of ``h, dh, W, dW`` drops from ~200 to ~75 MiB: fewer same-address
