@@ -50,6 +50,14 @@ COMPARISONS = {
         {"dataset": "mnist1d", "label_noise": 0.4, "alphas": (0.0, -0.2, 0.1, 0.3), "allow_negative": True,
          "seeds": 10, "epochs": 40, "jobs": 2},
     ),
+    # The same with Wei et al.'s warm-up: 15 epochs of plain cross-entropy (about where alpha 0's validation NLL
+    # is lowest, 14.3 +- 1.7 above), then each alpha for the remaining 25.
+    "mnist1d-noise40-warmup": (
+        "labelsmooth compare --dataset mnist1d --label-noise 0.4 --alphas 0 -0.2 0.1 0.3 --allow-negative "
+        "--warmup-epochs 15 --seeds 10 --epochs 40 --jobs 2",
+        {"dataset": "mnist1d", "label_noise": 0.4, "alphas": (0.0, -0.2, 0.1, 0.3), "allow_negative": True,
+         "warmup_epochs": 15, "seeds": 10, "epochs": 40, "jobs": 2},
+    ),
 }
 
 
