@@ -130,7 +130,7 @@ choose_mode() {
     case "$MODE" in
     offline | online) ;;
     auto)
-        if timeout 120 "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" \
+        if timeout 60 "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" \
             >/dev/null 2>&1; then
             MODE=offline
         else
