@@ -22,6 +22,7 @@ import sys
 
 os.environ.pop("TRITON_INTERPRET", None)  # before Triton is imported: compiled kernels, not interpreted
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -30,7 +31,8 @@ from labelsmooth.kernels import triton_linear as tlx
 
 #: Shared memory one block may use on sm_90 (cudaDevAttrMaxSharedMemoryPerBlockOptin), bytes.
 SM90_SHARED = 232448
-DTYPES = ("fp32", "bf16", "fp16")
+#: Triton's names of the input dtypes, and torch's.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: Pointer arguments by name: the inputs' dtype for the layer's tensors, int64 targets, float32 else.
 INPUT_POINTERS, INDEX_POINTERS = {"h_ptr", "w_ptr", "b_ptr"}, {"y_ptr"}
 FLOAT_SCALARS = {"softcap", "threshold"}
@@ -53,7 +55,7 @@ def signature(kernel: triton.JITFunction, dtype: str, constants: dict[str, objec
 
 def constants(kernel: triton.JITFunction, dtype: str, switches: dict[str, bool]) -> dict[str, object]:
     """The ``tl.constexpr`` values of one compiled (not interpreted) variant."""
-    tiles = tlx._TILES._asdict()
+    tiles = tlx.tiles_for(DTYPES[dtype])._asdict()
     blocks = {"BLOCK_M": "rows", "BLOCK_V": "cols", "BLOCK_K": "depth", "GROUP_M": "group"}
     known: dict[str, object] = {
         "UPCAST": False, "PRECISION": "tf32" if dtype == "fp32" else "ieee",
@@ -81,14 +83,15 @@ def main() -> int:
         raise SystemExit("TRITON_INTERPRET is set for this process: unset it and run again")
     target = GPUTarget("cuda", 90, 32)
     failures = 0
-    print(f"triton {triton.__version__}, sm_90, tiles {tlx._TILES}")
+    print(f"triton {triton.__version__}, sm_90, tiles {[tuple(tlx.tiles_for(d)) for d in DTYPES.values()]}")
     for name, dtype, switches in variants():
         kernel = getattr(tlx, name)
         label = f"{name:17s} {dtype} " + " ".join(f"{k}={int(v)}" for k, v in switches.items())
         try:
             values = constants(kernel, dtype, switches)
             source = ASTSource(kernel, signature(kernel, dtype, values), constexprs=values)
-            compiled = triton.compile(source, target=target, options={"num_warps": tlx._TILES.warps})
+            warps = tlx.tiles_for(DTYPES[dtype]).warps
+            compiled = triton.compile(source, target=target, options={"num_warps": warps})
             shared = compiled.metadata.shared
         except Exception as error:  # any stage's failure is the finding
             failures += 1

@@ -70,6 +70,16 @@ class _Tiles(NamedTuple):
 # blocks a full and a partial group). On a GPU, sizes in the range CCE and
 # Liger-Kernel use for H100-class parts (not tuned here: no GPU was lent).
 _TILES = _Tiles(16, 32, 16, 1, 2) if INTERPRETED else _Tiles(64, 128, 64, 8, 16)
+# float32 operands take twice the bytes: at a depth of 64 the backward's pipelined
+# tl.dot buffers need 240 KiB of shared memory on sm_90 (benchmarks/triton_compile_check.py),
+# over the 227 KiB a block may use on an H100/H200, so Triton would refuse to launch it.
+# A depth of 32 needs 152 KiB (forward 72 KiB).
+_TILES_FLOAT32 = _TILES if INTERPRETED else _TILES._replace(depth=32)
+
+
+def tiles_for(dtype: torch.dtype) -> _Tiles:
+    """The block sizes the kernels run with for inputs of ``dtype``."""
+    return _TILES_FLOAT32 if dtype == torch.float32 else _TILES
 
 
 # Tile skipping (Cut Cross-Entropy's "gradient filtering"), without softcap. The
@@ -293,7 +303,7 @@ def _forward_statistics(hidden: Tensor, weight: Tensor, bias: Tensor | None, ind
                         cm: Tensor | None, softcap: float | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per row, float32 ``(N, 1)`` each: ``(max z, sum exp(z - max), sum_c cm_c z_c, z_y)``."""
     rows, hidden_size = hidden.shape
-    vocab, tiles = weight.shape[0], _TILES
+    vocab, tiles = weight.shape[0], tiles_for(hidden.dtype)
     row_blocks, col_tiles = triton.cdiv(rows, tiles.rows), triton.cdiv(vocab, tiles.cols)
     cols_per_split = triton.cdiv(col_tiles, _splits(row_blocks, col_tiles, hidden.device)) * tiles.cols
     splits = triton.cdiv(vocab, cols_per_split)
@@ -351,7 +361,7 @@ def _gradients(hidden: Tensor, weight: Tensor, bias: Tensor | None, index: Tenso
     (``None`` where not needed), summed over tiles in float32; without a cap, the smoothing
     term in closed form (:func:`_smoothing_gradients`) and only the live tiles in the kernel."""
     rows, hidden_size = hidden.shape
-    vocab, tiles = weight.shape[0], _TILES
+    vocab, tiles = weight.shape[0], tiles_for(hidden.dtype)
     need = (needs[0], needs[1], bias is not None and needs[2])
     scale_p, scale_u, scale_y = (s.reshape(-1).to(torch.float32).contiguous() for s in scales)
     if softcap is None:
