@@ -7,10 +7,16 @@ evaluation pads with). A causal language model's full logits cannot be kept
 (50,000 tokens x a 128k vocabulary is 25 GB in float32), so its record holds
 per-token statistics (:func:`labelsmooth.metrics.token_statistics`),
 computed one batch at a time.
+
+With a :class:`KeepBest` callback in the trainer, a classifier's record also
+holds the predictions of the evaluation where the watched metric was best (the
+early-stopped logits), so that ``compare --runs`` pairs smoothing against early
+stopping.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -18,17 +24,60 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from labelsmooth import _validation as v
 from labelsmooth.experiments._records import save_run as save_record
 from labelsmooth.experiments._tokens import TokenSplit, from_statistics
+from labelsmooth.experiments.train import Checkpoint
 from labelsmooth.metrics import token_statistics
 
-__all__ = ["is_causal_lm", "save_run"]
+__all__ = ["KeepBest", "is_causal_lm", "save_run"]
 
 IGNORE_INDEX = v.IGNORE_INDEX
+
+
+class KeepBest(TrainerCallback):
+    """Keep, on the CPU, the weights of the evaluation where ``metric`` was best, for :func:`save_run`.
+
+    The rule of ``labelsmooth compare``'s own early stopping: a strict
+    improvement, ties keep the earlier evaluation, non-finite values never
+    count. The record's ``best_epoch`` is the epoch in progress at that
+    evaluation (``ceil(state.epoch)``, from 1). Costs one copy of the weights
+    in CPU memory; the trainer's own checkpoints are not touched.
+
+    Args:
+        metric: a key of the evaluation's metrics (``"eval_loss"``, or
+            ``"eval_" + name`` of a ``compute_metrics`` value).
+        greater_is_better: whether a higher ``metric`` is better.
+
+    Example::
+
+        trainer = Trainer(model, args, train_dataset=train, eval_dataset=val, callbacks=[KeepBest()])
+        trainer.train()
+        save_run(trainer, "runs/a0.1_s0.npz", alpha=0.1, seed=0, test_dataset=test, val_dataset=val)
+    """
+
+    def __init__(self, metric: str = "eval_loss", *, greater_is_better: bool = False) -> None:
+        if not isinstance(metric, str):
+            raise v.fail("metric", "a metric name (str)", metric, error=TypeError)
+        self.metric = metric
+        self.sign = -1.0 if v.check_flag(greater_is_better, "greater_is_better") else 1.0
+        self.best: Checkpoint | None = None
+        self.step = -1
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
+                    model: torch.nn.Module | None = None, **kwargs: Any) -> None:
+        if metrics is None or model is None:
+            return
+        if self.metric not in metrics:
+            raise v.fail("metric", f"a key of the evaluation's metrics ({', '.join(sorted(metrics))})",
+                         self.metric)
+        epoch = max(1, math.ceil(state.epoch or 0))
+        best = Checkpoint.better(self.best, model, epoch, self.sign * float(metrics[self.metric]))
+        if best is not self.best:
+            self.best, self.step = best, state.global_step
 
 
 def is_causal_lm(model: torch.nn.Module) -> bool:
@@ -118,9 +167,37 @@ def save_run(trainer: Trainer, path: str | os.PathLike[str], *, alpha: float, se
         if dataset is not None:
             splits[name] = (_tokens(trainer, model, dataset, name) if causal
                             else _predicted(trainer, dataset, name))
+    stopped = _early_stopped(trainer, model, causal, test_dataset, val_dataset, splits)
     return save_record(path, alpha=alpha, seed=seed, test=splits["test_dataset"],
                        val=splits.get("val_dataset"), settings=settings,
-                       ignore_index=None if causal else _ignore(splits))
+                       ignore_index=None if causal else _ignore(splits), **stopped)
+
+
+def _early_stopped(trainer: Trainer, model: torch.nn.Module, causal: bool, test_dataset: Any,
+                   val_dataset: Any, final: dict[str, Any]) -> dict[str, Any]:
+    """``save_record``'s early-stopping arguments from the trainer's :class:`KeepBest`, if it has one:
+    the best evaluation's logits (the final ones when no step followed it); the final weights stay."""
+    keep = next((c for c in trainer.callback_handler.callbacks if isinstance(c, KeepBest)), None)
+    if keep is None:
+        return {}
+    if causal:
+        raise v.fail("trainer", "no KeepBest callback for a causal LM (a token record has no early-stopped "
+                     "statistics)", "KeepBest")
+    if keep.best is None:
+        raise v.fail("trainer", f"an evaluation with a finite {keep.metric} (eval_strategy, eval_dataset) "
+                     "before save_run", "none")
+    if keep.step == trainer.state.global_step:
+        logits = [None if split is None else split[0] for split in (final.get("test_dataset"),
+                                                                    final.get("val_dataset"))]
+    else:
+        weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
+        model.load_state_dict(keep.best.state)
+        try:
+            logits = [None if dataset is None else _predicted(trainer, dataset, name)[0]
+                      for name, dataset in (("test_dataset", test_dataset), ("val_dataset", val_dataset))]
+        finally:
+            model.load_state_dict(weights)
+    return {"best_epoch": keep.best.epoch, "test_es_logits": logits[0], "val_es_logits": logits[1]}
 
 
 def _ignore(splits: dict[str, Any]) -> int | None:

@@ -35,7 +35,8 @@ the same tokens, and the same training, in the installed version (5.x), whose
   this loss follows ``num_items_in_batch`` in every version that passes it.
 
 :func:`save_run` writes a trained model's run record for ``labelsmooth compare
---runs``: logits for a classifier, per-token statistics for a causal LM.
+--runs``: logits for a classifier, per-token statistics for a causal LM; with
+a :class:`KeepBest` callback, a classifier's early-stopped logits too.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ from labelsmooth import _validation as v
 from labelsmooth._reduction import mean_divisor
 from labelsmooth.algorithms.state import logits_of
 from labelsmooth.functional import cross_entropy
-from labelsmooth.integrations._transformers_run import save_run
+from labelsmooth.integrations._transformers_run import KeepBest, save_run
 
-__all__ = ["CausalLMLoss", "save_run"]
+__all__ = ["CausalLMLoss", "KeepBest", "save_run"]
 
 
 class CausalLMLoss:
