@@ -83,7 +83,8 @@ def test_keep_best_names_a_metric_the_evaluation_lacks():
 def test_a_causal_lm_with_keep_best_is_refused(tmp_path):
     config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=LENGTH, n_embd=16, n_layer=1, n_head=2)
     args = transformers.TrainingArguments(str(tmp_path / "hf"), report_to=[], use_cpu=True)
-    trainer = transformers.Trainer(model=transformers.GPT2LMHeadModel(config), args=args, callbacks=[KeepBest()])
+    model = transformers.GPT2LMHeadModel(config)
+    trainer = transformers.Trainer(model=model, args=args, callbacks=[KeepBest()])
     data = [{"input_ids": d["input_ids"], "labels": d["input_ids"]} for d in sequences(4, 5)]
     with pytest.raises(ValueError, match=r"trainer: expected no KeepBest callback for a causal LM"):
         save_run(trainer, tmp_path / "run.npz", alpha=0.0, seed=0, test_dataset=data)
