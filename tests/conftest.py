@@ -24,6 +24,7 @@ SLOW_FILES = {
     "test_compare_ray.py", "test_compile.py", "test_distributed.py", "test_examples.py", "test_lightning.py",
     "test_tensor_parallel.py", "test_transformers.py", "test_trl.py", "test_experiments.py",
     "test_compare_inputs.py", "test_sweep_examples.py", "test_save_run_lightning.py", "test_ray_loopback.py",
+    "test_keep_best_hf.py",
 }
 #: Single tests of the quick tier's files that take seconds each (a subprocess, gloo, Inductor's compiles of
 #: many variants, a report with figures); the files' other tests cover the same code in less time.
