@@ -19,7 +19,11 @@ ours) is an error cell, and the run goes on.
 Method:
 * time: per case, every provider is built and called once at the case's
   shape (untimed: compiles what compiles), then all run interleaved (A, B,
-  C, then A, B, C again, ...) in this one process; the median of
+  C, then C, A, B, ...: an order shuffled anew for each repeat, seeded by
+  the repeat's number) in this one process. In a fixed order each provider
+  always follows the same one: the first always followed the last
+  ("dense_targets", whose 187 MB of buffers evict the inputs from the
+  caches), which cost it a third of its time at (8192, 1000). The median of
   ``repeats`` runs of ``loss_fn(inputs).backward()`` (gradients set to None
   before each run, untimed; logits a provider overwrites restored, untimed).
   On CUDA each run is bracketed by ``torch.cuda.synchronize()``.
@@ -60,6 +64,7 @@ import hashlib
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -165,8 +170,11 @@ def time_loop(case: pv.Case, fns: dict[str, pv.Loss], inputs: dict[str, torch.Te
               repeats: int, entry: dict[str, Any]) -> dict[str, dict[str, float]]:
     pristine = {name: _pristine(inputs, pv.provider(case, name)) for name in fns}
     runs: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns)
     for repeat in range(repeats):
-        for name, fn in fns.items():
+        random.Random(repeat).shuffle(order)  # no provider always follows the same one
+        for name in order:
+            fn = fns[name]
             if name in entry["errors"]:
                 continue
             pv.reset(inputs, pristine[name])

@@ -562,7 +562,7 @@ def linear_cross_entropy(
         label_smoothing: PyTorch's name for ``alpha``.
         allow_negative: accept a negative ``alpha``: negative label smoothing,
             whose loss is unbounded below (see :func:`cross_entropy`).
-        chunk_size: rows per chunk of the chunked path; default about 6.3M
+        chunk_size: rows per chunk of the chunked path; default about 9.4M
             logits (at least 128 rows).
         z_loss, softcap, return_z_loss, num_items_in_batch, prior, convention: as in
             :func:`cross_entropy` (``alpha`` is converted to the uniform

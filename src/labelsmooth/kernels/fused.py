@@ -36,6 +36,7 @@ from labelsmooth.kernels.chunked import recomputed_gradient, rows_per_chunk
 from labelsmooth.kernels.rowmath import (
     Layout,
     cap_column,
+    class_indices,
     component_loss_gradient,
     forward_arguments,
     forward_outputs,
@@ -90,7 +91,8 @@ class FusedIndexCrossEntropy(torch.autograd.Function):
             scale_z = None if z_mask is None else z_loss_scale(layout, unit_rows(z_divisor, coef_a),
                                                                 z_loss, z_mask)
             grad, row_max, exp_sum, class_sum, z_y = dispatch.compiled("fused_rows")(
-                logits, index_view, *scales, column, scale_z, inv_cap, softcap
+                logits, index_view, class_indices(layout, logits.device), *scales, column, scale_z,
+                inv_cap, softcap,
             )
         else:
             row_max, exp_sum, class_sum, z_y = dispatch.compiled("row_statistics")(
@@ -136,8 +138,8 @@ class FusedIndexCrossEntropy(torch.autograd.Function):
         grad = dispatch.run(
             logits.device,
             inductor=lambda: dispatch.compiled("row_gradient")(
-                logits, row_max, exp_sum, index_view, scale_p, scale_u, scale_y, column, inv_cap,
-                ctx.softcap,
+                logits, row_max, exp_sum, index_view, class_indices(layout, logits.device), scale_p,
+                scale_u, scale_y, column, inv_cap, ctx.softcap,
             ),
             chunked=lambda: recomputed_gradient(
                 logits, (scale_p, scale_u, scale_y, index_view, column), dtype=dtype,

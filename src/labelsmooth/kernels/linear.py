@@ -42,13 +42,14 @@ from labelsmooth.kernels.rowmath import (
 
 __all__ = ["LinearCrossEntropyFunction", "fused_linear_cross_entropy"]
 
-#: Logit elements per chunk: 3 * 2^21 float32 (24 MiB; 196 rows at V=32000).
-#: The peak is dW, dh and one chunk (plus BLAS packing buffers), and each chunk
-#: adds a read-modify-write pass over the (V, H) weight gradient: smaller
-#: chunks save memory and cost time. This size keeps the time near unfused
-#: PyTorch's at a small fraction of its peak memory (BENCHMARKS.md, "Chunk
-#: sizes", has the sizes measured).
-DEFAULT_CHUNK_ELEMENTS = 3 << 21
+#: Logit elements per chunk: 9 * 2^20 float32 (36 MiB; 294 rows at V=32000).
+#: The peak is dW, dh and two chunk-sized buffers (the logits and their
+#: gradient), and each chunk costs its three matrix products a fixed pass over
+#: the (V, H) weight (read twice, its gradient read and written once): smaller
+#: chunks save memory and cost time. At (4096 x 1024) @ (1024 x 32000) this
+#: size holds the peak at 0.14x of unfused PyTorch's, under the 0.15x target,
+#: where 196 rows took 7% more time (BENCHMARKS.md, "Chunk sizes").
+DEFAULT_CHUNK_ELEMENTS = 9 << 20
 MIN_CHUNK_ROWS = 128
 
 
@@ -83,6 +84,10 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             grad_logits, losses[part], lse[part] = state.chunk(hidden, weight, bias, part, scales)
             if grads is not None and grad_logits is not None:
                 grads.add(part, grad_logits)
+            # Freed before the next chunk's logits exist: else the peak holds
+            # three chunk-sized buffers (this gradient, the next logits and
+            # their gradient) instead of two.
+            del grad_logits
         ctx.state, ctx.step, ctx.grads = state, step, grads
         ctx.divisor, ctx.z_divisor = divisor, z_divisor
         # Inputs only (no copies): for a backward that has to recompute.
@@ -112,6 +117,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             grad_logits, _, _ = state.chunk(hidden, weight, bias, part, scales)
             if grad_logits is not None:
                 recomputed.add(part, grad_logits)
+            del grad_logits  # as in the forward: two chunk-sized buffers at a time
         return input_gradients(_INPUTS, **recomputed.result(None))
 
 
@@ -186,7 +192,7 @@ def fused_linear_cross_entropy(
         ignore_index: index value that contributes nothing.
         divisor: ``None`` for the ``(N,)`` row losses, else a float or 0-dim
             tensor: ``sum_i loss_i / divisor``.
-        chunk_size: rows per chunk of the chunked path; default about 6.3M
+        chunk_size: rows per chunk of the chunked path; default about 9.4M
             logits (at least 128 rows). The Triton kernels hold no chunk.
         class_weight: ``(V,)`` class weights (PyTorch's index-target rule) or ``None``.
         z_loss: ``zeta``: each row not ignored adds ``zeta lse^2``; then the

@@ -18,6 +18,7 @@ from labelsmooth.kernels import dispatch
 from labelsmooth.kernels.rowmath import (
     Layout,
     cap_column,
+    class_indices,
     gradient_scales,
     per_row,
     row_losses,
@@ -43,6 +44,7 @@ class LinearRows:
         self.z_loss, self.softcap = z_loss, softcap
         #: All rows, for the row scales (flat: 2-D logits).
         self.layout = Layout(torch.Size((targets.shape[0], num_classes)))
+        self.classes = class_indices(self.layout, device)
 
     def chunk(self, hidden: Tensor, weight: Tensor, bias: Tensor | None, part: slice,
               grad_scales: tuple[Tensor, ...] | None) -> tuple[Tensor | None, Tensor, Tensor]:
@@ -62,8 +64,8 @@ class LinearRows:
         else:
             scale_p, scale_u, scale_y, *scale_z = (scale[part] for scale in grad_scales)
             grad, row_max, exp_sum, class_sum, z_y = dispatch.run_row_function(
-                "fused_rows", logits.device, logits.to(dtype), index, scale_p, scale_u, scale_y,
-                column, scale_z[0] if scale_z else None, inv_cap, self.softcap,
+                "fused_rows", logits.device, logits.to(dtype), index, self.classes, scale_p, scale_u,
+                scale_y, column, scale_z[0] if scale_z else None, inv_cap, self.softcap,
             )
         loss, lse, _, _ = row_losses(layout, row_max, exp_sum, class_sum, z_y, terms.tw[part],
                                      terms.smooth_mass[part], terms.mass_sum, terms.cm is None)

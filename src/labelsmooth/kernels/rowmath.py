@@ -44,6 +44,7 @@ __all__ = [
     "RowTerms",
     "cap_column",
     "capped",
+    "class_indices",
     "class_mass",
     "component_loss_gradient",
     "forward_arguments",
@@ -205,13 +206,25 @@ def row_losses(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(loss (M,), lse (M,), -log p at the targets (M, K), sum_c cm_c (-log p_c) (M,))``
     from the reductions of :func:`row_statistics` (``uniform``: ``class_sum`` is the plain sum)."""
-    lse = layout.flat(row_max + exp_sum.log()).reshape(-1)
+    lse = layout.flat(row_max + _serial_log(exp_sum)).reshape(-1)
     nll_y = lse[:, None] - layout.flat(z_y)
     class_sum = layout.flat(class_sum).reshape(-1)
     if uniform:
         class_sum = class_sum / layout.num_classes
     nll_smooth = lse * mass_sum - class_sum
     return (tw * nll_y).sum(1) + smooth_mass * nll_smooth, lse, nll_y, nll_smooth
+
+
+def _serial_log(x: Tensor) -> Tensor:
+    """``log x`` elementwise, without a parallel region for a few thousand rows.
+
+    ATen's ``log`` is MKL's ``vsLn`` in parallel chunks of 2048 elements: for
+    8192 rows a parallel region of microseconds of work, whose wake-up on a
+    busy machine waits for a descheduled thread (1.5-6.5 ms measured after the
+    compiled kernel, on 2 shared cores; BENCHMARKS.md). ``xlogy`` is a plain
+    element loop that goes parallel only at ATen's usual grain (32768).
+    """
+    return torch.xlogy(1.0, x)
 
 
 def outputs(
@@ -346,14 +359,16 @@ def row_statistics(
 
 
 def row_gradient(
-    logits: Tensor, row_max: Tensor, exp_sum: Tensor, index: Tensor, scale_p: Tensor,
-    scale_u: Tensor, scale_y: Tensor, class_column: Tensor | None,
+    logits: Tensor, row_max: Tensor, exp_sum: Tensor, index: Tensor, classes: Tensor,
+    scale_p: Tensor, scale_u: Tensor, scale_y: Tensor, class_column: Tensor | None,
     inv_cap: Tensor | None = None, softcap: float | None = None,
 ) -> Tensor:
     """``(scale_p softmax(z) - scale_u cm + sum_k scale_y_k onehot(y_k)) dz/dx``, in the
-    logits' dtype (``dz/dx = 1 - tanh^2`` under a cap; a z-loss is already in ``scale_p``)."""
+    logits' dtype (``dz/dx = 1 - tanh^2`` under a cap; a z-loss is already in ``scale_p``;
+    ``classes`` from :func:`class_indices`)."""
     z, tanh = capped(logits.to(row_max.dtype), inv_cap, softcap)
-    grad = _gradient(torch.exp(z - row_max), exp_sum, index, scale_p, scale_u, scale_y, class_column)
+    grad = _gradient(torch.exp(z - row_max), exp_sum, index, classes, scale_p, scale_u, scale_y,
+                     class_column)
     return _through_cap(grad, tanh).to(logits.dtype)
 
 
@@ -370,26 +385,41 @@ def _through_cap(grad: Tensor, tanh: Tensor | None) -> Tensor:
     return grad if tanh is None else grad * (1 - tanh * tanh)
 
 
+def class_indices(layout: Layout, device: torch.device) -> Tensor:
+    """``0, ..., C - 1`` shaped to broadcast along the class dimension, int32 where it fits.
+
+    The row functions take it as an input: from an ``arange`` inside them,
+    Inductor's C++ builds the vector of class indices anew in every 16-element
+    step of the row loop, which was 37% of the fused kernel's time at
+    (8192, 1000); a loaded int32 vector costs one load and a compare half as
+    wide as int64's (BENCHMARKS.md, "cross_entropy at (8192, 1000)").
+    """
+    fits = layout.num_classes <= torch.iinfo(torch.int32).max
+    classes = torch.arange(layout.num_classes, dtype=torch.int32 if fits else torch.int64, device=device)
+    return classes.reshape(-1, *([1] * (layout.spatial is not None)))
+
+
 def _gradient(
-    exp_centered: Tensor, exp_sum: Tensor, index: Tensor, scale_p: Tensor, scale_u: Tensor,
-    scale_y: Tensor, class_column: Tensor | None,
+    exp_centered: Tensor, exp_sum: Tensor, index: Tensor, classes: Tensor, scale_p: Tensor,
+    scale_u: Tensor, scale_y: Tensor, class_column: Tensor | None,
 ) -> Tensor:
     grad = (scale_p / exp_sum) * exp_centered
     grad = grad - (scale_u if class_column is None else scale_u * class_column)
     # The one-hot terms as a select against the class index: a scatter would
     # be its own pass (and its own parallel region) over the gradient.
-    classes = torch.arange(grad.shape[1], device=grad.device).reshape(-1, *([1] * (grad.dim() - 2)))
+    index = index.to(classes.dtype)
     for k in range(index.shape[1]):
         grad = torch.where(classes == index[:, k : k + 1], grad + scale_y[:, k : k + 1], grad)
     return grad
 
 
 def fused_rows(
-    logits: Tensor, index: Tensor, scale_p: Tensor, scale_u: Tensor, scale_y: Tensor,
-    class_column: Tensor | None, scale_z: Tensor | None = None, inv_cap: Tensor | None = None,
-    softcap: float | None = None,
+    logits: Tensor, index: Tensor, classes: Tensor, scale_p: Tensor, scale_u: Tensor,
+    scale_y: Tensor, class_column: Tensor | None, scale_z: Tensor | None = None,
+    inv_cap: Tensor | None = None, softcap: float | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """:func:`row_statistics` and :func:`row_gradient` in one pass: ``(grad, max, sum exp, z . cm, z_y)``.
+    """:func:`row_statistics` and :func:`row_gradient` in one pass: ``(grad, max, sum exp, z . cm, z_y)``
+    (``classes`` from :func:`class_indices`).
 
     Only the reductions themselves are returned (no per-row arithmetic on
     them): Inductor then keeps the max, the sum, the class sum and the
@@ -409,6 +439,6 @@ def fused_rows(
         # be realized in a pass of its own, splitting the one loop over rows.
         lse = row_max + torch.log(exp_sum.expand_as(exp_centered))
         scale_p = scale_p + scale_z * lse
-    grad = _gradient(exp_centered, exp_sum, index, scale_p, scale_u, scale_y, class_column)
+    grad = _gradient(exp_centered, exp_sum, index, classes, scale_p, scale_u, scale_y, class_column)
     grad = _through_cap(grad, tanh).to(logits.dtype)
     return grad, row_max, exp_sum, _class_sum(z, class_column), _target_logits(raw, index, softcap)
