@@ -12,7 +12,6 @@ README changes, so every number there comes from the last run of this script.
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from pathlib import Path
@@ -50,8 +49,8 @@ COMPARISONS = {
         {"dataset": "mnist1d", "label_noise": 0.4, "alphas": (0.0, -0.2, 0.1, 0.3), "allow_negative": True,
          "seeds": 10, "epochs": 40, "jobs": 2},
     ),
-    # The same with Wei et al.'s warm-up: 15 epochs of plain cross-entropy (about where alpha 0's validation NLL
-    # is lowest, 14.3 +- 1.7 above), then each alpha for the remaining 25.
+    # The same with Wei et al.'s warm-up: 15 epochs of plain cross-entropy (about where alpha 0's validation
+    # NLL is lowest, 14.3 +- 1.7 above), then each alpha for the remaining 25.
     "mnist1d-noise40-warmup": (
         "labelsmooth compare --dataset mnist1d --label-noise 0.4 --alphas 0 -0.2 0.1 0.3 --allow-negative "
         "--warmup-epochs 15 --seeds 10 --epochs 40 --jobs 2",
@@ -88,10 +87,18 @@ def block(name: str, commit: str | None) -> str:
 
 
 def replace(text: str, name: str, body: str) -> str:
-    pattern = re.compile(rf"(<!-- compare: {re.escape(name)} -->\n).*?(\n<!-- /compare -->)", re.DOTALL)
-    if not pattern.search(text):
-        raise SystemExit(f"README.md has no '<!-- compare: {name} -->' ... '<!-- /compare -->' block")
-    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+    """``text`` with what stands between ``name``'s opening marker and the next closing one set to ``body``
+    (an empty block too: a pattern that needs a newline before the closing marker would run on to the next
+    block's and eat everything between)."""
+    opening, closing = f"<!-- compare: {name} -->\n", "<!-- /compare -->"
+    start = text.find(opening)
+    if start < 0:
+        raise SystemExit(f"README.md has no '{opening.strip()}' ... '{closing}' block")
+    start += len(opening)
+    end = text.find(closing, start)
+    if end < 0 or "<!-- compare: " in text[start:end]:
+        raise SystemExit(f"README.md's '{opening.strip()}' block has no '{closing}' before the next block")
+    return text[:start] + body + "\n" + text[end:]
 
 
 def main(names: list[str]) -> None:

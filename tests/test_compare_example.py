@@ -50,3 +50,12 @@ def test_every_readme_table_has_its_markers_and_only_they_are_replaced():
                                                 "after <!-- compare: b -->\n")
     with pytest.raises(SystemExit, match="no '<!-- compare: c -->'"):
         script.replace(text, "c", "new")
+    # An empty block is filled, and the next block is left whole.
+    empty = "<!-- compare: a -->\n<!-- /compare -->\nkeep\n<!-- compare: b -->\nb\n<!-- /compare -->\n"
+    assert script.replace(empty, "a", "new") == ("<!-- compare: a -->\nnew\n<!-- /compare -->\nkeep\n"
+                                                 "<!-- compare: b -->\nb\n<!-- /compare -->\n")
+    with pytest.raises(SystemExit, match="has no '<!-- /compare -->' before the next block"):
+        script.replace("<!-- compare: a -->\nx\n<!-- compare: b -->\n<!-- /compare -->\n", "a", "new")
+    # Every block of the README closes before the next one opens.
+    blocks = readme.split("<!-- compare: ")[1:]
+    assert all(block.count("<!-- /compare -->") == 1 for block in blocks)
