@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,17 @@ class Checkpoint:
             return best
         state = {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
         return cls(epoch, val_loss, state)
+
+    @contextmanager
+    def loaded_into(self, model: nn.Module) -> Iterator[None]:
+        """``model`` with these weights inside the ``with`` block, and its own weights back after it
+        (the trainers' record writers predict with the best epoch's, then leave the final ones)."""
+        own = {key: value.detach().clone() for key, value in model.state_dict().items()}
+        model.load_state_dict(self.state)
+        try:
+            yield
+        finally:
+            model.load_state_dict(own)
 
 
 def seed_everything(seed: int) -> None:

@@ -195,8 +195,8 @@ class SaveRun(pl.Callback):
 
     def _early_stopped(self, trainer: pl.Trainer, module: pl.LightningModule, test: Split | None,
                        val: Split | None) -> dict[str, Any]:
-        """``save_run``'s early-stopping arguments: the best epoch's logits (the final ones when it is
-        the last epoch); the final weights are back in ``module`` afterwards."""
+        """``save_run``'s early-stopping arguments: the best epoch's logits (the final ones when no
+        step followed it); the final weights are back in ``module`` afterwards."""
         if self.monitor is None:
             return {}
         if self.best is None:
@@ -205,11 +205,7 @@ class SaveRun(pl.Callback):
         if self.best_step == trainer.global_step:  # no step since: the final weights are the best
             logits = (None if test is None else test[0], None if val is None else val[0])
         else:
-            final = {key: value.detach().clone() for key, value in module.state_dict().items()}
-            module.load_state_dict(self.best.state)
-            try:
+            with self.best.loaded_into(module):
                 stopped = (self._split(trainer, module, "test"), self._split(trainer, module, "val"))
-            finally:
-                module.load_state_dict(final)
             logits = tuple(None if split is None else split[0] for split in stopped)  # type: ignore[assignment]
         return {"best_epoch": self.best.epoch, "test_es_logits": logits[0], "val_es_logits": logits[1]}

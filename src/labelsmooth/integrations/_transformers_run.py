@@ -162,41 +162,46 @@ def save_run(trainer: Trainer, path: str | os.PathLike[str], *, alpha: float, se
     if model is None:
         raise v.fail("trainer", "a Trainer with a model", None)
     causal = is_causal_lm(model)
+    keep = _keep_best(trainer, causal)
+    datasets = {"test_dataset": test_dataset, "val_dataset": val_dataset}
     splits: dict[str, Any] = {}
-    for name, dataset in (("test_dataset", test_dataset), ("val_dataset", val_dataset)):
+    for name, dataset in datasets.items():
         if dataset is not None:
             splits[name] = (_tokens(trainer, model, dataset, name) if causal
                             else _predicted(trainer, dataset, name))
-    stopped = _early_stopped(trainer, model, causal, test_dataset, val_dataset, splits)
+    stopped = _early_stopped(trainer, model, keep, datasets, splits)
     return save_record(path, alpha=alpha, seed=seed, test=splits["test_dataset"],
                        val=splits.get("val_dataset"), settings=settings,
                        ignore_index=None if causal else _ignore(splits), **stopped)
 
 
-def _early_stopped(trainer: Trainer, model: torch.nn.Module, causal: bool, test_dataset: Any,
-                   val_dataset: Any, final: dict[str, Any]) -> dict[str, Any]:
-    """``save_record``'s early-stopping arguments from the trainer's :class:`KeepBest`, if it has one:
-    the best evaluation's logits (the final ones when no step followed it); the final weights stay."""
+def _keep_best(trainer: Trainer, causal: bool) -> KeepBest | None:
+    """The trainer's :class:`KeepBest`, checked before anything is predicted; ``None`` without one."""
     keep = next((c for c in trainer.callback_handler.callbacks if isinstance(c, KeepBest)), None)
     if keep is None:
-        return {}
+        return None
     if causal:
         raise v.fail("trainer", "no KeepBest callback for a causal LM (a token record has no early-stopped "
                      "statistics)", "KeepBest")
     if keep.best is None:
         raise v.fail("trainer", f"an evaluation with a finite {keep.metric} (eval_strategy, eval_dataset) "
                      "before save_run", "none")
+    return keep
+
+
+def _early_stopped(trainer: Trainer, model: torch.nn.Module, keep: KeepBest | None,
+                   datasets: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
+    """``save_record``'s early-stopping arguments from ``keep``: the best evaluation's logits (the
+    final ones when no step followed it); the final weights stay in the model."""
+    if keep is None or keep.best is None:
+        return {}
+    names = ("test_dataset", "val_dataset")
     if keep.step == trainer.state.global_step:
-        logits = [None if split is None else split[0] for split in (final.get("test_dataset"),
-                                                                    final.get("val_dataset"))]
+        logits = [None if final.get(name) is None else final[name][0] for name in names]
     else:
-        weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
-        model.load_state_dict(keep.best.state)
-        try:
-            logits = [None if dataset is None else _predicted(trainer, dataset, name)[0]
-                      for name, dataset in (("test_dataset", test_dataset), ("val_dataset", val_dataset))]
-        finally:
-            model.load_state_dict(weights)
+        with keep.best.loaded_into(model):
+            logits = [None if datasets[name] is None else _predicted(trainer, datasets[name], name)[0]
+                      for name in names]
     return {"best_epoch": keep.best.epoch, "test_es_logits": logits[0], "val_es_logits": logits[1]}
 
 
