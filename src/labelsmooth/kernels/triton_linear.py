@@ -323,11 +323,6 @@ def _forward_statistics(hidden: Tensor, weight: Tensor, bias: Tensor | None, ind
     return row_max[:, None], exp_sum[:, None], class_sum.sum(0)[:, None], z_y.sum(0)[:, None]
 
 
-def _skip_threshold(dtype: torch.dtype, vocab: int) -> float:
-    """The softmax value below which a backward tile may be skipped: ``SKIP_MASS[dtype] / V``."""
-    return SKIP_MASS[dtype] / vocab
-
-
 def _weighted_sum(matrix: Tensor, coefficients: Tensor) -> Tensor:
     """``coefficients @ matrix``, ``(R,) x (R, H) -> (H,)`` in float32, converting a 16-bit
     ``matrix`` one block of rows at a time (a float32 copy of all of it would be twice its memory)."""
@@ -376,7 +371,7 @@ def _gradients(hidden: Tensor, weight: Tensor, bias: Tensor | None, index: Tenso
         scale_p, scale_u, scale_y, unused if grad_h is None else grad_h,
         unused if grad_w is None else grad_w, unused if grad_b is None else grad_b, rows, vocab,
         hidden_size, hidden.stride(0), weight.stride(0), 1.0 if softcap is None else float(softcap),
-        _skip_threshold(hidden.dtype, vocab), HAS_BIAS=bias is not None, HAS_CM=cm is not None,
+        SKIP_MASS[hidden.dtype] / vocab, HAS_BIAS=bias is not None, HAS_CM=cm is not None,
         HAS_CAP=softcap is not None, NEED_H=need[0], NEED_W=need[1], NEED_B=need[2],
         UPCAST=INTERPRETED and hidden.dtype == torch.bfloat16, PRECISION=_precision(hidden.dtype),
         BLOCK_M=tiles.rows, BLOCK_V=tiles.cols, BLOCK_K=tiles.depth, GROUP_M=tiles.group,
